@@ -1,0 +1,50 @@
+"""The exception tree, and the retry policy each branch carries.
+
+Like kopf, an error says by its class whether trying again can help, so the
+reconciler decides backoff from the type alone and never parses messages::
+
+    GitSyncError
+     ├── TemporaryError      the same call may succeed later: back off and retry
+     └── PermanentError      the same input fails the same way: report, do not retry
+          ├── ConfigError    flags, environment or config file are wrong (exit 2)
+          ├── ImageRefError  an image reference breaks the distribution grammar
+          └── SpecError      a spec repository cannot be loaded at all
+
+Messages say what failed, where, and what would be valid. They never carry
+credentials: callers pass names of secrets, not their values.
+"""
+
+from __future__ import annotations
+
+
+class GitSyncError(Exception):
+    """Base of every error gitsync raises on purpose."""
+
+
+class TemporaryError(GitSyncError):
+    """May succeed if retried later; `retry_after` is a hint in seconds, if known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(GitSyncError):
+    """Retrying with the same input cannot help; a human has to change something."""
+
+
+class ConfigError(PermanentError):
+    """Controller settings are invalid: a flag, an environment variable or the config file."""
+
+
+class ImageRefError(PermanentError, ValueError):
+    """An image reference does not follow the distribution reference grammar."""
+
+    def __init__(self, reference: str, reason: str) -> None:
+        super().__init__(f"invalid image reference {reference!r}: {reason}")
+        self.reference = reference
+        self.reason = reason
+
+
+class SpecError(PermanentError):
+    """A spec path cannot be read at all (missing, not a file or directory)."""

@@ -1,0 +1,472 @@
+"""The planner: desired caches from Git + caches the provider holds -> an ordered Plan.
+
+It is a pure function (no I/O, no clock: `PlanPolicy.now` is injected), so
+`gitsync plan` in CI, the daemon and the tests all get the same answer from the
+same input, and every safety rule can be tested exhaustively here instead of
+against a cloud account. The rules, in the order a reviewer needs them:
+
+* **Ownership.** A cache is ours when `observed.owner == policy.controller_id`.
+  Only owned caches are ever updated, recreated or deleted. A spec whose name
+  is taken by a cache we do not own gets no action but a notice ("in the way":
+  delete that cache or rename the spec); caches we do not own and Git does not
+  name are none of our business and are ignored silently.
+* **Compare by name.** Fields compared: images (as a set of normalised
+  references, so `nginx` equals `docker.io/library/nginx:latest`; a reference
+  that does not parse is compared as written), imageCacheSize, retentionDays,
+  and imagePullSecrets (as a set). A difference is an UPDATE listing each
+  changed field under its YAML name; no difference is a NOOP.
+* **Rebuild.** A cache that is Failed or UpdateFailed, has expired
+  (`expires_at <= now`), or is inside its renewal window (`expires_at -
+  renew_before <= now`) is RECREATEd with the desired spec. The window is at
+  most half the cache's retention period, so a `renew_before` longer than the
+  retention cannot rebuild a fresh cache on every pass. A Pending or Updating
+  cache whose spec matches is a NOOP: the build is in progress.
+* **Create and delete.** A spec with no cache is a CREATE. An owned cache no
+  spec names is a DELETE, unless its name is in `policy.keep` (the reconciler
+  fills it from the last applied revision's `gitsync.io/prune: disabled`
+  specs and from the provider's own annotation); then it stays, with a
+  "kept: pruning disabled" notice. Every cache of a kept name stays,
+  duplicates included.
+* **Duplicates.** A provider may report two owned caches of one name (a crash
+  between "create" and "record"). The newest by `created_at` (unknown counts
+  as oldest; ties broken by the larger `cache_id`) is the one compared with
+  Git; the others are DELETEd with a reason starting with "duplicate". Those
+  deletes restore an invariant rather than remove anything Git asked for, so
+  they do not count toward the mass-delete guard, and the guard counts owned
+  caches by distinct name.
+* **Mass-delete guard.** With `owned` owned names and `deletes` non-duplicate
+  deletes, the plan is refused when `deletes == owned` (all of them: deleting
+  the only owned cache is refused too, since an emptied or mistyped repository
+  path looks exactly like that) or `deletes / owned > max_delete_ratio`,
+  unless `allow_mass_delete`. A refused plan still lists its actions so
+  `gitsync plan` can show them; executors apply none of it.
+* **Order.** Creates, then recreates, then updates, then deletes, then noops;
+  by name within each kind, then by cache id. Deletes come after creates and
+  rebuilds so that a pass interrupted half-way leaves extra caches (money)
+  rather than missing ones (slow pod starts).
+
+Costs come from `pricing.action_cost`; `Plan.cost` is their sum, in order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from gitsync import imageref, pricing
+from gitsync.errors import ConfigError, ImageRefError
+from gitsync.model import (
+    Action,
+    ActionKind,
+    CacheSpec,
+    CacheStatus,
+    CostDelta,
+    DesiredState,
+    FieldChange,
+    ObservedCache,
+    ObservedState,
+    Plan,
+    PlanNotice,
+    Severity,
+)
+
+__all__ = [
+    "ACTION_ORDER",
+    "DUPLICATE_REASON",
+    "PlanPolicy",
+    "is_duplicate_delete",
+    "plan",
+]
+
+ACTION_ORDER: tuple[ActionKind, ...] = (
+    ActionKind.CREATE,
+    ActionKind.RECREATE,
+    ActionKind.UPDATE,
+    ActionKind.DELETE,
+    ActionKind.NOOP,
+)
+DUPLICATE_REASON = "duplicate"
+KEPT_MESSAGE = "kept: pruning disabled"
+IN_THE_WAY = "in the way"
+
+_RANK = {kind: rank for rank, kind in enumerate(ACTION_ORDER)}
+_BROKEN = frozenset({CacheStatus.FAILED, CacheStatus.UPDATE_FAILED})
+_IN_PROGRESS = frozenset({CacheStatus.PENDING, CacheStatus.UPDATING})
+_MINUS = "\N{MINUS SIGN}"
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class PlanPolicy:
+    """Who we are, what time it is, and how careful to be.
+
+    `now` must be timezone-aware; the planner never reads the clock. `keep`
+    holds names whose owned caches must not be deleted when Git no longer
+    names them (see the module docstring).
+    """
+
+    controller_id: str
+    now: datetime
+    max_delete_ratio: float = 0.5
+    allow_mass_delete: bool = False
+    renew_before: timedelta | None = None
+    keep: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if not self.controller_id.strip():
+            raise ConfigError("--controller-id: must be a non-empty name, e.g. 'gitsync'")
+        if self.now.tzinfo is None or self.now.utcoffset() is None:
+            # A naive time compared with the providers' aware times would raise
+            # later, far from the cause; this is a wiring bug, not user input.
+            raise ValueError(f"PlanPolicy.now must be timezone-aware (UTC), got {self.now!r}")
+        ratio = self.max_delete_ratio
+        if not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
+            raise ConfigError(f"--max-delete-ratio: {ratio} must be between 0 and 1")
+        if self.renew_before is not None and self.renew_before < timedelta(0):
+            raise ConfigError(
+                f"--renew-before: {self.renew_before} must not be negative; use e.g. 2d, or omit it"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class _Group:
+    """The caches a provider reports under one name, split by ownership."""
+
+    owned: tuple[ObservedCache, ...]  # newest first: owned[0] is the match
+    foreign: tuple[ObservedCache, ...]  # unowned or owned by another controller
+
+
+def plan(
+    desired: DesiredState,
+    observed: ObservedState,
+    *,
+    policy: PlanPolicy,
+    prices: pricing.PriceTable,
+) -> Plan:
+    """The ordered actions (with costs and notices) that bring `observed` to `desired`."""
+    specs = _index_desired(desired.caches)
+    groups = _group_observed(observed.caches, controller_id=policy.controller_id)
+    actions: list[Action] = []
+    notices: list[PlanNotice] = []
+    for name in sorted(specs.keys() | groups.keys()):
+        spec = specs.get(name)
+        group = groups.get(name, _Group(owned=(), foreign=()))
+        if spec is not None:
+            if group.owned:
+                actions.append(_compare(spec, group.owned[0], policy=policy))
+                actions.extend(_duplicate_deletes(group.owned))
+            elif group.foreign:
+                notices.append(_in_the_way(name, group.foreign, policy=policy))
+            else:
+                actions.append(
+                    Action(
+                        kind=ActionKind.CREATE, name=name, reason="not in provider", desired=spec
+                    )
+                )
+        elif group.owned:
+            if name in policy.keep:
+                notices.append(_kept(name, group.owned))
+            else:
+                match = group.owned[0]
+                actions.append(
+                    Action(kind=ActionKind.DELETE, name=name, reason="not in Git", observed=match)
+                )
+                actions.extend(_duplicate_deletes(group.owned))
+        # Foreign caches Git does not name are not ours: nothing to say.
+
+    actions.sort(key=_action_key)
+    costed = tuple(_with_cost(action, prices=prices) for action in actions)
+    owned_names = sum(1 for group in groups.values() if group.owned)
+    return Plan(
+        actions=costed,
+        cost=_total(costed, currency=prices.currency),
+        notices=tuple(sorted(notices, key=lambda n: (n.name, n.message))),
+        refused=_refusal(costed, owned=owned_names, policy=policy),
+        revision=desired.revision,
+    )
+
+
+def is_duplicate_delete(action: Action) -> bool:
+    """True for a delete that removes an extra cache of a name, not a cache Git dropped."""
+    return action.kind is ActionKind.DELETE and action.reason.startswith(DUPLICATE_REASON)
+
+
+# --- grouping -----------------------------------------------------------------
+
+
+def _index_desired(caches: Sequence[CacheSpec]) -> dict[str, CacheSpec]:
+    specs: dict[str, CacheSpec] = {}
+    for spec in caches:
+        if spec.name in specs:
+            # Validation rejects duplicate names; reaching here is a wiring bug.
+            raise ValueError(
+                f"desired state names cache {spec.name!r} twice; specs validation should have"
+                " rejected the revision"
+            )
+        specs[spec.name] = spec
+    return specs
+
+
+def _group_observed(caches: Iterable[ObservedCache], *, controller_id: str) -> dict[str, _Group]:
+    owned: dict[str, list[ObservedCache]] = {}
+    foreign: dict[str, list[ObservedCache]] = {}
+    for cache in caches:
+        bucket = owned if cache.owner == controller_id else foreign
+        bucket.setdefault(cache.name, []).append(cache)
+    return {
+        name: _Group(
+            owned=tuple(sorted(owned.get(name, ()), key=_age_key, reverse=True)),
+            foreign=tuple(sorted(foreign.get(name, ()), key=lambda c: c.cache_id)),
+        )
+        for name in owned.keys() | foreign.keys()
+    }
+
+
+def _age_key(cache: ObservedCache) -> tuple[datetime, str]:
+    """Sorts oldest first: an unknown creation time counts as the oldest."""
+    created = _EPOCH if cache.created_at is None else _utc(cache.created_at)
+    return (created, cache.cache_id)
+
+
+def _duplicate_deletes(owned: Sequence[ObservedCache]) -> list[Action]:
+    keeper = owned[0]
+    return [
+        Action(
+            kind=ActionKind.DELETE,
+            name=extra.name,
+            reason=f"{DUPLICATE_REASON} of {keeper.cache_id}, the newest cache named {extra.name}",
+            observed=extra,
+        )
+        for extra in owned[1:]
+    ]
+
+
+def _in_the_way(name: str, foreign: Sequence[ObservedCache], *, policy: PlanPolicy) -> PlanNotice:
+    holders = ", ".join(
+        f"{c.cache_id} ("
+        + ("no owner" if c.owner is None else f"owned by controller {c.owner!r}")
+        + ")"
+        for c in foreign
+    )
+    return PlanNotice(
+        name=name,
+        message=(
+            f"{IN_THE_WAY}: Git wants cache {name!r}, but the provider already has a cache of"
+            f" that name that controller {policy.controller_id!r} does not own: {holders};"
+            " gitsync will not create, change or delete it. Delete that cache in the provider,"
+            " or rename the spec in Git"
+        ),
+        severity=Severity.WARNING,
+    )
+
+
+def _kept(name: str, owned: Sequence[ObservedCache]) -> PlanNotice:
+    ids = ", ".join(c.cache_id for c in owned)
+    return PlanNotice(
+        name=name,
+        message=(
+            f"{KEPT_MESSAGE}: {name!r} ({ids}) is no longer in Git but gitsync.io/prune: disabled"
+            " keeps it; delete it in the provider when it is no longer needed"
+        ),
+        severity=Severity.INFO,
+    )
+
+
+# --- comparing one cache --------------------------------------------------------
+
+
+def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Action:
+    changes, summaries = _field_changes(spec, cache)
+    rebuild: list[str] = []
+    if cache.status in _BROKEN:
+        rebuild.append(f"status {cache.status}")
+    expiry = _expiry_reason(cache, policy=policy)
+    if expiry is not None:
+        rebuild.append(expiry)
+    if rebuild:
+        kind, reason = ActionKind.RECREATE, "; ".join([*rebuild, *summaries])
+    elif changes:
+        reason = "; ".join(summaries)
+        if cache.status in _IN_PROGRESS:
+            reason += f" (while {cache.status})"
+        kind = ActionKind.UPDATE
+    elif cache.status in _IN_PROGRESS:
+        kind, reason = ActionKind.NOOP, f"in progress: status {cache.status}"
+    else:
+        kind, reason = ActionKind.NOOP, "up to date"
+    return Action(
+        kind=kind,
+        name=spec.name,
+        reason=reason,
+        desired=spec,
+        observed=cache,
+        changes=tuple(changes),
+    )
+
+
+def _field_changes(spec: CacheSpec, cache: ObservedCache) -> tuple[list[FieldChange], list[str]]:
+    """The differing fields, and one human summary per field, in YAML field order."""
+    changes: list[FieldChange] = []
+    summaries: list[str] = []
+
+    want, have = _image_keys(spec.images), _image_keys(cache.images)
+    if want.keys() != have.keys():
+        added = sorted(want[k] for k in want.keys() - have.keys())
+        removed = sorted(have[k] for k in have.keys() - want.keys())
+        changes.append(
+            FieldChange("images", before=_sorted_set(cache.images), after=_sorted_set(spec.images))
+        )
+        summaries.append("images: " + _plus_minus(added, removed))
+
+    for yaml_name, before, after in (
+        ("imageCacheSize", cache.image_cache_size_gib, spec.image_cache_size_gib),
+        ("retentionDays", cache.retention_days, spec.retention_days),
+    ):
+        if before != after:
+            changes.append(FieldChange(yaml_name, before=before, after=after))
+            summaries.append(f"{yaml_name}: {before} \N{RIGHTWARDS ARROW} {after}")
+
+    if set(spec.image_pull_secrets) != set(cache.image_pull_secrets):
+        added = sorted(set(spec.image_pull_secrets) - set(cache.image_pull_secrets))
+        removed = sorted(set(cache.image_pull_secrets) - set(spec.image_pull_secrets))
+        changes.append(
+            FieldChange(
+                "imagePullSecrets",
+                before=_sorted_set(cache.image_pull_secrets),
+                after=_sorted_set(spec.image_pull_secrets),
+            )
+        )
+        summaries.append("imagePullSecrets: " + _plus_minus(added, removed))
+    return changes, summaries
+
+
+def _image_keys(images: Iterable[str]) -> dict[str, str]:
+    """Normalised reference -> the spelling as written (the smallest, if several)."""
+    keys: dict[str, str] = {}
+    for written in sorted(images, reverse=True):
+        try:
+            key = imageref.normalize(written)
+        except ImageRefError:
+            # Validation reports bad references; here they still compare as written.
+            key = written
+        keys[key] = written
+    return keys
+
+
+def _sorted_set(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(values)))
+
+
+def _plus_minus(added: Sequence[str], removed: Sequence[str]) -> str:
+    return " ".join([*(f"+{a}" for a in added), *(f"{_MINUS}{r}" for r in removed)])
+
+
+def _expiry_reason(cache: ObservedCache, *, policy: PlanPolicy) -> str | None:
+    if cache.expires_at is None:
+        return None
+    expires, now = _utc(cache.expires_at), _utc(policy.now)
+    if expires <= now:
+        return f"expired {_iso(expires)}"
+    if policy.renew_before is None:
+        return None
+    lead, note = policy.renew_before, ""
+    if cache.retention_days > 0:
+        half = timedelta(days=cache.retention_days) / 2
+        if half < lead:
+            lead = half
+            note = f" (at most half of its {_plural(cache.retention_days, 'day')} retention)"
+    if expires - lead > now:
+        return None
+    return f"expires in {_human(expires - now)}, renewing {_human(lead)} before{note}"
+
+
+# --- ordering, cost, guard ------------------------------------------------------
+
+
+def _action_key(action: Action) -> tuple[int, str, str]:
+    cache_id = action.observed.cache_id if action.observed is not None else ""
+    return (_RANK[action.kind], action.name, cache_id)
+
+
+def _with_cost(action: Action, *, prices: pricing.PriceTable) -> Action:
+    cost = pricing.action_cost(
+        action.kind, desired=action.desired, observed=action.observed, prices=prices
+    )
+    return replace(action, cost=cost)
+
+
+def _total(actions: Sequence[Action], *, currency: str) -> CostDelta:
+    hourly = one_off = 0.0
+    for action in actions:
+        if action.cost is not None:
+            hourly += action.cost.hourly
+            one_off += action.cost.one_off
+    return CostDelta(currency=currency, hourly=hourly, one_off=one_off)
+
+
+def _refusal(actions: Sequence[Action], *, owned: int, policy: PlanPolicy) -> str | None:
+    deletes = sorted(
+        a.name for a in actions if a.kind is ActionKind.DELETE and not is_duplicate_delete(a)
+    )
+    if policy.allow_mass_delete or owned == 0 or not deletes:
+        return None
+    count = len(deletes)
+    shown = ", ".join(deletes[:5]) + (", ..." if count > 5 else "")
+    hint = (
+        "; a wrong --repo, branch or path looks exactly like this. If it is intended, pass"
+        " --allow-mass-delete, or raise --max-delete-ratio"
+    )
+    if count == owned:
+        return (
+            f"refused: the plan deletes all {_plural(owned, 'cache')} this controller owns"
+            f" ({shown}){hint}"
+        )
+    if count / owned > policy.max_delete_ratio:
+        return (
+            f"refused: the plan deletes {count} of {_plural(owned, 'owned cache')}"
+            f" ({count / owned:.0%}: {shown}), more than --max-delete-ratio"
+            f" {policy.max_delete_ratio:g} allows{hint}"
+        )
+    return None
+
+
+# --- small helpers --------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    # Providers should report aware times; a naive one is taken to be UTC.
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return _utc(moment).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _plural(count: int, noun: str) -> str:
+    # Only regular nouns pass through here (cache, day, hour, ...).
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+_UNITS: Mapping[str, int] = {"day": 86400, "hour": 3600, "minute": 60, "second": 1}
+
+
+def _human(span: timedelta) -> str:
+    """`1 day 6 hours`: the largest non-zero unit and the next one, rounded down."""
+    seconds = int(span.total_seconds())
+    if seconds <= 0:
+        return "under 1 second"
+    units = list(_UNITS.items())
+    for index, (unit, size) in enumerate(units):
+        if seconds >= size:
+            parts = [_plural(seconds // size, unit)]
+            if index + 1 < len(units):
+                next_unit, next_size = units[index + 1]
+                amount = seconds % size // next_size
+                if amount:
+                    parts.append(_plural(amount, next_unit))
+            return " ".join(parts)
+    raise AssertionError("unreachable: seconds >= 1 always matches the last unit")
