@@ -1,0 +1,512 @@
+"""The `gitsync` command: parses flags, wires the layers together, maps outcomes to exit codes.
+
+This is the only module (with `config`) that reads flags and the environment.
+Heavy backends are imported inside the branch that needs them, so
+`gitsync validate` starts fast: it is the command CI runs on every pull request.
+
+Exit codes follow DESIGN.md's CLI contract: 0 success, 1 failure or invalid
+input, 2 usage error (and, for `plan --detailed-exitcode`, 2 = changes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gitsync import __version__
+from gitsync.config import Settings, SettingsResolver, env_name, optional_path, resolve_settings
+from gitsync.errors import ConfigError, GitSyncError, PermanentError
+from gitsync.model import ObservedState
+
+if TYPE_CHECKING:
+    from gitsync.providers.base import Provider
+    from gitsync.reconciler import Reconciler
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_CHANGES = 2
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("common options (each also reads GITSYNC_<FLAG>)")
+    group.add_argument(
+        "--provider",
+        choices=("local", "kubernetes", "tencentcloud"),
+        help="where caches live (default: local)",
+    )
+    group.add_argument("--data-dir", help="state and blobs (default: $XDG_DATA_HOME/gitsync)")
+    group.add_argument("--config", help="YAML file of settings keyed by flag name")
+    group.add_argument(
+        "--controller-id", help="ownership tag of caches this controller manages (default: gitsync)"
+    )
+
+
+def _add_policy(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("safety")
+    group.add_argument(
+        "--max-delete-ratio",
+        help="refuse plans deleting more than this share of owned caches (default: 0.5)",
+    )
+    group.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        default=None,
+        help="apply plans that the mass-delete guard would refuse",
+    )
+    group.add_argument(
+        "--renew-before",
+        help="recreate a cache this long before it expires, e.g. 1d (default: never)",
+    )
+
+
+def _add_local(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("local backend")
+    group.add_argument("--platform", help="platform picked from multi-arch images (linux/amd64)")
+    group.add_argument(
+        "--secrets-dir",
+        help="folder of dockerconfigjson Secrets for imagePullSecrets: NAMESPACE/NAME.yaml",
+    )
+    group.add_argument("--docker-config", help="docker config.json with registry logins")
+    group.add_argument(
+        "--insecure-registry",
+        action="append",
+        metavar="HOST[:PORT]",
+        help="allow plain HTTP to this registry (loopback registries always may)",
+    )
+
+
+def _add_repo(parser: argparse.ArgumentParser, *, default_note: str) -> None:
+    parser.add_argument("--repo", help=f"repository folder or URL ({default_note})")
+    parser.add_argument("--path", help="only this folder of the repository")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gitsync",
+        description="A Git repository as the single source of truth for container-image caches.",
+    )
+    parser.add_argument("--version", action="version", version=f"gitsync {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    validate = commands.add_parser(
+        "validate",
+        help="validate ImageCache files (exit 0 valid, 1 invalid, 2 usage)",
+        description="Validate ImageCache YAML files or directories (default: .).",
+    )
+    validate.add_argument("paths", nargs="*", metavar="PATH", help="files or directories")
+    validate.add_argument("--format", choices=("text", "json", "github"), default=None)
+
+    plan = commands.add_parser(
+        "plan",
+        help="show what apply would change, and the monthly cost delta",
+        description="Compare a revision of the cache repository with the provider's caches.",
+    )
+    _add_repo(plan, default_note="default: .")
+    plan.add_argument("--revision", help="commit, branch or tag (default: the working tree)")
+    plan.add_argument("--format", choices=("text", "markdown", "json"), default=None)
+    plan.add_argument(
+        "--detailed-exitcode",
+        action="store_true",
+        default=None,
+        help="exit 0 when nothing changes, 2 when something would",
+    )
+
+    apply = commands.add_parser(
+        "apply",
+        help="one reconcile pass, then exit (0 converged, 1 failed)",
+        description="Bring the provider's caches to a revision of the repository, once.",
+    )
+    _add_repo(apply, default_note="default: .")
+    apply.add_argument("--revision", help="commit, branch or tag (default: the working tree)")
+
+    run = commands.add_parser(
+        "run",
+        help="the daemon: keep the caches equal to Git",
+        description="Fetch, validate, plan and apply on every interval, webhook or change.",
+    )
+    _add_repo(run, default_note="required")
+    run.add_argument("--branch", help="branch, tag or commit to follow (default: main)")
+    run.add_argument("--interval", help="poll interval, e.g. 60s, 5m (default: 60s)")
+    run.add_argument("--listen", help="HTTP address (default: 127.0.0.1:9108)")
+    run.add_argument("--webhook-secret-file", help="enables /hooks/*: the shared secret")
+    run.add_argument("--git-token-file", help="HTTPS token for the repository")
+    run.add_argument("--git-ssh-key", help="SSH private key for the repository")
+    run.add_argument("--git-known-hosts", help="known_hosts file; host keys are checked strictly")
+    run.add_argument("--log-level", help="debug, info, warning, error (default: info)")
+    run.add_argument("--log-format", choices=("auto", "json", "text"), default=None)
+
+    status = commands.add_parser("status", help="caches, status, expiry, revision, last error")
+    status.add_argument("--format", choices=("text", "json"), default=None)
+
+    gc = commands.add_parser("gc", help="drop blobs no snapshot references (local backend)")
+    gc.add_argument("--grace", help="keep blobs younger than this, e.g. 1h (default: 1h)")
+
+    for sub in (plan, apply, run, status, gc):
+        _add_common(sub)
+    for sub in (plan, apply, run):
+        _add_policy(sub)
+    for sub in (apply, run, status, gc):
+        _add_local(sub)
+    return parser
+
+
+def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
+    text = getattr(args, "config", None) or env.get(env_name("--config"), "")
+    return Path(text) if text else None
+
+
+def _flag(args: argparse.Namespace, env: Mapping[str, str], name: str, default: str) -> str:
+    """A command's own setting: flag, then GITSYNC_<FLAG>, then --config, then `default`."""
+    resolver = SettingsResolver(flags=vars(args), env=env, config_path=_config_path(args, env))
+    return resolver.text(f"--{name}", default)
+
+
+def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
+    return resolve_settings(flags=vars(args), env=env, config_path=_config_path(args, env))
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_validate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync import reports, specs  # noqa: PLC0415  # keep `--help` fast
+
+    output_format = _flag(args, env, "format", "text")
+    if output_format not in reports.DIAGNOSTIC_FORMATS:
+        raise ConfigError(
+            f"--format: {output_format!r} is not one of {', '.join(reports.DIAGNOSTIC_FORMATS)}"
+        )
+    paths = [Path(p) for p in (args.paths or ["."])]
+    missing = [str(p) for p in paths if not p.exists() and not p.is_symlink()]
+    if missing:
+        raise ConfigError(f"no such file or directory: {', '.join(missing)}")
+    result = specs.load_repository(paths, root=Path.cwd())
+    text = reports.format_diagnostics(
+        result.diagnostics,
+        output_format=output_format,
+        files=result.files,
+        documents=result.documents,
+        caches=len(result.caches),
+    )
+    if text:
+        print(text)
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def _open_provider(settings: Settings, *, writable: bool, progress: bool = False) -> Provider:
+    """The chosen backend; heavy SDKs load only here, when that backend is chosen."""
+    if settings.provider == "local":
+        from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415  # lazy
+
+        return LocalProvider(
+            data_dir=settings.data_dir,
+            platform=settings.platform,
+            secrets_dir=settings.secrets_dir,
+            docker_config=settings.docker_config,
+            insecure_registries=settings.insecure_registries,
+            writable=writable,
+            on_progress=_progress_printer() if progress else None,
+        )
+    raise ConfigError(
+        f"--provider {settings.provider}: this backend is not available yet in gitsync "
+        f"{__version__}; use --provider local"
+    )
+
+
+def _observe(settings: Settings) -> ObservedState:
+    if settings.provider == "local" and not (settings.data_dir / "state.db").exists():
+        return ObservedState(caches=())  # nothing was ever created here; create nothing
+    provider = _open_provider(settings, writable=False)
+    try:
+        return provider.observe()
+    finally:
+        provider.close()
+
+
+def _progress_printer() -> Callable[[Any], None] | None:
+    """A one-line progress bar on a terminal; None (plain log lines) otherwise."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(event: Any) -> None:
+        done, total = getattr(event, "bytes_done", 0), getattr(event, "bytes_total", 0) or 1
+        layers = f"{getattr(event, 'layers_done', 0)}/{getattr(event, 'layers_total', 0)}"
+        width = 30
+        filled = min(width, int(width * done / total))
+        sys.stderr.write(
+            f"\r  [{'#' * filled}{'.' * (width - filled)}] {done / 2**20:8.1f} MiB  "
+            f"layers {layers}  {getattr(event, 'image', '')[:40]:<40}"
+        )
+        sys.stderr.flush()
+
+    return show
+
+
+@contextmanager
+def _checkout(
+    args: argparse.Namespace, env: Mapping[str, str]
+) -> Iterator[tuple[Path, str | None]]:
+    """The folder of the requested revision (or the working tree) and its commit id."""
+    from gitsync.sources import git  # noqa: PLC0415  # keep `validate` fast
+
+    repo = _flag(args, env, "repo", ".")
+    revision = _flag(args, env, "revision", "")
+    subpath = _flag(args, env, "path", "")
+    with tempfile.TemporaryDirectory(prefix="gitsync-") as scratch:
+        if revision or not Path(repo).is_dir():
+            checkout = git.export_revision(
+                repo=repo, revision=revision or "HEAD", dest=Path(scratch) / "tree"
+            )
+        else:
+            checkout = git.Checkout(path=Path(repo), revision=git.head_revision(Path(repo)))
+        target = checkout.path / subpath if subpath else checkout.path
+        if not target.is_dir():
+            raise ConfigError(f"--path: {subpath!r} is not a folder of {repo}")
+        yield target, checkout.revision
+
+
+def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync import planning, reports, specs  # noqa: PLC0415  # keep `validate` fast
+    from gitsync.controller_record import RecordFile  # noqa: PLC0415
+    from gitsync.reconciler import keep_names  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    output_format = _flag(args, env, "format", "text")
+    if output_format not in reports.PLAN_FORMATS:
+        raise ConfigError(
+            f"--format: {output_format!r} is not one of {', '.join(reports.PLAN_FORMATS)}"
+        )
+    with _checkout(args, env) as (tree, revision):
+        result = specs.load_repository([tree], root=tree)
+    if not result.ok:
+        text = reports.format_diagnostics(
+            [d for d in result.diagnostics if d.severity.value == "error"],
+            output_format="text",
+            files=result.files,
+            documents=result.documents,
+            caches=len(result.caches),
+        )
+        print(
+            f"gitsync plan: revision {revision or '(working tree)'} is invalid; "
+            f"nothing would be applied:\n{text}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    observed = _observe(settings)
+    policy = planning.PlanPolicy(
+        controller_id=settings.controller_id,
+        now=datetime.now(UTC),
+        max_delete_ratio=settings.max_delete_ratio,
+        allow_mass_delete=settings.allow_mass_delete,
+        renew_before=settings.renew_before,
+        keep=keep_names(RecordFile(settings.data_dir).load(), observed),
+    )
+    the_plan = planning.plan(
+        result.desired(revision), observed, policy=policy, prices=settings.prices
+    )
+    print(reports.format_plan(the_plan, output_format=output_format, provider=settings.provider))
+    if _flag(args, env, "detailed-exitcode", "").lower() in ("1", "true"):
+        return EXIT_CHANGES if the_plan.has_changes else EXIT_OK
+    return EXIT_OK
+
+
+def _reconciler(settings: Settings, provider: Provider) -> Reconciler:
+    from gitsync.controller_record import RecordFile  # noqa: PLC0415
+    from gitsync.reconciler import ReconcilePolicy, Reconciler  # noqa: PLC0415
+
+    return Reconciler(
+        provider=provider,
+        records=RecordFile(settings.data_dir),
+        policy=ReconcilePolicy(
+            controller_id=settings.controller_id,
+            max_delete_ratio=settings.max_delete_ratio,
+            allow_mass_delete=settings.allow_mass_delete,
+            renew_before=settings.renew_before,
+        ),
+        prices=settings.prices,
+    )
+
+
+def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync import logs  # noqa: PLC0415
+    from gitsync.datadir import DataDirLock  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    logs.configure(stream=sys.stderr, json_format=not sys.stderr.isatty())
+    with DataDirLock(settings.data_dir), _checkout(args, env) as (tree, revision):
+        provider = _open_provider(settings, writable=True, progress=True)
+        try:
+            result = _reconciler(settings, provider).reconcile(tree=tree, revision=revision)
+        finally:
+            provider.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    for d in result.diagnostics:
+        if d.severity.value == "error":
+            print(f"{d.location}: error: {d.message} [{d.rule}]", file=sys.stderr)
+    if result.error:
+        print(f"gitsync apply: {result.error}", file=sys.stderr)
+    if result.converged:
+        print(f"converged at {revision or 'the working tree'}")
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync import reports  # noqa: PLC0415
+    from gitsync.controller_record import RecordFile  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    output_format = _flag(args, env, "format", "text")
+    record = RecordFile(settings.data_dir).load()
+    view = reports.StatusView(
+        provider=settings.provider,
+        controller_id=settings.controller_id,
+        applied_revision=record.applied_revision,
+        newest_revision=record.newest_revision,
+        spec_valid=record.spec_valid,
+        last_error=record.last_error,
+        diagnostics=record.diagnostics,
+        caches=_observe(settings).caches,
+    )
+    print(reports.format_status(view, output_format=output_format))
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync.config import parse_duration  # noqa: PLC0415
+    from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    if settings.provider != "local":
+        raise ConfigError("gc: only the local backend keeps blobs; use --provider local")
+    grace = parse_duration(_flag(args, env, "grace", "1h"), what="--grace")
+    provider = _open_provider(settings, writable=False)
+    try:
+        if not isinstance(provider, LocalProvider):
+            raise ConfigError("gc: only the local backend keeps blobs")
+        done = provider.gc(grace_seconds=grace.total_seconds())
+    finally:
+        provider.close()
+    print(
+        f"removed {done.removed_blobs} blobs ({done.freed_bytes / 2**20:.1f} MiB), "
+        f"kept {done.kept_blobs}; removed {done.removed_temp_files} stale temporary files"
+    )
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from prometheus_client import CollectorRegistry  # noqa: PLC0415
+
+    from gitsync import logs  # noqa: PLC0415
+    from gitsync.config import parse_duration  # noqa: PLC0415
+    from gitsync.daemon import Daemon  # noqa: PLC0415
+    from gitsync.datadir import DataDirLock  # noqa: PLC0415
+    from gitsync.metrics import DaemonMetrics  # noqa: PLC0415
+    from gitsync.sources.git import GitCredentials, GitSource  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    log_format = _flag(args, env, "log-format", "auto")
+    logs.configure(
+        level=_flag(args, env, "log-level", "info"),
+        json_format=None if log_format == "auto" else log_format == "json",
+    )
+    repo = _flag(args, env, "repo", "")
+    if not repo:
+        raise ConfigError("run: --repo is required (a repository URL or folder)")
+    interval = parse_duration(_flag(args, env, "interval", "60s"), what="--interval")
+    if interval.total_seconds() < 1:
+        raise ConfigError(f"--interval: {interval} is too short; use at least 1s")
+    host, port = _listen_address(_flag(args, env, "listen", "127.0.0.1:9108"))
+    branch = _flag(args, env, "branch", "main")
+    credentials = GitCredentials(
+        https_token=_read_secret(_flag(args, env, "git-token-file", ""), what="--git-token-file"),
+        ssh_key_path=optional_path(_flag(args, env, "git-ssh-key", "")),
+        known_hosts_path=optional_path(_flag(args, env, "git-known-hosts", "")),
+    )
+    secret = _read_secret(_flag(args, env, "webhook-secret-file", ""), what="--webhook-secret-file")
+    with DataDirLock(settings.data_dir):
+        provider = _open_provider(settings, writable=True)
+        try:
+            registry = CollectorRegistry()
+            daemon = Daemon(
+                source=GitSource(
+                    url=repo,
+                    ref=branch,
+                    path=_flag(args, env, "path", "") or None,
+                    cache_dir=settings.data_dir / "source",
+                    credentials=credentials,
+                ),
+                reconciler=_reconciler(settings, provider),
+                registry=registry,
+                metrics=DaemonMetrics(registry=registry, version=__version__),
+                interval_seconds=interval.total_seconds(),
+                host=host,
+                port=port,
+                branch=branch,
+                webhook_secret=secret.encode() if secret else None,
+                version=__version__,
+            )
+            signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
+            signal.signal(signal.SIGINT, lambda *_: daemon.stop())
+            daemon.run()
+        finally:
+            provider.close()
+    return EXIT_OK
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen: {text!r} is not HOST:PORT, e.g. 127.0.0.1:9108")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _read_secret(path: str, *, what: str) -> str | None:
+    if not path:
+        return None
+    try:
+        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
+    "validate": cmd_validate,
+    "plan": cmd_plan,
+    "apply": cmd_apply,
+    "run": cmd_run,
+    "status": cmd_status,
+    "gc": cmd_gc,
+}
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    environment: Mapping[str, str] = os.environ if env is None else env
+    parser = build_parser()
+    args: Any = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args, environment)
+    except ConfigError as exc:
+        print(f"gitsync {args.command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PermanentError as exc:
+        print(f"gitsync {args.command}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except GitSyncError as exc:
+        print(f"gitsync {args.command}: {exc} (temporary; try again)", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,210 @@
+"""`gitsync run`: the loop that keeps the provider equal to Git, and its HTTP face.
+
+One reconcile thread consumes a deduplicating trigger queue (poll timer,
+webhooks, folder watch), so a flood of triggers becomes at most one more pass.
+Each pass: fetch → (skip loading when the revision did not move) → validate →
+observe → plan → apply → record. Observing and planning still run when the
+revision is unchanged, because drift (a cache deleted, changed or expired
+behind our back) must be repaired on the next pass.
+
+SIGTERM sets a flag and wakes the loop; the pass in progress finishes its
+provider calls, the record is saved, and `run()` returns so the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from gitsync import reports
+from gitsync.errors import GitSyncError
+from gitsync.metrics import DaemonMetrics, StateCollector, StateView
+from gitsync.model import CacheSpec, ObservedCache
+from gitsync.reconciler import PassResult, Reconciler
+from gitsync.server import ControlServer, ServerHooks
+from gitsync.sources.git import FOLDER_REVISION_PREFIX, GitSource
+from gitsync.sources.watch import FolderWatch
+from gitsync.triggers import TriggerQueue, jittered_interval
+
+log = logging.getLogger("gitsync.daemon")
+
+
+@dataclass(slots=True)
+class _Latest:
+    """What the last pass learnt; read by scrapes and the status API from other threads."""
+
+    desired: tuple[CacheSpec, ...] = ()
+    observed: tuple[ObservedCache, ...] = ()
+    passes: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class Daemon:
+    def __init__(
+        self,
+        *,
+        source: GitSource,
+        reconciler: Reconciler,
+        registry: CollectorRegistry,
+        metrics: DaemonMetrics,
+        interval_seconds: float,
+        host: str,
+        port: int,
+        branch: str,
+        webhook_secret: bytes | None,
+        version: str,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.source = source
+        self.reconciler = reconciler
+        self.metrics = metrics
+        self.queue = TriggerQueue()
+        self.interval = interval_seconds
+        self._clock = clock
+        self._rng = rng or random.Random()  # noqa: S311  # jitter, not cryptography
+        self._stop = threading.Event()
+        self._latest = _Latest()
+        self._loop_alive = False
+        self._watch: FolderWatch | None = None
+        self._registry = registry
+        provider = reconciler.provider.name
+        registry.register(
+            StateCollector(provider=provider, view=self._state_view, prices=reconciler.prices)
+        )
+        self.server = ControlServer(
+            host=host,
+            port=port,
+            hooks=ServerHooks(
+                metrics=self._metrics_body,
+                healthy=lambda: True,
+                ready=self._ready,
+                status=self.status,
+                trigger=self.queue.put,
+            ),
+            branch=branch,
+            webhook_secret=webhook_secret,
+        )
+        del version  # build_info is set by DaemonMetrics
+
+    # ----------------------------------------------------------- HTTP hooks
+
+    def _metrics_body(self) -> tuple[bytes, str]:
+        return generate_latest(self._registry), CONTENT_TYPE_LATEST
+
+    def _ready(self) -> bool:
+        record = self.reconciler.records.load()
+        return self._loop_alive and record.applied_revision is not None
+
+    def _state_view(self) -> StateView:
+        record = self.reconciler.records.load()
+        with self._latest.lock:
+            return StateView(
+                applied_revision=record.applied_revision,
+                desired=self._latest.desired,
+                observed=self._latest.observed,
+                controller_id=self.reconciler.policy.controller_id,
+            )
+
+    def status(self) -> dict[str, object]:
+        record = self.reconciler.records.load()
+        with self._latest.lock:
+            caches = self._latest.observed
+        return reports.status_dict(
+            reports.StatusView(
+                provider=self.reconciler.provider.name,
+                controller_id=self.reconciler.policy.controller_id,
+                applied_revision=record.applied_revision,
+                newest_revision=record.newest_revision,
+                spec_valid=record.spec_valid,
+                last_error=record.last_error,
+                diagnostics=record.diagnostics,
+                caches=caches,
+            )
+        )
+
+    # ----------------------------------------------------------------- loop
+
+    def stop(self) -> None:
+        """Ask the loop to finish the pass in progress and return (safe from signal handlers)."""
+        self._stop.set()
+        self.queue.close()
+
+    def run(self) -> None:
+        self.server.start()
+        host, port = self.server.address
+        log.info("listening on http://%s:%d", host, port)
+        self._loop_alive = True
+        try:
+            self.queue.put("start")
+            while not self._stop.is_set():
+                reasons = self.queue.wait(jittered_interval(self.interval, rng=self._rng))
+                if self._stop.is_set():
+                    break
+                self.run_pass(reason=",".join(reasons) or "interval")
+        finally:
+            self._loop_alive = False
+            if self._watch is not None:
+                self._watch.stop()
+            self.server.stop()
+            log.info("stopped")
+
+    def run_pass(self, *, reason: str) -> PassResult | None:
+        started = self._clock()
+        try:
+            with self.metrics.fetch_duration.time():
+                fetched = self.source.fetch()
+        except GitSyncError as exc:
+            self.metrics.fetch_errors.inc()
+            log.error("fetch failed: %s", exc, extra={"reason": reason})
+            return None
+        self.metrics.fetch_success.set(self._clock())
+        if self._watch is None and fetched.revision.startswith(FOLDER_REVISION_PREFIX):
+            # A plain folder (development): react to edits instead of waiting for the timer.
+            self._watch = FolderWatch(fetched.tree, lambda: self.queue.put("watch"))
+            self._watch.start()
+        with self.metrics.reconcile_duration.time():
+            result = self.reconciler.reconcile(tree=fetched.tree, revision=fetched.revision)
+        record = self.reconciler.records.load()
+        self.metrics.record_diagnostics(
+            valid=record.spec_valid, counts=record.diagnostics_by_severity
+        )
+        if result.error is None:
+            self.metrics.reconciles.labels(result="success").inc()
+            self.metrics.last_success.set(self._clock())
+        else:
+            self.metrics.reconciles.labels(result="error").inc()
+        with self._latest.lock:
+            if result.valid:
+                self._latest.desired = self.reconciler.desired_caches
+            if result.observed_after is not None:
+                self._latest.observed = result.observed_after.caches
+            self._latest.passes += 1
+        log.info(
+            "pass done in %.2f s: %s",
+            self._clock() - started,
+            _summary(result),
+            extra={"revision": fetched.revision, "reason": reason},
+        )
+        return result
+
+
+def _summary(result: PassResult) -> str:
+    if not result.valid:
+        return "invalid revision, nothing applied"
+    if result.plan is None:
+        return result.error or "no plan"
+    if result.plan.refused:
+        return f"refused: {result.plan.refused}"
+    done = sum(1 for o in result.outcomes if o.ok)
+    failed = sum(1 for o in result.outcomes if o.error)
+    held = sum(1 for o in result.outcomes if o.skipped_until)
+    return f"{done} applied, {failed} failed, {held} backing off, " + (
+        "converged" if result.converged else "not converged"
+    )

@@ -1,0 +1,203 @@
+"""Prometheus metrics of the metric contract in DESIGN.md, on an injected registry.
+
+Two kinds, as in prometheus/client_python's own advice:
+
+- Event metrics (fetches, passes, durations) are ordinary counters, gauges and
+  histograms, updated by the daemon as things happen.
+- State that mirrors something external (the caches a provider holds, the
+  revision in force) comes from `StateCollector`, computed at scrape time from
+  the daemon's latest view. A cache that is gone simply is not yielded, so its
+  series vanish instead of going stale.
+
+The registry is always passed in, so tests use a fresh `CollectorRegistry()`.
+Labels are `cache` and `provider` (plus the few enumerations the contract
+names); never a label per image tag or per pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from gitsync import pricing
+from gitsync.model import CacheSpec, CacheStatus, ObservedCache
+
+GIB = 1024**3
+
+_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass(frozen=True, slots=True)
+class StateView:
+    """The daemon's latest knowledge: revision in force, desired caches, provider's caches."""
+
+    applied_revision: str | None
+    desired: Sequence[CacheSpec]
+    observed: Sequence[ObservedCache]
+    controller_id: str
+
+
+class DaemonMetrics:
+    """Event metrics the daemon updates as fetches and passes happen."""
+
+    def __init__(self, *, registry: CollectorRegistry, version: str) -> None:
+        info = Gauge(
+            "gitsync_build_info",
+            "Always 1; the version label names the build.",
+            ["version"],
+            registry=registry,
+        )
+        info.labels(version=version).set(1)
+        self.fetch_success = Gauge(
+            "gitsync_source_last_fetch_success_timestamp_seconds",
+            "Unix time of the last successful fetch of the source.",
+            registry=registry,
+        )
+        self.fetch_duration = Histogram(
+            "gitsync_source_fetch_duration_seconds",
+            "Time to fetch the source.",
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.fetch_errors = Counter(
+            "gitsync_source_fetch_errors",
+            "Fetches of the source that failed.",
+            registry=registry,
+        )
+        self.spec_valid = Gauge(
+            "gitsync_spec_valid",
+            "1 if the newest fetched revision validates, else 0.",
+            registry=registry,
+        )
+        self.spec_diagnostics = Gauge(
+            "gitsync_spec_diagnostics",
+            "Diagnostics in the newest fetched revision, by severity.",
+            ["severity"],
+            registry=registry,
+        )
+        for severity in ("error", "warning", "info"):
+            self.spec_diagnostics.labels(severity=severity).set(0)
+        self.reconcile_duration = Histogram(
+            "gitsync_reconcile_duration_seconds",
+            "Time of one reconcile pass.",
+            buckets=_DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.reconciles = Counter(
+            "gitsync_reconciles",
+            "Reconcile passes, by result.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("success", "error"):
+            self.reconciles.labels(result=result)
+        self.last_success = Gauge(
+            "gitsync_last_reconcile_success_timestamp_seconds",
+            "Unix time of the last pass that applied without error.",
+            registry=registry,
+        )
+
+    def record_diagnostics(self, *, valid: bool, counts: dict[str, int]) -> None:
+        self.spec_valid.set(1 if valid else 0)
+        for severity in ("error", "warning", "info"):
+            self.spec_diagnostics.labels(severity=severity).set(counts.get(severity, 0))
+
+
+class StateCollector(Collector):
+    """Per-cache series computed at scrape time from the daemon's latest `StateView`."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        view: Callable[[], StateView],
+        prices: pricing.PriceTable,
+    ) -> None:
+        self._provider = provider
+        self._view = view
+        self._prices = prices
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # dynamic: registering must not call collect() on a half-built daemon
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        view = self._view()
+        revision = GaugeMetricFamily(
+            "gitsync_applied_revision_info", "1 for the revision in force.", labels=["revision"]
+        )
+        if view.applied_revision:
+            revision.add_metric([view.applied_revision], 1)
+        yield revision
+
+        info = GaugeMetricFamily(
+            "gitsync_cache_info",
+            "1 per cache the provider holds.",
+            labels=["cache", "provider", "cache_id", "status"],
+        )
+        expiry = _cache_gauge("gitsync_cache_expiry_timestamp_seconds", "When the cache expires.")
+        created = _cache_gauge("gitsync_cache_created_timestamp_seconds", "When it was created.")
+        matched = _cache_gauge(
+            "gitsync_cache_last_matched_timestamp_seconds", "When a pod last used the cache."
+        )
+        capacity = _cache_gauge("gitsync_cache_capacity_bytes", "imageCacheSize in bytes.")
+        content = _cache_gauge("gitsync_cache_content_bytes", "Expanded size of its images.")
+        images = _cache_gauge("gitsync_cache_images", "Number of images in the cache.")
+        cost = GaugeMetricFamily(
+            "gitsync_cache_cost_per_hour",
+            "Standing cost per hour, by component, in gitsync_pricing_info's currency.",
+            labels=["cache", "provider", "component"],
+        )
+        owned = [c for c in view.observed if c.owner == view.controller_id]
+        for cache in view.observed:
+            info.add_metric([cache.name, self._provider, cache.cache_id, cache.status.value], 1)
+        for cache in owned:
+            labels = [cache.name, self._provider]
+            if cache.expires_at is not None:
+                expiry.add_metric(labels, _epoch(cache.expires_at))
+            if cache.created_at is not None:
+                created.add_metric(labels, _epoch(cache.created_at))
+            if cache.last_matched_at is not None:
+                matched.add_metric(labels, _epoch(cache.last_matched_at))
+            capacity.add_metric(labels, cache.image_cache_size_gib * GIB)
+            if cache.content_bytes is not None:
+                content.add_metric(labels, cache.content_bytes)
+            images.add_metric(labels, len(cache.images))
+            hourly = pricing.snapshot_cost_per_hour(
+                size_gib=cache.image_cache_size_gib,
+                content_bytes=cache.content_bytes,
+                prices=self._prices,
+            )
+            cost.add_metric([*labels, "snapshot"], hourly)
+        yield from (info, expiry, created, matched, capacity, content, images, cost)
+
+        desired = _cache_gauge("gitsync_cache_desired", "1 per cache in the applied revision.")
+        ready = _cache_gauge("gitsync_cache_ready", "1 if the desired cache is Ready, else 0.")
+        by_name = {c.name: c for c in owned}
+        for spec in view.desired:
+            labels = [spec.name, self._provider]
+            desired.add_metric(labels, 1)
+            held = by_name.get(spec.name)
+            ready.add_metric(labels, 1 if held and held.status is CacheStatus.READY else 0)
+        yield desired
+        yield ready
+
+        priced = GaugeMetricFamily(
+            "gitsync_pricing_info",
+            "1; the currency label names the price table's currency.",
+            labels=["currency"],
+        )
+        priced.add_metric([self._prices.currency], 1)
+        yield priced
+
+
+def _cache_gauge(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=["cache", "provider"])
+
+
+def _epoch(moment: datetime) -> float:
+    return moment.timestamp()

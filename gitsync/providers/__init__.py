@@ -1,0 +1,1 @@
+"""Providers: where caches live (local store, Kubernetes objects, Tencent Cloud)."""

@@ -1,0 +1,48 @@
+"""The `Provider` protocol: the one interface between the reconciler and where caches live.
+
+A provider does I/O and nothing else: it translates its backend (an on-disk
+store, Kubernetes objects, the TKE API) into `ObservedCache` records and carries
+out single actions. Deciding *what* to do is the planner's job.
+
+Every call is idempotent or checked, so a crash at any point converges on the
+next pass without duplicates: `create` first records an owned cache by name,
+then builds it; `observe` reports an interrupted build as failed, and the
+planner rebuilds it.
+
+Errors follow `gitsync.errors`: `TemporaryError` (retry with backoff) or
+`PermanentError` (report; retrying the same spec fails the same way). A failing
+cache never blocks the others: calls are per cache.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from gitsync.model import CacheSpec, ObservedCache, ObservedState
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """Where caches live. Implementations: local, kubernetes, tencentcloud."""
+
+    name: str
+
+    def observe(self) -> ObservedState:
+        """Every cache the backend holds, owned or not, with status and events."""
+        ...
+
+    def create(self, spec: CacheSpec, *, owner: str) -> ObservedCache:
+        """Build a new cache for `spec`, marked as owned by `owner`."""
+        ...
+
+    def update(self, spec: CacheSpec, current: ObservedCache) -> ObservedCache:
+        """Change an owned cache to `spec`; while it rebuilds the old content still serves."""
+        ...
+
+    def delete(self, current: ObservedCache) -> None:
+        """Remove an owned cache; deleting one that is already gone is not an error."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and files."""
+        ...

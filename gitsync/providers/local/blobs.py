@@ -1,0 +1,477 @@
+"""A content-addressed blob store on the local disk, safe for concurrent pulls and `gc`.
+
+Why content-addressed: a layer that several images or caches share has one
+digest, so it is stored once and fetched once, and a snapshot only needs to
+list digests. Why atomic writes: a crash (even kill -9) must never leave a
+file under a digest whose content does not hash to that digest, so every blob
+is written to a temporary file *in the same directory*, verified while it is
+written, fsynced, and only then renamed to its final name (rename is atomic
+within one file system).
+
+Layout under `root`::
+
+    blobs/sha256/<hex>                 a verified blob; never modified once renamed in
+    blobs/sha256/.tmp-<hex>-<random>   a write in progress (or left by a crash)
+    layers/sha256/<hex>.json           facts about a verified layer blob: its diff_id
+                                       and expanded size, so a reused layer is not
+                                       decompressed again
+
+Concurrency inside one process: two workers that want the same digest at the
+same moment serialise on a per-digest lock (`ingest`); the second one finds the
+blob present and reuses it, so it is fetched once. Across processes, writes
+stay correct (same content, atomic rename) but may both download.
+
+Protocol for a `gc` that runs while pulls run:
+
+1. gc notes a cutoff time *before* it reads the set of referenced digests. The
+   cutoff must be no later than the start of any pull still running (the state
+   database knows which pulls are in progress; without that, use gc's start
+   time minus a grace period longer than any pull).
+2. A pull *claims* every blob it reuses (`claim`): under a shared `flock` on the
+   blob it sets the blob's mtime to now. A blob it writes has a fresh mtime
+   anyway. So every blob a running pull will reference has mtime >= cutoff.
+3. gc deletes a blob only through `delete_if_older(digest, cutoff)`: under an
+   exclusive `flock` it re-reads the mtime and unlinks only if it is older than
+   the cutoff and the path still names the inode it locked. A claim that loses
+   the race sees the file unlinked (st_nlink == 0) and reports the blob as
+   absent, so the pull fetches it again instead of trusting a deleted file.
+4. Temporary files are never collected by the blob sweep; `sweep_temp` removes
+   only those older than a bound much longer than any write (crash leftovers).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Self
+
+from gitsync.errors import PermanentError
+
+# Digest algorithms the OCI image spec registers, with their hex length.
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+_DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+_TMP_PREFIX = ".tmp-"
+
+
+class BlobStoreError(PermanentError):
+    """The blob store was used wrongly or its files are not what they should be."""
+
+
+class InvalidDigestError(BlobStoreError, ValueError):
+    """A string is not a digest this store accepts (`sha256:<64 hex>` or `sha512:<128 hex>`)."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(
+            f"invalid digest {digest!r}: expected 'sha256:' followed by 64 lowercase hex digits"
+            " (or 'sha512:' and 128)"
+        )
+        self.digest = digest
+
+
+class BlobNotFoundError(BlobStoreError, KeyError):
+    """No blob with this digest is in the store."""
+
+    def __init__(self, digest: str, root: Path) -> None:
+        super().__init__(f"blob {digest} is not in the store at {root}")
+        self.digest = digest
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class DigestMismatchError(PermanentError):
+    """Content does not hash to the digest it was announced under: corrupt or tampered with."""
+
+    def __init__(self, *, digest: str, actual: str, where: str) -> None:
+        super().__init__(
+            f"content of {where} does not match its digest: expected {digest}, got {actual};"
+            " the blob was rejected and nothing was stored under that digest"
+        )
+        self.digest = digest
+        self.actual = actual
+        self.where = where
+
+
+class SizeMismatchError(PermanentError):
+    """Content is longer or shorter than the size its descriptor announced."""
+
+    def __init__(self, *, digest: str, expected: int, actual: int, where: str) -> None:
+        more = "at least " if actual > expected else ""
+        super().__init__(
+            f"{where} ({digest}) has {more}{actual} bytes but its descriptor says {expected};"
+            " the blob was rejected"
+        )
+        self.digest = digest
+        self.expected = expected
+        self.actual = actual
+
+
+def parse_digest(digest: str) -> tuple[str, str]:
+    """Split `algo:hex` after checking it strictly (it becomes a path, so no surprises)."""
+    match = _DIGEST_RE.match(digest)
+    if match is None or len(match.group(2)) != DIGEST_HEX_LENGTHS[match.group(1)]:
+        raise InvalidDigestError(digest)
+    return match.group(1), match.group(2)
+
+
+def new_hasher(digest: str) -> hashlib._Hash:
+    """A fresh hash object of the digest's algorithm."""
+    algorithm, _ = parse_digest(digest)
+    return hashlib.new(algorithm)
+
+
+def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
+    """The digest of `data` in `algo:hex` form."""
+    if algorithm not in DIGEST_HEX_LENGTHS:
+        raise BlobStoreError(f"unsupported digest algorithm {algorithm!r}: use sha256 or sha512")
+    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+
+
+@dataclass(frozen=True, slots=True)
+class LayerInfo:
+    """What verifying a layer taught us: its uncompressed digest and size."""
+
+    diff_id: str
+    expanded_size: int
+
+
+class BlobWriter:
+    """Writes one blob to a temporary file, checking size and digest as bytes arrive.
+
+    A write past the announced size fails at once, so a lying server cannot
+    fill the disk. `commit()` checks the digest, fsyncs and renames; anything
+    else (an exception, `abort()`) removes the temporary file.
+    """
+
+    def __init__(self, *, store: BlobStore, digest: str, size: int | None) -> None:
+        self._store = store
+        self.digest = digest
+        self.expected_size = size
+        self._hasher = new_hasher(digest)
+        self.written = 0
+        final = store.path(digest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = final.parent / f"{_TMP_PREFIX}{final.name}-{secrets.token_hex(6)}"
+        self._file: BinaryIO | None = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
+        self._verified = False
+        self.committed = False
+
+    def write(self, chunk: bytes | memoryview) -> None:
+        if self._file is None:
+            raise BlobStoreError(f"write to blob {self.digest} after it was committed or aborted")
+        new_total = self.written + len(chunk)
+        if self.expected_size is not None and new_total > self.expected_size:
+            raise SizeMismatchError(
+                digest=self.digest,
+                expected=self.expected_size,
+                actual=new_total,
+                where=f"blob {self.digest}",
+            )
+        self._hasher.update(chunk)
+        self._file.write(chunk)
+        self.written = new_total
+
+    def verify(self, *, where: str | None = None) -> None:
+        """Check size and digest of everything written; idempotent, done by commit() too."""
+        if self._verified:
+            return
+        where = where or f"blob {self.digest}"
+        if self.expected_size is not None and self.written != self.expected_size:
+            raise SizeMismatchError(
+                digest=self.digest, expected=self.expected_size, actual=self.written, where=where
+            )
+        algorithm, _ = parse_digest(self.digest)
+        actual = f"{algorithm}:{self._hasher.hexdigest()}"
+        if actual != self.digest:
+            raise DigestMismatchError(digest=self.digest, actual=actual, where=where)
+        self._verified = True
+
+    def commit(self) -> None:
+        """Verify, make durable, and publish the blob under its digest."""
+        if self.committed:
+            return
+        if self._file is None:
+            raise BlobStoreError(f"blob {self.digest} was aborted and cannot be committed")
+        try:
+            self.verify()
+            self._file.flush()
+            if self._store.fsync:
+                os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            final = self._store.path(self.digest)
+            os.replace(self._tmp, final)
+        except BaseException:
+            self.abort()  # a rejected or failed blob leaves no temporary file behind
+            raise
+        self.committed = True
+        if self._store.fsync:
+            _fsync_dir(final.parent)
+
+    def abort(self) -> None:
+        """Drop the temporary file; a no-op after commit."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if not self.committed:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+# Per-digest locks shared by every BlobStore object of the process on the same
+# root, so two caches pulled by two store objects still fetch a blob once.
+class _LockEntry:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+_LOCKS_GUARD = threading.Lock()
+_LOCKS: dict[tuple[str, str], _LockEntry] = {}
+
+
+class BlobStore:
+    """Blobs by digest under `root`; see the module docstring for layout and gc protocol."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = Path(root)
+        self.fsync = fsync
+        self._key_root = str(self.root.resolve())
+
+    def __repr__(self) -> str:
+        return f"BlobStore({str(self.root)!r})"
+
+    # -- paths and reading ---------------------------------------------------
+
+    def path(self, digest: str) -> Path:
+        """Where the blob lives (or would live); does not say whether it exists."""
+        algorithm, hexpart = parse_digest(digest)
+        return self.root / "blobs" / algorithm / hexpart
+
+    def _info_path(self, digest: str) -> Path:
+        algorithm, hexpart = parse_digest(digest)
+        return self.root / "layers" / algorithm / f"{hexpart}.json"
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def size(self, digest: str) -> int:
+        try:
+            return self.path(digest).stat().st_size
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(digest, self.root) from exc
+
+    def open(self, digest: str) -> BinaryIO:
+        """Open the blob for reading; the caller closes it."""
+        try:
+            return open(self.path(digest), "rb")
+        except FileNotFoundError as exc:
+            raise BlobNotFoundError(digest, self.root) from exc
+
+    def read_bytes(self, digest: str) -> bytes:
+        with self.open(digest) as fh:
+            return fh.read()
+
+    def iter_digests(self) -> Iterator[str]:
+        """Every stored blob's digest (temporary files excluded), in no particular order."""
+        base = self.root / "blobs"
+        for algorithm, length in DIGEST_HEX_LENGTHS.items():
+            folder = base / algorithm
+            if not folder.is_dir():
+                continue
+            for entry in os.scandir(folder):
+                name = entry.name
+                if len(name) == length and not name.startswith(_TMP_PREFIX) and entry.is_file():
+                    digest = f"{algorithm}:{name}"
+                    if _DIGEST_RE.match(digest):
+                        yield digest
+
+    # -- writing -------------------------------------------------------------
+
+    def writer(self, digest: str, *, size: int | None) -> BlobWriter:
+        """A verifying writer; use as a context manager (commit on success, abort on error)."""
+        return BlobWriter(store=self, digest=digest, size=size)
+
+    def put_bytes(self, data: bytes, *, digest: str | None = None) -> str:
+        """Store small content (manifests, configs), verifying `digest` if given."""
+        digest = digest or compute_digest(data)
+        if self.claim(digest):
+            return digest
+        # No per-digest lock: small writes racing each other both publish the
+        # same verified bytes atomically, and callers may already hold the lock.
+        with self.writer(digest, size=len(data)) as w:
+            w.write(data)
+        return digest
+
+    def ingest(self, digest: str, fill: Callable[[], None]) -> bool:
+        """Make sure the blob is present, calling `fill` to write it only if it is not.
+
+        Returns True when `fill` ran (the blob was fetched now), False when the
+        blob was already there or another worker stored it while this one
+        waited. `fill` must commit a writer for `digest`.
+        """
+        if self.claim(digest):
+            return False
+        with self._digest_lock(digest):
+            if self.claim(digest):
+                return False
+            fill()
+            if not self.has(digest):
+                raise BlobStoreError(f"blob {digest} was not stored by its writer")
+            return True
+
+    @contextlib.contextmanager
+    def _digest_lock(self, digest: str) -> Iterator[None]:
+        key = (self._key_root, digest)
+        with _LOCKS_GUARD:
+            entry = _LOCKS.get(key)
+            if entry is None:
+                entry = _LOCKS[key] = _LockEntry()
+            entry.users += 1
+        try:
+            with entry.lock:
+                yield
+        finally:
+            with _LOCKS_GUARD:
+                entry.users -= 1
+                if entry.users == 0:
+                    del _LOCKS[key]
+
+    # -- layer facts ---------------------------------------------------------
+
+    def layer_info(self, digest: str) -> LayerInfo | None:
+        """Facts recorded when the layer was verified, or None if unknown or unreadable."""
+        try:
+            raw = json.loads(self._info_path(digest).read_text(encoding="utf-8"))
+            info = LayerInfo(diff_id=str(raw["diff_id"]), expanded_size=int(raw["expanded_size"]))
+            parse_digest(info.diff_id)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # recomputable from the blob; a torn file after power loss is fine
+        return info
+
+    def put_layer_info(self, digest: str, info: LayerInfo) -> None:
+        """Record a layer's facts atomically (before the blob itself is published)."""
+        path = self._info_path(digest)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
+        tmp.write_text(
+            json.dumps({"diff_id": info.diff_id, "expanded_size": info.expanded_size}),
+            encoding="utf-8",
+        )
+        os.replace(tmp, path)
+
+    # -- gc support ----------------------------------------------------------
+
+    def claim(self, digest: str) -> bool:
+        """Mark a present blob as in use now (mtime := now); False if it is absent.
+
+        Runs under a shared flock so it cannot interleave with `delete_if_older`.
+        """
+        try:
+            fd = os.open(self.path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            if os.fstat(fd).st_nlink == 0:
+                return False  # gc unlinked it while we waited for the lock
+            os.utime(fd)
+            return True
+        finally:
+            os.close(fd)  # releases the flock
+
+    def delete(self, digest: str) -> bool:
+        """Remove a blob and its layer facts unconditionally; True if it existed."""
+        with contextlib.suppress(FileNotFoundError):
+            self._info_path(digest).unlink()
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_if_older(self, digest: str, cutoff: float) -> bool:
+        """gc's primitive: delete the blob only if nobody wrote or claimed it since `cutoff`.
+
+        `cutoff` is a time.time() value. True if the blob was deleted.
+        """
+        path = self.path(digest)
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            st = os.fstat(fd)
+            if st.st_nlink == 0 or st.st_mtime >= cutoff:
+                return False
+            try:
+                if os.stat(path).st_ino != st.st_ino:
+                    return False  # replaced by a fresh write meanwhile
+            except FileNotFoundError:
+                return False
+            with contextlib.suppress(FileNotFoundError):
+                self._info_path(digest).unlink()
+            path.unlink()
+            return True
+        finally:
+            os.close(fd)
+
+    def sweep_temp(self, *, older_than: float, now: float | None = None) -> int:
+        """Remove temporary files left by crashes, if older than `older_than` seconds."""
+        now = time.time() if now is None else now
+        removed = 0
+        for sub in ("blobs", "layers"):
+            base = self.root / sub
+            if not base.is_dir():
+                continue
+            for folder in base.iterdir():
+                if not folder.is_dir():
+                    continue
+                for entry in os.scandir(folder):
+                    if not entry.name.startswith(_TMP_PREFIX):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        if now - entry.stat().st_mtime > older_than:
+                            os.unlink(entry.path)
+                            removed += 1
+        return removed
+
+    def temp_files(self) -> list[Path]:
+        """Temporary files present now (writes in progress or crash leftovers)."""
+        found: list[Path] = []
+        for sub in ("blobs", "layers"):
+            base = self.root / sub
+            if base.is_dir():
+                found.extend(p for p in base.glob(f"*/{_TMP_PREFIX}*") if p.is_file())
+        return found
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

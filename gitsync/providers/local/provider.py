@@ -1,0 +1,376 @@
+"""The local backend: caches as snapshots of real OCI pulls in an on-disk store.
+
+It behaves like the cloud's image cache, so what works here works there:
+
+- A cache moves Pending → Ready or Failed when created, Updating → Ready or
+  UpdateFailed when changed; while an update pulls or after it fails, the old
+  snapshot still serves.
+- A snapshot is an immutable record of resolved manifest digests and the
+  expanded content size; expiry comes from `retentionDays`, and an expired
+  cache is deleted with an event, as the cloud does.
+- When the expanded images outgrow `imageCacheSize`, the pull stops at once
+  and the cache goes Failed with an event saying what it needs and has.
+- Events have the cloud's shape: Type, Reason, Message, count, timestamps.
+
+Crash safety: the cache row is written (owned, Pending) before anything is
+pulled, blobs are written atomically, and a snapshot becomes Ready in one
+SQLite transaction. A process that dies mid-pull leaves a Pending row; the
+next writable instance (there is one per data dir, see `datadir`) marks it
+Failed with an "Interrupted" event and the planner rebuilds it. `create` is
+idempotent by name and owner, so a repeated create never duplicates a cache.
+
+Layout of the data dir: `state.db` (SQLite, see `state`), `store/` (blobs).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gitsync import imageref
+from gitsync.errors import GitSyncError, PermanentError, TemporaryError
+from gitsync.model import CacheSpec, CacheStatus, ObservedCache, ObservedState
+from gitsync.providers.local.auth import (
+    CredentialStore,
+    PullSecretNotFoundError,
+    TokenCache,
+    load_pull_secret,
+)
+from gitsync.providers.local.blobs import BlobStore, DigestMismatchError
+from gitsync.providers.local.pull import (
+    DEFAULT_MAX_WORKERS,
+    LayerVerificationError,
+    PulledImage,
+    PullProgress,
+    PullResult,
+    SizeLimitExceededError,
+    pull_images,
+)
+from gitsync.providers.local.registry import (
+    AccessDeniedError,
+    AuthenticationError,
+    NotFoundError,
+    Platform,
+    RegistryClient,
+)
+from gitsync.providers.local.state import StateStore
+
+log = logging.getLogger("gitsync.providers.local")
+
+GIB = 1024**3
+STATE_FILE = "state.db"
+STORE_DIR = "store"
+TEMP_FILE_MAX_AGE_SECONDS = 24 * 3600  # far longer than any single blob write
+
+
+@dataclass(frozen=True, slots=True)
+class GcResult:
+    removed_blobs: int
+    freed_bytes: int
+    kept_blobs: int
+    removed_temp_files: int
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """The event Reason for a failed pull, in the cloud's CamelCase style."""
+    reasons: tuple[tuple[type[BaseException], str], ...] = (
+        (SizeLimitExceededError, "SizeLimitExceeded"),
+        (PullSecretNotFoundError, "PullSecretNotFound"),
+        (DigestMismatchError, "DigestMismatch"),
+        (LayerVerificationError, "DigestMismatch"),
+        (AuthenticationError, "AuthFailed"),
+        (AccessDeniedError, "AuthFailed"),
+        (NotFoundError, "ImageNotFound"),
+        (TemporaryError, "RegistryUnavailable"),
+    )
+    for kind, reason in reasons:
+        if isinstance(exc, kind):
+            return reason
+    return "PullFailed"
+
+
+class LocalProvider:
+    """`Provider` over a data dir. Open with `writable=False` to only read (status, plan)."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        platform: str = "linux/amd64",
+        secrets_dir: Path | None = None,
+        docker_config: Path | None = None,
+        insecure_registries: Collection[str] = (),
+        writable: bool = True,
+        on_progress: Callable[[PullProgress], None] | None = None,
+        max_layer_workers: int = DEFAULT_MAX_WORKERS,
+        clock: Callable[[], float] = time.time,
+        client_factory: Callable[..., RegistryClient] = RegistryClient,
+    ) -> None:
+        self.data_dir = data_dir
+        self.state = StateStore(data_dir / STATE_FILE)
+        self.blobs = BlobStore(data_dir / STORE_DIR)
+        self.platform = Platform.parse(platform)
+        self._secrets_dir = secrets_dir
+        self._base_credentials = (
+            CredentialStore.from_docker_config(docker_config)
+            if docker_config
+            else CredentialStore()
+        )
+        self._insecure = tuple(insecure_registries)
+        self._writable = writable
+        self._on_progress = on_progress
+        self._workers = max_layer_workers
+        self._clock = clock
+        self._client_factory = client_factory
+        self._tokens = TokenCache()  # shared across caches: a token serves every pull of a repo
+        if writable:
+            self._recover_interrupted()
+
+    # --------------------------------------------------------------- Provider
+
+    def observe(self) -> ObservedState:
+        if self._writable:
+            self._expire()
+        return ObservedState(caches=self.state.caches())
+
+    def create(self, spec: CacheSpec, *, owner: str) -> ObservedCache:
+        for cache in self.state.caches():
+            if cache.name == spec.name and cache.owner == owner:
+                # Already recorded (a retried or repeated create): build it in place.
+                return self.update(spec, cache)
+        cache_id = self.state.insert_cache(spec, owner=owner, status=CacheStatus.PENDING)
+        replaced = self.state.pop_tombstone(spec.name)
+        if replaced:
+            self.state.add_event(cache_id, type_="Normal", reason="Recreated", message=replaced)
+        self.state.add_event(
+            cache_id,
+            type_="Normal",
+            reason="Creating",
+            message=_pulling(spec),
+        )
+        return self._build(cache_id, spec, failed=CacheStatus.FAILED, verb="Created")
+
+    def update(self, spec: CacheSpec, current: ObservedCache) -> ObservedCache:
+        serving = current.snapshot_id is not None
+        status = CacheStatus.UPDATING if serving else CacheStatus.PENDING
+        self.state.set_spec(current.cache_id, spec, status=status)
+        self.state.add_event(
+            current.cache_id,
+            type_="Normal",
+            reason="Updating" if serving else "Creating",
+            message=_pulling(spec) + ("; the current snapshot serves meanwhile" if serving else ""),
+        )
+        failed = CacheStatus.UPDATE_FAILED if serving else CacheStatus.FAILED
+        return self._build(
+            current.cache_id, spec, failed=failed, verb="Updated" if serving else "Created"
+        )
+
+    def delete(self, current: ObservedCache) -> None:
+        # Blobs stay until `gc`: another cache may share them, and gc decides that safely.
+        self.state.delete_cache(current.cache_id)
+        log.info("deleted cache %s", current.cache_id, extra={"cache": current.name})
+
+    def close(self) -> None:
+        self.state.close()
+
+    # ------------------------------------------------------------------ build
+
+    def _build(
+        self, cache_id: str, spec: CacheSpec, *, failed: CacheStatus, verb: str
+    ) -> ObservedCache:
+        try:
+            result = self._pull(cache_id, spec)
+            self._claim_all(result)
+        except GitSyncError as exc:
+            self.state.set_status(cache_id, failed)
+            self.state.add_event(
+                cache_id, type_="Warning", reason=_failure_reason(exc), message=str(exc)
+            )
+            raise
+        pulled = {str(image.reference): image for image in result.images}
+        self.state.commit_snapshot(
+            cache_id,
+            content_bytes=result.content_bytes,
+            images=[
+                _image_record(written, pulled[imageref.normalize(written)])
+                for written in _unique(spec.images)
+            ],
+            blob_digests=result.blob_digests,
+            retention_days=spec.retention_days,
+        )
+        self.state.add_event(
+            cache_id,
+            type_="Normal",
+            reason=verb,
+            message=(
+                f"{len(result.images)} images, {_mib(result.content_bytes)} expanded; "
+                f"fetched {_mib(result.fetched_bytes)}, reused {_mib(result.reused_bytes)}"
+            ),
+        )
+        return self._cache(cache_id)
+
+    def _credentials(self, cache_id: str, spec: CacheSpec) -> CredentialStore:
+        """docker config logins plus the cache's pull secrets.
+
+        A secret that does not exist is a Warning event, not a failure: like the
+        kubelet, we pull with whatever credentials remain, so public images still
+        build and a private one fails with the registry's own "unauthorized".
+        A secret that exists but is malformed fails the build: someone must fix it.
+        """
+        credentials = self._base_credentials
+        missing: list[str] = []
+        for name in spec.image_pull_secrets:
+            if self._secrets_dir is None:
+                missing.append(name)
+                continue
+            try:
+                credentials = credentials.merged(load_pull_secret(self._secrets_dir, name))
+            except PullSecretNotFoundError:
+                missing.append(name)
+        if missing:
+            where = f"in {self._secrets_dir}" if self._secrets_dir else "(no --secrets-dir is set)"
+            self.state.add_event(
+                cache_id,
+                type_="Warning",
+                reason="PullSecretNotFound",
+                message=f"imagePullSecrets {', '.join(missing)} not found {where}; "
+                "pulling without them",
+            )
+        return credentials
+
+    def _pull(self, cache_id: str, spec: CacheSpec) -> PullResult:
+        refs = [imageref.parse(image) for image in _unique(spec.images)]
+        credentials = self._credentials(cache_id, spec)
+        client = self._client_factory(
+            credentials=credentials,
+            insecure_registries=self._insecure,
+            token_cache=self._tokens,
+        )
+        try:
+            return pull_images(
+                refs,
+                client=client,
+                store=self.blobs,
+                platform=self.platform,
+                limit_bytes=spec.image_cache_size_gib * GIB,
+                max_workers=self._workers,
+                on_progress=self._on_progress,
+            )
+        finally:
+            client.close()
+
+    def _claim_all(self, result: PullResult) -> None:
+        """Refresh every blob's mtime so a concurrent `gc` keeps them; fail if one vanished."""
+        missing = [d for d in result.blob_digests if not self.blobs.claim(d)]
+        if missing:
+            raise TemporaryError(
+                f"{len(missing)} blobs were removed by a concurrent gc while pulling "
+                f"(first: {missing[0]}); the next pass fetches them again"
+            )
+
+    def _cache(self, cache_id: str) -> ObservedCache:
+        for cache in self.state.caches():
+            if cache.cache_id == cache_id:
+                return cache
+        raise PermanentError(f"cache {cache_id} vanished from {self.state.path} while building")
+
+    # ------------------------------------------------------ lifecycle chores
+
+    def _recover_interrupted(self) -> None:
+        """Builds left Pending/Updating by a dead process will never finish: say so."""
+        for cache in self.state.caches():
+            if cache.status in (CacheStatus.PENDING, CacheStatus.UPDATING):
+                failed = (
+                    CacheStatus.UPDATE_FAILED
+                    if cache.status is CacheStatus.UPDATING
+                    else CacheStatus.FAILED
+                )
+                self.state.set_status(cache.cache_id, failed)
+                self.state.add_event(
+                    cache.cache_id,
+                    type_="Warning",
+                    reason="Interrupted",
+                    message="the process building this cache stopped before it finished",
+                )
+
+    def _expire(self) -> None:
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        for cache in self.state.caches():
+            if cache.expires_at is not None and cache.expires_at <= now:
+                self.state.delete_cache(cache.cache_id)
+                self.state.put_tombstone(
+                    cache.name,
+                    f"replaces {cache.cache_id}, which expired at "
+                    f"{cache.expires_at.isoformat(timespec='seconds')}",
+                )
+                log.warning(
+                    "cache %s expired at %s and was deleted",
+                    cache.cache_id,
+                    cache.expires_at.isoformat(timespec="seconds"),
+                    extra={"cache": cache.name},
+                )
+
+    def gc(self, *, grace_seconds: float = 3600.0) -> GcResult:
+        """Remove blobs no snapshot references, safely while pulls run (see `blobs`)."""
+        now = self._clock()
+        cutoff = now - grace_seconds
+        for cache in self.state.caches():
+            if cache.status in (CacheStatus.PENDING, CacheStatus.UPDATING):
+                started = self.state.updated_at(cache.cache_id)
+                if started is not None:
+                    cutoff = min(cutoff, started.timestamp())
+        referenced = self.state.referenced_digests()
+        removed = freed = kept = 0
+        for digest in list(self.blobs.iter_digests()):
+            if digest in referenced:
+                kept += 1
+                continue
+            size = self.blobs.size(digest) if self.blobs.has(digest) else 0
+            if self.blobs.delete_if_older(digest, cutoff):
+                removed += 1
+                freed += size
+            else:
+                kept += 1
+        temp = self.blobs.sweep_temp(older_than=TEMP_FILE_MAX_AGE_SECONDS, now=now)
+        return GcResult(
+            removed_blobs=removed, freed_bytes=freed, kept_blobs=kept, removed_temp_files=temp
+        )
+
+
+def _pulling(spec: CacheSpec) -> str:
+    return f"pulling {len(spec.images)} images into a {spec.image_cache_size_gib} GiB cache"
+
+
+def _unique(images: tuple[str, ...]) -> list[str]:
+    """Images in order, each normalised reference once (the validator already refuses repeats)."""
+    seen: dict[str, str] = {}
+    for image in images:
+        seen.setdefault(imageref.normalize(image), image)
+    return list(seen.values())
+
+
+def _image_record(written: str, image: PulledImage) -> dict[str, object]:
+    return {
+        "image": written,
+        "reference": str(image.reference),
+        "manifestDigest": image.manifest_digest,
+        "mediaType": image.media_type,
+        "indexDigest": image.index_digest,
+        "indexMediaType": image.index_media_type,
+        "platform": str(image.platform),
+        "configDigest": image.config_digest,
+        "layers": list(image.layer_digests),
+        "diffIds": list(image.diff_ids),
+        "compressedBytes": image.compressed_bytes,
+        "expandedBytes": image.expanded_bytes,
+    }

@@ -1,0 +1,373 @@
+"""The local backend's durable state: caches, snapshots, events and the controller's memory.
+
+SQLite in WAL mode (stdlib `sqlite3`) because the daemon, `gitsync status`
+and `gitsync gc` read it from separate processes while a pull writes, and a
+crash must never leave half a record: every change is one transaction.
+
+Tables mirror the cloud's objects:
+
+- `caches`: one row per cache (`imc-…` id, name, owner, spec, status, times).
+  The row is written *before* pulling (status Pending), so a crash mid-pull
+  leaves a visible, owned cache that the next pass recognises as interrupted
+  instead of creating a duplicate.
+- `snapshots`: immutable records of what a finished pull produced: the
+  resolved manifests and the expanded content size. A cache points at its
+  current snapshot; while an update pulls or after it fails, the old snapshot
+  still serves.
+- `snapshot_blobs`: which blob digests each snapshot references, for `gc`.
+- `events`: the cloud's event shape, deduplicated by (cache, type, reason,
+  message) with a count and first/last timestamps.
+- `meta`: small key/value facts (the applied revision, the last error).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gitsync.model import CacheEvent, CacheSpec, CacheStatus, ObservedCache
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS caches (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    owner TEXT,
+    status TEXT NOT NULL,
+    images TEXT NOT NULL,
+    image_cache_size_gib INTEGER NOT NULL,
+    retention_days INTEGER NOT NULL,
+    image_pull_secrets TEXT NOT NULL,
+    prune INTEGER NOT NULL DEFAULT 1,
+    snapshot_id TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    expires_at TEXT,
+    last_matched_at TEXT
+);
+CREATE INDEX IF NOT EXISTS caches_name ON caches(name);
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY,
+    cache_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    content_bytes INTEGER NOT NULL,
+    images TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS snapshot_blobs (
+    snapshot_id TEXT NOT NULL REFERENCES snapshots(id) ON DELETE CASCADE,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (snapshot_id, digest)
+);
+CREATE INDEX IF NOT EXISTS snapshot_blobs_digest ON snapshot_blobs(digest);
+CREATE TABLE IF NOT EXISTS events (
+    cache_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    message TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    first_timestamp TEXT NOT NULL,
+    last_timestamp TEXT NOT NULL,
+    PRIMARY KEY (cache_id, type, reason, message)
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    name TEXT PRIMARY KEY,
+    message TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+"""
+
+
+def _ts(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse_ts(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def new_cache_id() -> str:
+    """`imc-` and 8 lower-case alphanumerics, the shape of the cloud's ids."""
+    alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+    return "imc-" + "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """What one finished pull froze: per image its resolved manifest, and the content size."""
+
+    snapshot_id: str
+    cache_id: str
+    created_at: datetime
+    content_bytes: int
+    images: tuple[dict[str, object], ...]
+
+
+class StateStore:
+    """Transactions over the state database; one instance per process, safe across threads."""
+
+    def __init__(self, path: Path, *, clock: type[datetime] = datetime) -> None:
+        self.path = path
+        self._clock = clock
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        # check_same_thread=False: the executor's worker threads share this connection;
+        # the RLock serialises them, which SQLite needs anyway for writes.
+        self._db = sqlite3.connect(
+            path, timeout=30.0, check_same_thread=False, isolation_level=None
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(_SCHEMA)  # idempotent: CREATE … IF NOT EXISTS
+        self._db.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
+            (str(SCHEMA_VERSION),),
+        )
+
+    def now(self) -> datetime:
+        return self._clock.now(UTC).replace(microsecond=0)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE … COMMIT: all of a change or none of it, even on SIGKILL."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ meta
+
+    def get_meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row["value"]) if row["value"] is not None else None
+
+    def set_meta(self, key: str, value: str | None) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ---------------------------------------------------------------- caches
+
+    def insert_cache(self, spec: CacheSpec, *, owner: str, status: CacheStatus) -> str:
+        now = self.now()
+        cache_id = new_cache_id()
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO caches(id, name, owner, status, images, image_cache_size_gib,"
+                " retention_days, image_pull_secrets, prune, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cache_id,
+                    spec.name,
+                    owner,
+                    status.value,
+                    json.dumps(list(spec.images)),
+                    spec.image_cache_size_gib,
+                    spec.retention_days,
+                    json.dumps(list(spec.image_pull_secrets)),
+                    int(spec.prune),
+                    _ts(now),
+                    _ts(now),
+                ),
+            )
+        return cache_id
+
+    def set_spec(self, cache_id: str, spec: CacheSpec, *, status: CacheStatus) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE caches SET status = ?, images = ?, image_cache_size_gib = ?,"
+                " retention_days = ?, image_pull_secrets = ?, prune = ?, updated_at = ?"
+                " WHERE id = ?",
+                (
+                    status.value,
+                    json.dumps(list(spec.images)),
+                    spec.image_cache_size_gib,
+                    spec.retention_days,
+                    json.dumps(list(spec.image_pull_secrets)),
+                    int(spec.prune),
+                    _ts(self.now()),
+                    cache_id,
+                ),
+            )
+
+    def set_status(self, cache_id: str, status: CacheStatus) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE caches SET status = ?, updated_at = ? WHERE id = ?",
+                (status.value, _ts(self.now()), cache_id),
+            )
+
+    def commit_snapshot(
+        self,
+        cache_id: str,
+        *,
+        content_bytes: int,
+        images: Sequence[dict[str, object]],
+        blob_digests: Iterable[str],
+        retention_days: int,
+    ) -> str:
+        """Record a finished pull and make it the cache's snapshot, Ready, in one transaction."""
+        now = self.now()
+        snapshot_id = "snap-" + secrets.token_hex(6)
+        expires = now + timedelta(days=retention_days) if retention_days > 0 else None
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO snapshots(id, cache_id, created_at, content_bytes, images)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (snapshot_id, cache_id, _ts(now), content_bytes, json.dumps(list(images))),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO snapshot_blobs(snapshot_id, digest) VALUES (?, ?)",
+                [(snapshot_id, d) for d in sorted(set(blob_digests))],
+            )
+            old = db.execute("SELECT snapshot_id FROM caches WHERE id = ?", (cache_id,)).fetchone()
+            db.execute(
+                "UPDATE caches SET snapshot_id = ?, status = ?, updated_at = ?, expires_at = ?"
+                " WHERE id = ?",
+                (snapshot_id, CacheStatus.READY.value, _ts(now), _ts(expires), cache_id),
+            )
+            if old is not None and old["snapshot_id"]:
+                db.execute("DELETE FROM snapshots WHERE id = ?", (old["snapshot_id"],))
+        return snapshot_id
+
+    def delete_cache(self, cache_id: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "DELETE FROM snapshots WHERE cache_id = ?",
+                (cache_id,),
+            )
+            db.execute("DELETE FROM events WHERE cache_id = ?", (cache_id,))
+            db.execute("DELETE FROM caches WHERE id = ?", (cache_id,))
+
+    def touch_matched(self, cache_id: str, moment: datetime) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE caches SET last_matched_at = ? WHERE id = ?", (_ts(moment), cache_id)
+            )
+
+    def add_event(self, cache_id: str, *, type_: str, reason: str, message: str) -> None:
+        now = _ts(self.now())
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO events(cache_id, type, reason, message, count, first_timestamp,"
+                " last_timestamp) VALUES (?, ?, ?, ?, 1, ?, ?)"
+                " ON CONFLICT(cache_id, type, reason, message)"
+                " DO UPDATE SET count = count + 1, last_timestamp = excluded.last_timestamp",
+                (cache_id, type_, reason, message, now, now),
+            )
+
+    def put_tombstone(self, name: str, message: str) -> None:
+        """Remember why a cache disappeared (expiry), for the event of its successor."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO tombstones(name, message, at) VALUES (?, ?, ?)"
+                " ON CONFLICT(name) DO UPDATE SET message = excluded.message, at = excluded.at",
+                (name, message, _ts(self.now())),
+            )
+
+    def pop_tombstone(self, name: str) -> str | None:
+        with self.transaction() as db:
+            row = db.execute("SELECT message FROM tombstones WHERE name = ?", (name,)).fetchone()
+            db.execute("DELETE FROM tombstones WHERE name = ?", (name,))
+        return None if row is None else str(row["message"])
+
+    # ----------------------------------------------------------------- reads
+
+    def updated_at(self, cache_id: str) -> datetime | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT updated_at FROM caches WHERE id = ?", (cache_id,)
+            ).fetchone()
+        return None if row is None else _parse_ts(row["updated_at"])
+
+    def caches(self) -> tuple[ObservedCache, ...]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.*, s.content_bytes FROM caches c"
+                " LEFT JOIN snapshots s ON s.id = c.snapshot_id ORDER BY c.name, c.created_at"
+            ).fetchall()
+            events = self._db.execute(
+                "SELECT * FROM events ORDER BY last_timestamp, first_timestamp"
+            ).fetchall()
+        by_cache: dict[str, list[CacheEvent]] = {}
+        for e in events:
+            by_cache.setdefault(e["cache_id"], []).append(
+                CacheEvent(
+                    type=e["type"],
+                    reason=e["reason"],
+                    message=e["message"],
+                    count=e["count"],
+                    first_timestamp=_parse_ts(e["first_timestamp"]),
+                    last_timestamp=_parse_ts(e["last_timestamp"]),
+                )
+            )
+        return tuple(
+            ObservedCache(
+                name=r["name"],
+                cache_id=r["id"],
+                status=CacheStatus(r["status"]),
+                images=tuple(json.loads(r["images"])),
+                image_cache_size_gib=r["image_cache_size_gib"],
+                retention_days=r["retention_days"],
+                image_pull_secrets=tuple(json.loads(r["image_pull_secrets"])),
+                owner=r["owner"],
+                created_at=_parse_ts(r["created_at"]),
+                expires_at=_parse_ts(r["expires_at"]),
+                last_matched_at=_parse_ts(r["last_matched_at"]),
+                snapshot_id=r["snapshot_id"],
+                content_bytes=r["content_bytes"],
+                events=tuple(by_cache.get(r["id"], ())),
+                prune=bool(r["prune"]),
+            )
+            for r in rows
+        )
+
+    def snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM snapshots WHERE id = ?", (snapshot_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return SnapshotRecord(
+            snapshot_id=row["id"],
+            cache_id=row["cache_id"],
+            created_at=datetime.fromisoformat(row["created_at"]),
+            content_bytes=row["content_bytes"],
+            images=tuple(json.loads(row["images"])),
+        )
+
+    def referenced_digests(self) -> frozenset[str]:
+        """Every blob digest some snapshot references: what `gc` must keep."""
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT digest FROM snapshot_blobs").fetchall()
+        return frozenset(r["digest"] for r in rows)
+
+    def integrity_check(self) -> str:
+        with self._lock:
+            return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])

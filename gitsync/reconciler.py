@@ -1,0 +1,306 @@
+"""One reconcile pass: load → validate → observe → plan → apply → record.
+
+The safety rules of DESIGN.md live here and in the planner:
+
+- An invalid revision is never applied, in whole or in part: validation runs on
+  the whole tree before the provider is even observed, and the last applied
+  revision stays in force.
+- A refused plan (the mass-delete guard) applies nothing.
+- Actions run per cache in a bounded thread pool; one failing cache never
+  blocks the others, and each failure backs off exponentially with jitter so a
+  broken registry is not hammered every pass.
+
+The reconciler owns no clock, randomness or logging configuration of its own:
+they are injected, so tests drive time and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gitsync import planning, reports, specs
+from gitsync.controller_record import ControllerRecord, RecordFile
+from gitsync.errors import GitSyncError, TemporaryError
+from gitsync.model import (
+    Action,
+    ActionKind,
+    CacheSpec,
+    CacheStatus,
+    Diagnostic,
+    ObservedState,
+    Plan,
+)
+from gitsync.pricing import PriceTable
+from gitsync.providers.base import Provider
+
+log = logging.getLogger("gitsync.reconciler")
+
+# Providers rebuild in place for both: the old snapshot serves until the new one is Ready.
+_REBUILDS = (ActionKind.UPDATE, ActionKind.RECREATE)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionOutcome:
+    action: Action
+    error: str | None = None
+    temporary: bool = False
+    skipped_until: float | None = None  # set when backoff held the action back
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.skipped_until is None
+
+
+@dataclass(frozen=True, slots=True)
+class PassResult:
+    """What one pass saw and did."""
+
+    revision: str | None
+    diagnostics: tuple[Diagnostic, ...]
+    plan: Plan | None
+    outcomes: tuple[ActionOutcome, ...]
+    observed_after: ObservedState | None
+    error: str | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not any(d.severity.value == "error" for d in self.diagnostics)
+
+    @property
+    def converged(self) -> bool:
+        """Valid, applied in full, and every desired cache Ready."""
+        if not self.valid or self.error or self.plan is None or self.observed_after is None:
+            return False
+        if any(not o.ok for o in self.outcomes):
+            return False
+        ready = {c.name for c in self.observed_after.caches if c.status is CacheStatus.READY}
+        desired = {a.name for a in self.plan.actions if a.kind is not ActionKind.DELETE}
+        return desired <= ready
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilePolicy:
+    controller_id: str = "gitsync"
+    max_delete_ratio: float = 0.5
+    allow_mass_delete: bool = False
+    renew_before: timedelta | None = None
+    max_workers: int = 4
+    backoff_base_seconds: float = 10.0
+    backoff_max_seconds: float = 600.0
+
+
+class Backoff:
+    """Per-cache exponential backoff with equal jitter: c/2 + U(0, c/2), c = min(max, base·2^n)."""
+
+    def __init__(
+        self, *, base: float, maximum: float, clock: Callable[[], float], rng: random.Random
+    ) -> None:
+        self._base = base
+        self._max = maximum
+        self._clock = clock
+        self._rng = rng
+        self._failures: dict[str, int] = {}
+        self._not_before: dict[str, float] = {}
+
+    def ready(self, name: str) -> float | None:
+        """None when `name` may be tried now, else the time it may be tried again."""
+        moment = self._not_before.get(name)
+        return moment if moment is not None and moment > self._clock() else None
+
+    def failed(self, name: str, *, retry_after: float | None = None) -> float:
+        count = self._failures.get(name, 0) + 1
+        self._failures[name] = count
+        ceiling = min(self._max, self._base * 2.0 ** (count - 1))
+        # Half fixed, half random: never a hot loop, and replicas do not retry in step.
+        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        self._not_before[name] = self._clock() + delay
+        return delay
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
+        self._not_before.pop(name, None)
+
+
+class Reconciler:
+    """Runs passes against one provider, remembering backoff and the controller record."""
+
+    def __init__(
+        self,
+        *,
+        provider: Provider,
+        records: RecordFile,
+        policy: ReconcilePolicy,
+        prices: PriceTable,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.provider = provider
+        self.records = records
+        self.policy = policy
+        self.prices = prices
+        self._clock = clock
+        self.desired_caches: tuple[CacheSpec, ...] = ()  # of the revision in force
+        self._loaded: tuple[Path, str, specs.LoadResult] | None = None
+        self.backoff = Backoff(
+            base=policy.backoff_base_seconds,
+            maximum=policy.backoff_max_seconds,
+            clock=clock,
+            rng=rng or random.Random(),  # noqa: S311  # jitter, not cryptography
+        )
+
+    def reconcile(self, *, tree: Path, revision: str | None) -> PassResult:
+        """Bring the provider to the caches under `tree` (the files of `revision`)."""
+        started = self._clock()
+        record = self.records.load()
+        loaded = self._load(tree=tree, revision=revision)
+        lines = tuple(reports.diagnostic_line(d) for d in loaded.diagnostics)
+        record = replace(record, newest_revision=revision, spec_valid=loaded.ok)
+        record = record.with_diagnostics(loaded.diagnostics, lines)
+        if not loaded.ok:
+            errors = sum(1 for d in loaded.diagnostics if d.severity.value == "error")
+            message = (
+                f"revision {revision or '(working tree)'} is invalid ({errors} errors); "
+                f"{record.applied_revision or 'nothing'} stays in force"
+            )
+            log.warning(message, extra={"revision": revision})
+            self._save(record, error=message, started=started, success=False)
+            return PassResult(
+                revision=revision,
+                diagnostics=loaded.diagnostics,
+                plan=None,
+                outcomes=(),
+                observed_after=None,
+                error=message,
+            )
+        try:
+            observed = self.provider.observe()
+        except GitSyncError as exc:
+            message = f"cannot observe the {self.provider.name} provider: {exc}"
+            log.error(message, extra={"revision": revision})
+            self._save(record, error=message, started=started, success=False)
+            return PassResult(revision, loaded.diagnostics, None, (), None, error=message)
+
+        keep = keep_names(record, observed)
+        plan_policy = planning.PlanPolicy(
+            controller_id=self.policy.controller_id,
+            now=datetime.fromtimestamp(self._clock(), UTC),
+            max_delete_ratio=self.policy.max_delete_ratio,
+            allow_mass_delete=self.policy.allow_mass_delete,
+            renew_before=self.policy.renew_before,
+            keep=keep,
+        )
+        the_plan = planning.plan(
+            loaded.desired(revision), observed, policy=plan_policy, prices=self.prices
+        )
+        for notice in the_plan.notices:
+            log.warning(notice.message, extra={"revision": revision, "cache": notice.name})
+        if the_plan.refused:
+            log.error(the_plan.refused, extra={"revision": revision})
+            self._save(record, error=the_plan.refused, started=started, success=False)
+            return PassResult(
+                revision, loaded.diagnostics, the_plan, (), observed, error=the_plan.refused
+            )
+
+        outcomes = self._apply(the_plan, revision=revision)
+        try:
+            after = self.provider.observe()
+        except GitSyncError as exc:
+            after = None
+            log.error("cannot observe after applying: %s", exc, extra={"revision": revision})
+        failures = [o for o in outcomes if o.error]
+        error = "; ".join(f"{o.action.name}: {o.error}" for o in failures) or None
+        self.desired_caches = loaded.caches
+        record = replace(
+            record,
+            applied_revision=revision,
+            kept_names=tuple(sorted(c.name for c in loaded.caches if not c.prune)),
+        )
+        self._save(record, error=error, started=started, success=error is None)
+        return PassResult(revision, loaded.diagnostics, the_plan, outcomes, after, error=error)
+
+    def _load(self, *, tree: Path, revision: str | None) -> specs.LoadResult:
+        """Load and validate a revision's files, once per revision: commits are immutable."""
+        if revision is not None and self._loaded is not None:
+            last_tree, last_revision, last_result = self._loaded
+            if (last_tree, last_revision) == (tree, revision):
+                return last_result
+        result = specs.load_repository([tree], root=tree)
+        if revision is not None:
+            self._loaded = (tree, revision, result)
+        return result
+
+    def _apply(self, the_plan: Plan, *, revision: str | None) -> tuple[ActionOutcome, ...]:
+        changes = the_plan.changes
+        if not changes:
+            return ()
+        workers = max(1, min(self.policy.max_workers, len(changes)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gitsync-apply") as pool:
+            futures = [pool.submit(self._run_action, a, revision) for a in changes]
+            return tuple(f.result() for f in futures)
+
+    def _run_action(self, action: Action, revision: str | None) -> ActionOutcome:
+        held = self.backoff.ready(action.name)
+        extra = {"revision": revision, "cache": action.name, "action": action.kind.value}
+        if held is not None:
+            log.info("backing off until %s", _iso(held), extra=extra)
+            return ActionOutcome(action=action, skipped_until=held)
+        log.info("%s: %s", action.kind.value, action.reason, extra=extra)
+        try:
+            self._dispatch(action)
+        except GitSyncError as exc:
+            temporary = isinstance(exc, TemporaryError)
+            retry_after = exc.retry_after if isinstance(exc, TemporaryError) else None
+            delay = self.backoff.failed(action.name, retry_after=retry_after)
+            log.warning(
+                "%s failed (%s; next try in %.0f s): %s",
+                action.kind.value,
+                "temporary" if temporary else "permanent",
+                delay,
+                exc,
+                extra=extra,
+            )
+            return ActionOutcome(action=action, error=str(exc), temporary=temporary)
+        self.backoff.succeeded(action.name)
+        return ActionOutcome(action=action)
+
+    def _dispatch(self, action: Action) -> None:
+        desired, observed = action.desired, action.observed
+        if action.kind is ActionKind.CREATE and desired is not None:
+            self.provider.create(desired, owner=self.policy.controller_id)
+        elif action.kind in _REBUILDS and desired is not None and observed is not None:
+            self.provider.update(desired, observed)
+        elif action.kind is ActionKind.DELETE and observed is not None:
+            self.provider.delete(observed)
+        else:  # the planner always fills the sides an action needs
+            raise ValueError(f"malformed {action.kind.value} action for {action.name!r}")
+
+    def _save(
+        self, record: ControllerRecord, *, error: str | None, started: float, success: bool
+    ) -> None:
+        now = self._clock()
+        record = replace(
+            record,
+            last_error=error,
+            last_reconcile_at=now,
+            last_success_at=now if success else record.last_success_at,
+        )
+        self.records.save(record)
+        log.debug("pass took %.3f s", now - started)
+
+
+def keep_names(record: ControllerRecord, observed: ObservedState) -> frozenset[str]:
+    """Caches never to prune: protected in the revision in force, or marked so on the provider."""
+    return frozenset(record.kept_names) | {c.name for c in observed.caches if not c.prune}
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
