@@ -67,6 +67,7 @@ class Daemon:
         self.metrics = metrics
         self.queue = TriggerQueue()
         self.interval = interval_seconds
+        metrics.source_interval.set(interval_seconds)
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311  # jitter, not cryptography
         self._stop = threading.Event()

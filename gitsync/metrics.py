@@ -58,6 +58,11 @@ class DaemonMetrics:
             "Unix time of the last successful fetch of the source.",
             registry=registry,
         )
+        self.source_interval = Gauge(
+            "gitsync_source_interval_seconds",
+            "The poll interval (--interval); GitSyncSourceStale fires after 3 of them.",
+            registry=registry,
+        )
         self.fetch_duration = Histogram(
             "gitsync_source_fetch_duration_seconds",
             "Time to fetch the source.",
