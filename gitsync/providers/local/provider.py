@@ -115,7 +115,10 @@ class LocalProvider:
         max_layer_workers: int = DEFAULT_MAX_WORKERS,
         clock: Callable[[], float] = time.time,
         client_factory: Callable[..., RegistryClient] = RegistryClient,
+        gib_bytes: int = GIB,
     ) -> None:
+        """`gib_bytes` is the size of one GiB of `imageCacheSize`: tests shrink it to reach
+        the size limit without writing gigabytes; `client_factory` lets them count requests."""
         self.data_dir = data_dir
         self.state = StateStore(data_dir / STATE_FILE)
         self.blobs = BlobStore(data_dir / STORE_DIR)
@@ -132,7 +135,10 @@ class LocalProvider:
         self._workers = max_layer_workers
         self._clock = clock
         self._client_factory = client_factory
-        self._tokens = TokenCache()  # shared across caches: a token serves every pull of a repo
+        self._gib_bytes = gib_bytes
+        # One token cache per set of pull secrets: a token earned with one cache's
+        # credentials must never serve a cache that lacks them.
+        self._tokens: dict[tuple[str, ...], TokenCache] = {}
         if writable:
             self._recover_interrupted()
 
@@ -254,7 +260,9 @@ class LocalProvider:
         client = self._client_factory(
             credentials=credentials,
             insecure_registries=self._insecure,
-            token_cache=self._tokens,
+            token_cache=self._tokens.setdefault(
+                tuple(sorted(spec.image_pull_secrets)), TokenCache()
+            ),
         )
         try:
             return pull_images(
@@ -262,7 +270,7 @@ class LocalProvider:
                 client=client,
                 store=self.blobs,
                 platform=self.platform,
-                limit_bytes=spec.image_cache_size_gib * GIB,
+                limit_bytes=spec.image_cache_size_gib * self._gib_bytes,
                 max_workers=self._workers,
                 on_progress=self._on_progress,
             )
@@ -305,20 +313,18 @@ class LocalProvider:
 
     def _expire(self) -> None:
         now = datetime.fromtimestamp(self._clock(), UTC)
-        for cache in self.state.caches():
-            if cache.expires_at is not None and cache.expires_at <= now:
-                self.state.delete_cache(cache.cache_id)
-                self.state.put_tombstone(
-                    cache.name,
-                    f"replaces {cache.cache_id}, which expired at "
-                    f"{cache.expires_at.isoformat(timespec='seconds')}",
-                )
-                log.warning(
-                    "cache %s expired at %s and was deleted",
-                    cache.cache_id,
-                    cache.expires_at.isoformat(timespec="seconds"),
-                    extra={"cache": cache.name},
-                )
+        for cache in self.state.expired(now):
+            when = (cache.expires_at or now).isoformat(timespec="seconds")
+            self.state.delete_cache(cache.cache_id)
+            self.state.put_tombstone(
+                cache.name, f"replaces {cache.cache_id}, which expired at {when}"
+            )
+            log.warning(
+                "cache %s expired at %s and was deleted",
+                cache.cache_id,
+                when,
+                extra={"cache": cache.name},
+            )
 
     def gc(self, *, grace_seconds: float = 3600.0) -> GcResult:
         """Remove blobs no snapshot references, safely while pulls run (see `blobs`)."""

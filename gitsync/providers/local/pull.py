@@ -47,17 +47,17 @@ from gitsync.imageref import ImageRef
 from gitsync.providers.local.blobs import BlobStore, LayerInfo, parse_digest
 from gitsync.providers.local.registry import (
     DEFAULT_PLATFORM,
-    CancelledError,
     Descriptor,
     Manifest,
     ManifestError,
+    OperationCancelledError,
     Platform,
     RegistryClient,
     ResolvedImage,
     load_manifest,
 )
 
-DEFAULT_MAX_WORKERS = 6
+DEFAULT_MAX_WORKERS = 4  # measured best on 2 cores (bench/pull.py); I/O waits overlap
 _EXPAND_CHUNK = 1024 * 1024  # bound on decompressed bytes produced per step
 _READ_CHUNK = 1024 * 1024
 _PROGRESS_STEP = 1024 * 1024  # report a blob's progress at most once per MiB
@@ -516,7 +516,7 @@ class _Pull:
                 def sink(data: bytes) -> None:
                     nonlocal received
                     if self.cancel.is_set():
-                        raise CancelledError("cancelled")
+                        raise OperationCancelledError("cancelled")
                     writer.write(data)
                     received += len(data)
                     self._advance(job.ref, descriptor, len(data), received)
@@ -560,7 +560,7 @@ class _Pull:
                 source = _Source(_file_chunks(fh), lambda _data: None)
                 for piece in _expand(source, job.compression):
                     if self.cancel.is_set():
-                        raise CancelledError("cancelled")
+                        raise OperationCancelledError("cancelled")
                     hasher.update(piece)
                     counted += len(piece)
                     self.budget.add(len(piece))
@@ -696,6 +696,8 @@ def pull_images(
         futures: dict[Future[Any], ImageRef | None] = {
             pool.submit(pull.resolve, ref): ref for ref in unique
         }
+        pending_layers: list[str] = []
+        resolving = len(futures)
         try:
             while futures:
                 done, _ = wait(futures, return_when=FIRST_COMPLETED)
@@ -703,8 +705,15 @@ def pull_images(
                     ref = futures.pop(future)
                     value = future.result()  # re-raises the worker's error
                     if ref is not None:
-                        for digest in pull.add_plan(ref, value):
-                            futures[pool.submit(pull.pull_layer, digest)] = None
+                        pending_layers.extend(pull.add_plan(ref, value))
+                        resolving -= 1
+                if resolving == 0 and pending_layers:
+                    # Largest first: the biggest layer bounds the pull's duration, so it
+                    # must not start last (resolving is a few small requests per image).
+                    pending_layers.sort(key=lambda d: pull.jobs[d].descriptor.size, reverse=True)
+                    for digest in pending_layers:
+                        futures[pool.submit(pull.pull_layer, digest)] = None
+                    pending_layers = []
         except BaseException:
             pull.cancel.set()
             for future in futures:

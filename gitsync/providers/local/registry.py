@@ -47,6 +47,7 @@ from gitsync.providers.local.auth import Authenticator, CredentialStore, TokenCa
 from gitsync.providers.local.blobs import (
     DigestMismatchError,
     InvalidDigestError,
+    SizeMismatchError,
     compute_digest,
     parse_digest,
 )
@@ -105,7 +106,7 @@ class PlatformNotFoundError(ManifestError):
     """An index has no manifest for the requested platform."""
 
 
-class CancelledError(GitSyncError):
+class OperationCancelledError(GitSyncError):
     """The caller cancelled the operation (another part of the pull failed)."""
 
 
@@ -298,6 +299,28 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _networks(entries: Collection[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """CIDR entries of an insecure-registries list (docker accepts those too)."""
+    networks = []
+    for entry in entries:
+        if "/" in entry:
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                continue  # not a CIDR: a host[:port] entry, matched exactly
+    return networks
+
+
+def _in_networks(
+    host: str, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+) -> bool:
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def split_host_port(registry: str) -> tuple[str, int | None]:
     """`host:port`, `[v6]:port` or `host` as (host, port)."""
     if registry.startswith("["):
@@ -325,8 +348,10 @@ class RegistryClient:
     """Thread-safe OCI distribution client; see the module docstring for the rules.
 
     Everything the environment would otherwise provide is injected: credentials,
-    insecure registries, the clock of the token cache, the sleep used between
-    retries, the random jitter, and an httpx transport for tests.
+    insecure registries, an HTTP proxy and CA bundle (`verify`), the clock of the
+    token cache, the sleep used between retries (None: wait on the pull's cancel
+    event, so a cancelled pull does not sit out a backoff), the random jitter,
+    and an httpx transport for tests.
     """
 
     def __init__(
@@ -346,10 +371,13 @@ class RegistryClient:
         max_connections: int = 16,
         token_cache: TokenCache | None = None,
         user_agent: str = f"gitsync/{__version__}",
+        proxy: str | None = None,
+        verify: ssl.SSLContext | str | bool = True,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         self._insecure = frozenset(r.lower() for r in insecure_registries)
+        self._insecure_networks = tuple(_networks(insecure_registries))
         self._sleep = sleep
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not cryptography
         self._rng_lock = threading.Lock()
@@ -366,6 +394,9 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 15.0)),
             follow_redirects=True,  # httpx drops Authorization on cross-origin redirects
             headers={"User-Agent": user_agent},
+            trust_env=False,  # proxies, CA bundles and netrc come from the caller, not os.environ
+            proxy=proxy,
+            verify=verify,
         )
         self.auth = Authenticator(
             credentials=credentials,
@@ -389,7 +420,11 @@ class RegistryClient:
         """`scheme://endpoint` for a registry name as it appears in image references."""
         endpoint = DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
         host, _ = split_host_port(endpoint)
-        plain = _is_loopback(host) or endpoint.lower() in self._insecure
+        plain = (
+            _is_loopback(host)
+            or endpoint.lower() in self._insecure
+            or _in_networks(host, self._insecure_networks)
+        )
         return f"{'http' if plain else 'https'}://{endpoint}"
 
     # -- public API -----------------------------------------------------------
@@ -406,24 +441,28 @@ class RegistryClient:
         by_digest = reference.startswith(("sha256:", "sha512:"))
         where = f"manifest {ref.name}{'@' if by_digest else ':'}{reference}"
         attempts = _Attempts(self.max_attempts)
-        response = self._request(
-            "GET",
-            ref.registry,
-            ref.repository,
-            f"/v2/{ref.repository}/manifests/{reference}",
-            headers={"Accept": ACCEPT_MANIFESTS},
-            what=where,
-            attempts=attempts,
-            cancel=cancel,
-        )
-        try:
-            data = self._read_capped(
-                response, MAX_MANIFEST_BYTES, where=where, registry=ref.registry
+        while True:
+            response = self._request(
+                "GET",
+                ref.registry,
+                ref.repository,
+                f"/v2/{ref.repository}/manifests/{reference}",
+                headers={"Accept": ACCEPT_MANIFESTS},
+                what=where,
+                attempts=attempts,
+                cancel=cancel,
             )
-        except httpx.TransportError as exc:
-            raise TemporaryError(f"{where}: connection broke while reading: {exc}") from exc
-        finally:
-            response.close()
+            try:
+                data = self._read_capped(
+                    response, MAX_MANIFEST_BYTES, where=where, registry=ref.registry
+                )
+                break
+            except httpx.TransportError as exc:
+                self._give_up_or_wait(
+                    attempts, f"{where} from {ref.registry}", exc=exc, response=None, cancel=cancel
+                )
+            finally:
+                response.close()
         content_type = response.headers.get("Content-Type")
         media_type = _media_type_of(data, content_type, where, ref.registry)
         if media_type in DOCKER_SCHEMA1:
@@ -500,9 +539,10 @@ class RegistryClient:
             )
             manifest = fetch(chosen.digest)
             if len(manifest.data) != chosen.size:
-                raise DigestMismatchError(
+                raise SizeMismatchError(
                     digest=chosen.digest,
-                    actual=f"{len(manifest.data)} bytes instead of {chosen.size}",
+                    expected=chosen.size,
+                    actual=len(manifest.data),
                     where=f"manifest {ref.name}@{chosen.digest}",
                 )
             if manifest.is_index:
@@ -549,9 +589,10 @@ class RegistryClient:
                     break
             data = bytes(buf)
             if len(data) != descriptor.size:
-                raise DigestMismatchError(
+                raise SizeMismatchError(
                     digest=descriptor.digest,
-                    actual=f"{len(data)} bytes instead of {descriptor.size}",
+                    expected=descriptor.size,
+                    actual=len(data),
                     where=where,
                 )
             algorithm, _ = parse_digest(descriptor.digest)
@@ -592,10 +633,11 @@ class RegistryClient:
             try:
                 length = response.headers.get("Content-Length")
                 if length is not None and length.isdigit() and int(length) != descriptor.size:
-                    raise DigestMismatchError(
+                    raise SizeMismatchError(
                         digest=descriptor.digest,
-                        actual=f"Content-Length {length} instead of {descriptor.size}",
-                        where=where,
+                        expected=descriptor.size,
+                        actual=int(length),
+                        where=f"{where} (Content-Length)",
                     )
                 return consume(response.iter_bytes())
             except httpx.TransportError as exc:
@@ -618,7 +660,7 @@ class RegistryClient:
 
     def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
         if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled")
+            raise OperationCancelledError("cancelled")
         if self._sleep is not None:
             self._sleep(seconds)
         elif cancel is not None:
@@ -626,7 +668,7 @@ class RegistryClient:
         else:
             time.sleep(seconds)
         if cancel is not None and cancel.is_set():
-            raise CancelledError("cancelled")
+            raise OperationCancelledError("cancelled")
 
     def _retry_after(self, response: httpx.Response) -> float | None:
         value = response.headers.get("Retry-After")
@@ -710,7 +752,7 @@ class RegistryClient:
         reauthenticated = False
         while True:
             if cancel is not None and cancel.is_set():
-                raise CancelledError("cancelled")
+                raise OperationCancelledError("cancelled")
             attempts.next()
             authorization = self.auth.authorization(registry, repository)
             request_headers = dict(headers)

@@ -132,6 +132,10 @@ class StateStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(_SCHEMA)  # idempotent: CREATE … IF NOT EXISTS
+        # caches() is cached until the database changes: our own commits bump
+        # `_writes`; other processes' commits change SQLite's `data_version`.
+        self._writes = 0
+        self._cached: tuple[tuple[int, int], tuple[ObservedCache, ...]] | None = None
         self._db.execute(
             "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
             (str(SCHEMA_VERSION),),
@@ -155,6 +159,7 @@ class StateStore:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+            self._writes += 1
 
     # ------------------------------------------------------------------ meta
 
@@ -306,6 +311,27 @@ class StateStore:
         return None if row is None else _parse_ts(row["updated_at"])
 
     def caches(self) -> tuple[ObservedCache, ...]:
+        """Every cache with its events; the same tuple object while nothing has changed."""
+        with self._lock:
+            version = (self._db.execute("PRAGMA data_version").fetchone()[0], self._writes)
+            if self._cached is not None and self._cached[0] == version:
+                return self._cached[1]
+            result = self._read_caches()
+            self._cached = (version, result)
+            return result
+
+    def expired(self, now: datetime) -> tuple[ObservedCache, ...]:
+        """Caches whose expiry has passed; a cheap SQL count first, as most passes find none."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM caches WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                (_ts(now),),
+            ).fetchone()
+        if not row[0]:
+            return ()
+        return tuple(c for c in self.caches() if c.expires_at is not None and c.expires_at <= now)
+
+    def _read_caches(self) -> tuple[ObservedCache, ...]:
         with self._lock:
             rows = self._db.execute(
                 "SELECT c.*, s.content_bytes FROM caches c"

@@ -1,0 +1,232 @@
+"""The blob store: verified atomic writes, per-digest dedupe, and the gc protocol."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from gitsync.providers.local.blobs import (
+    BlobNotFoundError,
+    BlobStore,
+    DigestMismatchError,
+    InvalidDigestError,
+    LayerInfo,
+    SizeMismatchError,
+    compute_digest,
+    parse_digest,
+)
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def test_write_verifies_and_publishes_under_the_digest(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"hello blob" * 1000
+    digest = _digest(data)
+    with store.writer(digest, size=len(data)) as writer:
+        writer.write(data[:5000])
+        assert not store.has(digest)  # invisible until committed
+        writer.write(data[5000:])
+    assert store.has(digest)
+    assert store.path(digest) == tmp_path / "blobs" / "sha256" / digest.split(":")[1]
+    assert store.size(digest) == len(data)
+    assert store.read_bytes(digest) == data
+    with store.open(digest) as fh:
+        assert fh.read(5) == b"hello"
+    assert list(store.iter_digests()) == [digest]
+    assert store.temp_files() == []
+
+
+def test_wrong_content_is_rejected_and_leaves_nothing(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    claimed = _digest(b"the real thing")
+    with (
+        pytest.raises(DigestMismatchError, match=claimed) as info,
+        store.writer(claimed, size=14) as writer,
+    ):
+        writer.write(b"a fake thing!!")
+    assert info.value.actual == _digest(b"a fake thing!!")
+    assert not store.has(claimed)
+    assert store.temp_files() == []
+    assert list(store.iter_digests()) == []
+
+
+def test_size_overrun_fails_on_the_write_that_passes_it(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = _digest(b"x" * 10)
+    with store.writer(digest, size=10) as writer:
+        writer.write(b"x" * 8)
+        with pytest.raises(SizeMismatchError, match="at least 12 bytes"):
+            writer.write(b"x" * 4)
+        assert writer.written == 8  # the overrunning chunk was not written
+        writer.write(b"x" * 2)
+    assert store.has(digest)
+
+
+def test_short_content_is_a_size_mismatch(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = _digest(b"y" * 10)
+    with pytest.raises(SizeMismatchError, match="has 9 bytes"), store.writer(digest, size=10) as w:
+        w.write(b"y" * 9)
+    assert not store.has(digest)
+
+
+def test_temp_files_live_next_to_the_blob_and_are_not_digests(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"in progress"
+    digest = _digest(data)
+    writer = store.writer(digest, size=len(data))
+    writer.write(data)
+    (temp,) = store.temp_files()
+    assert temp.parent == store.path(digest).parent  # same dir: the rename is atomic
+    assert list(store.iter_digests()) == []
+    writer.abort()
+    assert store.temp_files() == []
+
+
+def test_put_bytes_computes_or_checks_the_digest(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put_bytes(b"{}")
+    assert digest == compute_digest(b"{}")
+    assert store.put_bytes(b"{}", digest=digest) == digest
+    with pytest.raises(DigestMismatchError):
+        store.put_bytes(b"[]", digest=_digest(b"other"))
+
+
+def test_missing_blobs_and_bad_digests(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    absent = _digest(b"absent")
+    assert not store.has(absent)
+    with pytest.raises(BlobNotFoundError, match=absent):
+        store.open(absent)
+    with pytest.raises(BlobNotFoundError):
+        store.size(absent)
+    assert store.delete(absent) is False
+    for bad in ("sha256:../../etc/passwd", "sha256:ABC", "md5:" + "0" * 32, "sha256:" + "0" * 63):
+        with pytest.raises(InvalidDigestError):
+            store.path(bad)
+    assert parse_digest("sha512:" + "a" * 128) == ("sha512", "a" * 128)
+
+
+def test_ingest_fetches_a_digest_once_when_workers_race(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = os.urandom(100_000)
+    digest = _digest(data)
+    calls: list[int] = []
+    start = threading.Barrier(8)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def fill() -> None:
+        calls.append(1)
+        time.sleep(0.05)  # hold the per-digest lock while the others arrive
+        with store.writer(digest, size=len(data)) as writer:
+            writer.write(data)
+
+    def worker() -> None:
+        # A second store object on the same root shares the per-digest locks.
+        own = BlobStore(tmp_path)
+        start.wait()
+        fetched = own.ingest(digest, fill)
+        with lock:
+            results.append(fetched)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert sorted(results) == [False] * 7 + [True]
+    assert store.read_bytes(digest) == data
+
+
+def test_ingest_propagates_a_failed_fill_and_a_later_one_can_succeed(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"retry me"
+    digest = _digest(data)
+
+    def broken() -> None:
+        with store.writer(digest, size=len(data)) as writer:
+            writer.write(data[:3])
+            raise ConnectionError("cut")
+
+    with pytest.raises(ConnectionError):
+        store.ingest(digest, broken)
+    assert not store.has(digest)
+    assert store.temp_files() == []
+
+    def good() -> None:
+        with store.writer(digest, size=len(data)) as writer:
+            writer.write(data)
+
+    assert store.ingest(digest, good) is True
+
+
+def test_layer_info_round_trip_and_torn_files(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"layer"
+    digest = store.put_bytes(data)
+    assert store.layer_info(digest) is None
+    info = LayerInfo(diff_id=_digest(b"tar"), expanded_size=1234)
+    store.put_layer_info(digest, info)
+    assert store.layer_info(digest) == info
+    info_file = next((tmp_path / "layers").rglob("*.json"))
+    info_file.write_text('{"diff_id": "sha256:')  # torn by a power cut: recomputable
+    assert store.layer_info(digest) is None
+    store.put_layer_info(digest, info)
+    assert store.delete(digest) is True
+    assert store.layer_info(digest) is None  # removed with its blob
+
+
+def test_gc_deletes_only_blobs_not_written_or_claimed_since_the_cutoff(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    old = store.put_bytes(b"old and unused")
+    reused = store.put_bytes(b"old but reused by a running pull")
+    past = time.time() - 3600
+    for digest in (old, reused):
+        os.utime(store.path(digest), (past, past))
+    cutoff = time.time() - 60  # gc started; a pull started just before it
+    assert store.claim(reused) is True  # the running pull reuses this blob
+    fresh = store.put_bytes(b"written by the running pull")
+
+    deleted = {d for d in list(store.iter_digests()) if store.delete_if_older(d, cutoff)}
+    assert deleted == {old}
+    assert store.has(reused)
+    assert store.has(fresh)
+    assert store.claim(old) is False  # a pull arriving later sees it gone and fetches again
+
+
+def test_claim_after_gc_unlinked_the_inode_reports_absent(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    digest = store.put_bytes(b"racing")
+    past = time.time() - 3600
+    os.utime(store.path(digest), (past, past))
+    assert store.delete_if_older(digest, time.time()) is True
+    assert store.claim(digest) is False
+    assert store.delete_if_older(digest, time.time()) is False
+
+
+def test_sweep_temp_removes_only_old_leftovers(tmp_path: Path) -> None:
+    store = BlobStore(tmp_path)
+    data = b"crashed"
+    digest = _digest(data)
+    stale = store.writer(digest, size=len(data))
+    stale.write(b"cra")
+    (temp,) = store.temp_files()
+    past = time.time() - 7200
+    os.utime(temp, (past, past))
+    in_progress = store.writer(_digest(b"live"), size=4)
+    assert store.sweep_temp(older_than=3600) == 1
+    (remaining,) = store.temp_files()
+    assert remaining != temp  # the live write is untouched
+    in_progress.abort()
+    stale.abort()
+    assert store.temp_files() == []
