@@ -99,6 +99,10 @@ class Daemon:
     def _metrics_body(self) -> tuple[bytes, str]:
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
 
+    def ready_to_serve(self) -> bool:
+        """The loop runs and a first pass has finished (for tests and benchmarks)."""
+        return self._loop_alive and self._latest.passes > 0
+
     def _ready(self) -> bool:
         record = self.reconciler.records.load()
         return self._loop_alive and record.applied_revision is not None

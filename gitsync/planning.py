@@ -51,9 +51,10 @@ Costs come from `pricing.action_cost`; `Plan.cost` is their sum, in order.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from gitsync import imageref, pricing
 from gitsync.errors import ConfigError, ImageRefError
@@ -156,7 +157,8 @@ def plan(
         if spec is not None:
             if group.owned:
                 actions.append(_compare(spec, group.owned[0], policy=policy))
-                actions.extend(_duplicate_deletes(group.owned))
+                if len(group.owned) > 1:
+                    actions.extend(_duplicate_deletes(group.owned))
             elif group.foreign:
                 notices.append(_in_the_way(name, group.foreign, policy=policy))
             else:
@@ -177,7 +179,8 @@ def plan(
         # Foreign caches Git does not name are not ours: nothing to say.
 
     actions.sort(key=_action_key)
-    costed = tuple(_with_cost(action, prices=prices) for action in actions)
+    zero = CostDelta(currency=prices.currency)
+    costed = tuple(_with_cost(action, prices=prices, zero=zero) for action in actions)
     owned_names = sum(1 for group in groups.values() if group.owned)
     return Plan(
         actions=costed,
@@ -217,11 +220,20 @@ def _group_observed(caches: Iterable[ObservedCache], *, controller_id: str) -> d
         bucket.setdefault(cache.name, []).append(cache)
     return {
         name: _Group(
-            owned=tuple(sorted(owned.get(name, ()), key=_age_key, reverse=True)),
-            foreign=tuple(sorted(foreign.get(name, ()), key=lambda c: c.cache_id)),
+            owned=_ordered(owned.get(name, ()), key=_age_key, reverse=True),
+            foreign=_ordered(foreign.get(name, ()), key=lambda c: c.cache_id),
         )
         for name in owned.keys() | foreign.keys()
     }
+
+
+def _ordered(
+    caches: Sequence[ObservedCache], *, key: Callable[[ObservedCache], Any], reverse: bool = False
+) -> tuple[ObservedCache, ...]:
+    # Almost every name has one cache: sorting a single item is work for nothing.
+    if len(caches) < 2:
+        return tuple(caches)
+    return tuple(sorted(caches, key=key, reverse=reverse))
 
 
 def _age_key(cache: ObservedCache) -> tuple[datetime, str]:
@@ -278,6 +290,19 @@ def _kept(name: str, owned: Sequence[ObservedCache]) -> PlanNotice:
 
 
 def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Action:
+    if (
+        cache.status is CacheStatus.READY
+        and spec.images == cache.images
+        and spec.image_cache_size_gib == cache.image_cache_size_gib
+        and spec.retention_days == cache.retention_days
+        and spec.image_pull_secrets == cache.image_pull_secrets
+        and _expiry_reason(cache, policy=policy) is None
+    ):
+        # The common case at 10,000 caches: written exactly as stored. Equal as written
+        # implies equal normalised, so the slower comparison below cannot differ.
+        return Action(
+            kind=ActionKind.NOOP, name=spec.name, reason="up to date", desired=spec, observed=cache
+        )
     changes, summaries = _field_changes(spec, cache)
     rebuild: list[str] = []
     if cache.status in _BROKEN:
@@ -390,7 +415,18 @@ def _action_key(action: Action) -> tuple[int, str, str]:
     return (_RANK[action.kind], action.name, cache_id)
 
 
-def _with_cost(action: Action, *, prices: pricing.PriceTable) -> Action:
+def _with_cost(action: Action, *, prices: pricing.PriceTable, zero: CostDelta) -> Action:
+    if action.kind is ActionKind.NOOP:
+        # A no-op moves no money; skipping replace() keeps large no-op plans cheap.
+        return Action(
+            kind=action.kind,
+            name=action.name,
+            reason=action.reason,
+            desired=action.desired,
+            observed=action.observed,
+            changes=action.changes,
+            cost=zero,
+        )
     cost = pricing.action_cost(
         action.kind, desired=action.desired, observed=action.observed, prices=prices
     )
