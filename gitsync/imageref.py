@@ -8,17 +8,19 @@ grammar (github.com/distribution/reference, reference.go and normalize.go) and
 produces one canonical string: `nginx` and `docker.io/library/nginx:latest` are
 the same image, `nginx:1.27` and `Nginx:1.27` are not both valid.
 
-Where this module is deliberately stricter than docker, it is so that
-everything accepted here is also accepted by docker and by registries:
+Where this module departs from docker, it is on purpose:
 
 * digests follow the OCI image-spec: the algorithm is lower-case, the encoded
-  part lower-case hex, exactly 64 characters for sha256 and 128 for sha512
-  (other algorithms need at least 32);
+  part lower-case hex, exactly 64 characters for sha256, 96 for sha384 and 128
+  for sha512. Other algorithms pass with at least 32 hex characters, as the
+  grammar allows, although docker itself knows only those three;
 * the 255-character limit applies to the whole normalised name, registry
-  included (as docker/distribution did before 2023), not only the path;
+  included (as older docker/distribution releases did), not only the path;
 * a first component is a registry only if it contains '.' or ':' or is
   `localhost`; newer docker also treats an upper-case first component as a
-  host, which turns a typo like `Team/api` into a registry called `Team`.
+  host, which turns a typo like `Team/api` into a registry called `Team`;
+* `familiar()` keeps `docker.io/` where docker's short form would read back
+  with a different registry (`docker.io/a.b/c` is not `a.b/c`).
 
 Registry hosts are kept as written (docker does not fold their case), and
 `index.docker.io` is folded into `docker.io`, as docker does.
@@ -79,7 +81,7 @@ _SEPARATOR_RUN_RE = re.compile(r"[._-]+")
 _SEPARATOR_RE = re.compile(_SEPARATOR)
 
 # Registered algorithms have a fixed length; go-digest refuses anything else.
-_DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+_DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _MIN_DIGEST_HEX_LENGTH = 32  # distribution's floor for unregistered algorithms: 128 bits
 
 _FORM = "[registry[:port]/]repository[:tag][@algorithm:hex], e.g. 'nginx:1.27'"
@@ -94,7 +96,7 @@ class ImageRef:
     """A parsed, normalised image reference.
 
     Build one with `parse`; the constructor does not validate, so that parsing
-    allocates nothing but the result. Two refs compare equal when they name the
+    does not check everything twice. Two refs compare equal when they name the
     same content: `explicit_tag` records only how the tag was written, so
     `parse("nginx") == parse("nginx:latest")`.
     """
@@ -246,7 +248,7 @@ def _fail(reference: str, reason: str) -> NoReturn:
         for index, char in enumerate(reference):
             if char.isspace():
                 reason = (
-                    f"whitespace {char!r} at position {index}; a reference has no spaces: {_FORM}"
+                    f"whitespace {char!r} at position {index}; remove it, a reference is {_FORM}"
                 )
                 break
     raise ImageRefError(reference, reason)

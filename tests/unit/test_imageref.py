@@ -149,6 +149,8 @@ INVALID = [
     ("nginx@sha256:" + "g" * 64, ["[0-9a-f]"]),
     ("nginx@sha512:" + HEX64, ["exactly 128", "got 64"]),
     ("nginx@md5:abcd", ["at least 32", "got 4"]),
+    (f"nginx@sha384:{HEX64}", ["exactly 96", "got 64"]),
+    ("nginx@blake3:", ["at least 32", "got 0"]),
     ("nginx@sha256:" + HEX64 + "@" + D256, ["more than one '@'"]),
     ("nginx@:" + HEX64, ["digest algorithm '' is invalid"]),
     ("a//b", ["'//'"]),
