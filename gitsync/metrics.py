@@ -113,6 +113,42 @@ class DaemonMetrics:
             self.spec_diagnostics.labels(severity=severity).set(counts.get(severity, 0))
 
 
+_STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+LOOKUP_RESULTS = ("hit", "partial", "miss")
+
+
+class UsageMetrics:
+    """How caches are used: lookups by result, and time to start (pods) or serve (local).
+
+    Fed only by real consumers: the match API, the registry mirror, exports,
+    and the pod observer. Never a label per pod or per image.
+    """
+
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.lookups = Counter(
+            "gitsync_cache_lookups",
+            'Cache lookups by result; cache="" on a miss.',
+            ["cache", "result"],
+            registry=registry,
+        )
+        self.startup = Histogram(
+            "gitsync_startup_seconds",
+            "Pod start (kubernetes) or image materialisation (local), by lookup result.",
+            ["result"],
+            buckets=_STARTUP_BUCKETS,
+            registry=registry,
+        )
+        for result in LOOKUP_RESULTS:
+            self.startup.labels(result=result)
+
+    def record(self, *, cache: str | None, result: str, seconds: float | None = None) -> None:
+        if result not in LOOKUP_RESULTS:
+            raise ValueError(f"lookup result {result!r} is not one of {', '.join(LOOKUP_RESULTS)}")
+        self.lookups.labels(cache=cache or "", result=result).inc()
+        if seconds is not None:
+            self.startup.labels(result=result).observe(seconds)
+
+
 class StateCollector(Collector):
     """Per-cache series computed at scrape time from the daemon's latest `StateView`."""
 

@@ -86,6 +86,17 @@ class PassResult:
 
 
 @dataclass(frozen=True, slots=True)
+class _QuietMemo:
+    """A pass that found nothing to do: the same inputs before `until` give the same plan."""
+
+    revision: str | None
+    observed: ObservedState
+    keep: frozenset[str]
+    plan: Plan
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class ReconcilePolicy:
     controller_id: str = "gitsync"
     max_delete_ratio: float = 0.5
@@ -150,6 +161,7 @@ class Reconciler:
         self._clock = clock
         self.desired_caches: tuple[CacheSpec, ...] = ()  # of the revision in force
         self._loaded: tuple[Path, str, specs.LoadResult] | None = None
+        self._quiet: _QuietMemo | None = None
         self.backoff = Backoff(
             base=policy.backoff_base_seconds,
             maximum=policy.backoff_max_seconds,
@@ -190,6 +202,18 @@ class Reconciler:
             return PassResult(revision, loaded.diagnostics, None, (), None, error=message)
 
         keep = keep_names(record, observed)
+        quiet = self._quiet
+        if (
+            quiet is not None
+            and quiet.revision == revision
+            and quiet.keep == keep
+            and started < quiet.until
+            and quiet.observed == observed  # identity first: providers reuse unchanged tuples
+        ):
+            # Nothing moved since a pass that had nothing to do: planning again would
+            # give the same no-op plan, so skip it (the no-op pass must stay cheap).
+            self._save(record, error=None, started=started, success=True)
+            return PassResult(revision, loaded.diagnostics, quiet.plan, (), observed)
         plan_policy = planning.PlanPolicy(
             controller_id=self.policy.controller_id,
             now=datetime.fromtimestamp(self._clock(), UTC),
@@ -211,11 +235,21 @@ class Reconciler:
             )
 
         outcomes = self._apply(the_plan, revision=revision)
-        try:
-            after = self.provider.observe()
-        except GitSyncError as exc:
-            after = None
-            log.error("cannot observe after applying: %s", exc, extra={"revision": revision})
+        after: ObservedState | None = observed
+        if outcomes:
+            try:
+                after = self.provider.observe()
+            except GitSyncError as exc:
+                after = None
+                log.error("cannot observe after applying: %s", exc, extra={"revision": revision})
+        else:
+            self._quiet = _QuietMemo(
+                revision=revision,
+                observed=observed,
+                keep=keep,
+                plan=the_plan,
+                until=_next_deadline(observed, renew_before=self.policy.renew_before),
+            )
         failures = [o for o in outcomes if o.error]
         error = "; ".join(f"{o.action.name}: {o.error}" for o in failures) or None
         self.desired_caches = loaded.caches
@@ -295,6 +329,15 @@ class Reconciler:
         )
         self.records.save(record)
         log.debug("pass took %.3f s", now - started)
+
+
+def _next_deadline(observed: ObservedState, *, renew_before: timedelta | None) -> float:
+    """The first moment the clock alone could change a plan: an expiry or a renewal."""
+    margin = renew_before or timedelta(0)
+    moments = [
+        (c.expires_at - margin).timestamp() for c in observed.caches if c.expires_at is not None
+    ]
+    return min(moments, default=float("inf"))
 
 
 def keep_names(record: ControllerRecord, observed: ObservedState) -> frozenset[str]:
