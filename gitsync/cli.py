@@ -34,6 +34,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CHANGES = 2
+EXIT_NO_MATCH = 3
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -82,6 +83,26 @@ def _add_local(parser: argparse.ArgumentParser) -> None:
         metavar="HOST[:PORT]",
         help="allow plain HTTP to this registry (loopback registries always may)",
     )
+
+
+def _add_tencent(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "tencentcloud backend (credentials: TENCENTCLOUD_SECRET_ID/KEY or a credentials file)"
+    )
+    group.add_argument("--region", help="TKE region, e.g. ap-guangzhou")
+    group.add_argument("--vpc-id", help="VPC of the instance that builds a cache")
+    group.add_argument("--subnet-id", help="subnet of the instance that builds a cache")
+    group.add_argument("--security-group-id", action="append", help="repeatable")
+    group.add_argument(
+        "--registry-http-endpoint", action="append", help="registries spoken to over plain HTTP"
+    )
+    group.add_argument(
+        "--registry-skip-verify", action="append", help="registries whose TLS is not verified"
+    )
+    group.add_argument("--tencentcloud-endpoint", help="API endpoint HOST[:PORT] (private or test)")
+    group.add_argument("--tencentcloud-scheme", choices=("http", "https"), default=None)
+    group.add_argument("--tencentcloud-credentials-file", help="the SDK's INI credentials file")
+    group.add_argument("--tencentcloud-profile", help="profile in that file (default: default)")
 
 
 def _add_repo(parser: argparse.ArgumentParser, *, default_note: str) -> None:
@@ -147,15 +168,34 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="caches, status, expiry, revision, last error")
     status.add_argument("--format", choices=("text", "json"), default=None)
 
+    match = commands.add_parser(
+        "match", help="which cache a pod with these images would use (0 match, 3 none)"
+    )
+    match.add_argument("images", nargs="+", metavar="IMAGE")
+    match.add_argument("--cache", help="manual match: a cache name or imc-… id")
+    match.add_argument("--format", choices=("text", "json"), default=None)
+
+    export = commands.add_parser("export", help="write a cache's images as an OCI image layout")
+    export.add_argument("name", metavar="NAME", help="cache name or imc-… id")
+    export.add_argument("--dest", help="oci:DIR")
+    export.add_argument(
+        "--link",
+        action="store_true",
+        default=None,
+        help="hard-link blobs when DIR is on the data dir's file system",
+    )
+
     gc = commands.add_parser("gc", help="drop blobs no snapshot references (local backend)")
     gc.add_argument("--grace", help="keep blobs younger than this, e.g. 1h (default: 1h)")
 
-    for sub in (plan, apply, run, status, gc):
+    for sub in (plan, apply, run, status, gc, match, export):
         _add_common(sub)
     for sub in (plan, apply, run):
         _add_policy(sub)
-    for sub in (apply, run, status, gc):
+    for sub in (apply, run, status, gc, export):
         _add_local(sub)
+    for sub in (plan, apply, run, status, match):
+        _add_tencent(sub)
     return parser
 
 
@@ -202,7 +242,14 @@ def cmd_validate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
-def _open_provider(settings: Settings, *, writable: bool, progress: bool = False) -> Provider:
+def _open_provider(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    settings: Settings,
+    *,
+    writable: bool,
+    progress: bool = False,
+) -> Provider:
     """The chosen backend; heavy SDKs load only here, when that backend is chosen."""
     if settings.provider == "local":
         from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415  # lazy
@@ -216,16 +263,73 @@ def _open_provider(settings: Settings, *, writable: bool, progress: bool = False
             writable=writable,
             on_progress=_progress_printer() if progress else None,
         )
+    if settings.provider == "tencentcloud":
+        return _tencent_provider(args, env, settings)
     raise ConfigError(
         f"--provider {settings.provider}: this backend is not available yet in gitsync "
-        f"{__version__}; use --provider local"
+        f"{__version__}; use --provider local or tencentcloud"
     )
 
 
-def _observe(settings: Settings) -> ObservedState:
+def _tencent_provider(
+    args: argparse.Namespace, env: Mapping[str, str], settings: Settings
+) -> Provider:
+    try:
+        from gitsync.providers import tencentcloud as tc  # noqa: PLC0415  # heavy SDK, lazy
+    except ImportError as exc:
+        raise ConfigError(
+            "--provider tencentcloud needs the Tencent Cloud SDK: pip install 'gitsync[tencent]'"
+        ) from exc
+
+    def listed(name: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in _flag(args, env, name, "").split(",") if p.strip())
+
+    region = _flag(args, env, "region", "") or env.get("TENCENTCLOUD_REGION", "")
+    if not region:
+        raise ConfigError("--provider tencentcloud needs --region (e.g. ap-guangzhou)")
+    secret_id, secret_key = env.get("TENCENTCLOUD_SECRET_ID"), env.get("TENCENTCLOUD_SECRET_KEY")
+    credentials_file = _flag(args, env, "tencentcloud-credentials-file", "")
+    default_file = Path(env.get("HOME", "~")).expanduser() / ".tencentcloud" / "credentials"
+    if credentials_file:
+        credentials = tc.load_credentials_file(
+            Path(credentials_file), profile=_flag(args, env, "tencentcloud-profile", "default")
+        )
+    elif secret_id or secret_key:
+        credentials = tc.TencentCloudCredentials(
+            secret_id=secret_id or "",
+            secret_key=secret_key or "",
+            token=env.get("TENCENTCLOUD_SESSION_TOKEN") or None,
+            source="environment (TENCENTCLOUD_SECRET_ID/KEY)",
+        )
+    elif default_file.is_file():
+        credentials = tc.load_credentials_file(
+            default_file, profile=_flag(args, env, "tencentcloud-profile", "default")
+        )
+    else:
+        raise ConfigError(
+            "--provider tencentcloud needs credentials: set TENCENTCLOUD_SECRET_ID and "
+            "TENCENTCLOUD_SECRET_KEY, or --tencentcloud-credentials-file"
+        )
+    return tc.TencentCloudProvider(
+        settings=tc.TencentCloudSettings(
+            region=region,
+            vpc_id=_flag(args, env, "vpc-id", "") or None,
+            subnet_id=_flag(args, env, "subnet-id", "") or None,
+            security_group_ids=listed("security-group-id"),
+            registry_http_endpoints=listed("registry-http-endpoint"),
+            registry_skip_verify=listed("registry-skip-verify"),
+            endpoint=_flag(args, env, "tencentcloud-endpoint", "") or None,
+            scheme=_flag(args, env, "tencentcloud-scheme", "https"),
+            secrets_dir=settings.secrets_dir,
+        ),
+        credentials=credentials,
+    )
+
+
+def _observe(args: argparse.Namespace, env: Mapping[str, str], settings: Settings) -> ObservedState:
     if settings.provider == "local" and not (settings.data_dir / "state.db").exists():
         return ObservedState(caches=())  # nothing was ever created here; create nothing
-    provider = _open_provider(settings, writable=False)
+    provider = _open_provider(args, env, settings, writable=False)
     try:
         return provider.observe()
     finally:
@@ -301,7 +405,7 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    observed = _observe(settings)
+    observed = _observe(args, env, settings)
     policy = planning.PlanPolicy(
         controller_id=settings.controller_id,
         now=datetime.now(UTC),
@@ -343,7 +447,7 @@ def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = _settings(args, env)
     logs.configure(stream=sys.stderr, json_format=not sys.stderr.isatty())
     with DataDirLock(settings.data_dir), _checkout(args, env) as (tree, revision):
-        provider = _open_provider(settings, writable=True, progress=True)
+        provider = _open_provider(args, env, settings, writable=True, progress=True)
         try:
             result = _reconciler(settings, provider).reconcile(tree=tree, revision=revision)
         finally:
@@ -376,7 +480,7 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         spec_valid=record.spec_valid,
         last_error=record.last_error,
         diagnostics=record.diagnostics,
-        caches=_observe(settings).caches,
+        caches=_observe(args, env, settings).caches,
     )
     print(reports.format_status(view, output_format=output_format))
     return EXIT_OK
@@ -390,7 +494,7 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if settings.provider != "local":
         raise ConfigError("gc: only the local backend keeps blobs; use --provider local")
     grace = parse_duration(_flag(args, env, "grace", "1h"), what="--grace")
-    provider = _open_provider(settings, writable=False)
+    provider = _open_provider(args, env, settings, writable=False)
     try:
         if not isinstance(provider, LocalProvider):
             raise ConfigError("gc: only the local backend keeps blobs")
@@ -435,7 +539,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     )
     secret = _read_secret(_flag(args, env, "webhook-secret-file", ""), what="--webhook-secret-file")
     with DataDirLock(settings.data_dir):
-        provider = _open_provider(settings, writable=True)
+        provider = _open_provider(args, env, settings, writable=True)
         try:
             registry = CollectorRegistry()
             daemon = Daemon(
@@ -483,6 +587,73 @@ def _read_secret(path: str, *, what: str) -> str | None:
     return value
 
 
+def cmd_match(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    import json  # noqa: PLC0415
+
+    from gitsync import matching  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    output_format = _flag(args, env, "format", "text")
+    manual = _flag(args, env, "cache", "") or None
+    provider = _open_provider(args, env, settings, writable=False)
+    try:
+        caches = provider.observe().caches
+        cloud = None
+        if settings.provider == "tencentcloud" and manual is None:
+            # The cloud decides for real pods: show its answer beside ours.
+            cloud = provider.most_suitable(args.images)  # type: ignore[attr-defined]
+    finally:
+        provider.close()
+    try:
+        decision = matching.match(args.images, caches, manual=manual)
+    except ValueError as exc:  # an ImageRefError is a ValueError
+        raise ConfigError(str(exc)) from exc
+    if output_format == "json":
+        report = decision.to_json()
+        if cloud is not None:
+            report["cloud"] = {"id": cloud[0], "reason": cloud[1]}
+        print(json.dumps(report, indent=2))
+    else:
+        print(
+            f"{decision.result.value}: {decision.cache or '-'} ({decision.cache_id or '-'}): "
+            f"{decision.reason}"
+        )
+        for c in decision.candidates:
+            print(
+                f"  {c.name}  exact={c.exact} partial={c.partial} "
+                f"imageCacheSize={c.image_cache_size_gib}"
+            )
+        if cloud is not None:
+            print(f"cloud: {cloud[0] or 'no cache'}: {cloud[1]}")
+    return EXIT_NO_MATCH if decision.result is matching.MatchResult.MISS else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync.providers.local.export import export_cache, parse_dest  # noqa: PLC0415
+    from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415
+
+    settings = _settings(args, env)
+    dest = parse_dest(_flag(args, env, "dest", ""))
+    provider = _open_provider(args, env, settings, writable=False)
+    try:
+        if not isinstance(provider, LocalProvider):
+            raise ConfigError(
+                "export: only the local backend holds image content; use --provider local"
+            )
+        done = export_cache(provider=provider, name=args.name, dest=dest, link=bool(args.link))
+    finally:
+        provider.close()
+    for image in done.images:
+        print(f"{image.ref_name}  {image.manifest_digest}")
+    print(
+        f"exported {len(done.images)} images of {done.cache} to oci:{done.dest}: "
+        f"{done.blobs_copied} blobs copied ({done.bytes_copied / 2**20:.1f} MiB), "
+        f"{done.blobs_linked} linked, {done.blobs_present} already there, "
+        f"in {done.seconds:.2f} s"
+    )
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "validate": cmd_validate,
     "plan": cmd_plan,
@@ -490,6 +661,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "run": cmd_run,
     "status": cmd_status,
     "gc": cmd_gc,
+    "match": cmd_match,
+    "export": cmd_export,
 }
 
 

@@ -17,15 +17,17 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from gitsync import reports
+from gitsync import matching, reports
 from gitsync.errors import GitSyncError
-from gitsync.metrics import DaemonMetrics, StateCollector, StateView
+from gitsync.metrics import DaemonMetrics, StateCollector, StateView, UsageMetrics
 from gitsync.model import CacheSpec, ObservedCache
+from gitsync.providers.base import LocalView
 from gitsync.reconciler import PassResult, Reconciler
 from gitsync.server import ControlServer, ServerHooks
 from gitsync.sources.git import FOLDER_REVISION_PREFIX, GitSource
@@ -75,6 +77,7 @@ class Daemon:
         self._loop_alive = False
         self._watch: FolderWatch | None = None
         self._registry = registry
+        self.usage = UsageMetrics(registry=registry)
         provider = reconciler.provider.name
         registry.register(
             StateCollector(provider=provider, view=self._state_view, prices=reconciler.prices)
@@ -88,6 +91,8 @@ class Daemon:
                 ready=self._ready,
                 status=self.status,
                 trigger=self.queue.put,
+                match=self._match,
+                registry=self._mirror_hook(),
             ),
             branch=branch,
             webhook_secret=webhook_secret,
@@ -95,6 +100,41 @@ class Daemon:
         del version  # build_info is set by DaemonMetrics
 
     # ----------------------------------------------------------- HTTP hooks
+
+    def _mirror_hook(self) -> Callable[..., Any] | None:
+        """The read-only `/v2/` registry over cached images: local backend only."""
+        from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415  # lazy
+
+        provider = self.reconciler.provider
+        if not isinstance(provider, LocalProvider):
+            return None
+        from gitsync.providers.local.mirror import Mirror  # noqa: PLC0415
+
+        def on_lookup(cache: str | None, result: str, seconds: float) -> None:
+            self.usage.record(cache=cache, result=result, seconds=seconds)
+
+        return Mirror(provider, on_lookup=on_lookup).handle
+
+    def _match(self, body: Mapping[str, object]) -> tuple[int, Mapping[str, object]]:
+        try:
+            images, manual = matching.parse_match_request(body)
+            decision = matching.match(images, self._caches(), manual=manual)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        hit = decision.result is not matching.MatchResult.MISS
+        self.usage.record(cache=decision.cache if hit else None, result=decision.result.value)
+        provider = self.reconciler.provider
+        if hit and decision.cache_id and isinstance(provider, LocalView):
+            provider.touch_matched(decision.cache_id)
+        return 200, decision.to_json()
+
+    def _caches(self) -> tuple[ObservedCache, ...]:
+        """Caches as of now where that is cheap (local), else as of the last pass."""
+        provider = self.reconciler.provider
+        if isinstance(provider, LocalView):
+            return provider.current()
+        with self._latest.lock:
+            return self._latest.observed
 
     def _metrics_body(self) -> tuple[bytes, str]:
         return generate_latest(self._registry), CONTENT_TYPE_LATEST
@@ -109,18 +149,19 @@ class Daemon:
 
     def _state_view(self) -> StateView:
         record = self.reconciler.records.load()
+        observed = self._caches()
         with self._latest.lock:
-            return StateView(
-                applied_revision=record.applied_revision,
-                desired=self._latest.desired,
-                observed=self._latest.observed,
-                controller_id=self.reconciler.policy.controller_id,
-            )
+            desired = self._latest.desired
+        return StateView(
+            applied_revision=record.applied_revision,
+            desired=desired,
+            observed=observed,
+            controller_id=self.reconciler.policy.controller_id,
+        )
 
     def status(self) -> dict[str, object]:
         record = self.reconciler.records.load()
-        with self._latest.lock:
-            caches = self._latest.observed
+        caches = self._caches()
         return reports.status_dict(
             reports.StatusView(
                 provider=self.reconciler.provider.name,

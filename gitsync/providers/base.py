@@ -46,3 +46,21 @@ class Provider(Protocol):
     def close(self) -> None:
         """Release connections and files."""
         ...
+
+
+@runtime_checkable
+class LocalView(Protocol):
+    """Providers whose current caches can be read without remote calls (the local store).
+
+    The daemon's status API and metrics use it to show changes made between passes
+    (a pull through the mirror updating last-matched, say); other providers are
+    shown as of their last observation.
+    """
+
+    def current(self) -> tuple[ObservedCache, ...]:
+        """The caches as stored right now; cheap enough to call on every scrape."""
+        ...
+
+    def touch_matched(self, cache_id: str) -> None:
+        """Record that a consumer just used this cache."""
+        ...

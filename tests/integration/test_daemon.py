@@ -242,3 +242,39 @@ def test_a_second_daemon_on_the_same_data_dir_is_refused(daemon: Daemon, tmp_pat
     )  # fmt: skip
     assert done.returncode != 0
     assert "in use by another gitsync process" in done.stderr
+
+
+def test_match_api_and_mirror_are_served_and_counted(daemon: Daemon) -> None:
+    images: list[str] = daemon.images  # type: ignore[attr-defined]
+    daemon.wait_for(
+        "two Ready caches",
+        lambda s: [c["status"] for c in caches_of(s).values()] == ["Ready", "Ready"],
+    )
+    answer = httpx.post(daemon.base + "/api/v1/match", json={"images": [images[0]]}, timeout=5)
+    assert answer.status_code == 200
+    decision = answer.json()
+    assert decision["result"] == "hit"
+    assert decision["cache"] == "web"
+    miss = httpx.post(daemon.base + "/api/v1/match", json={"images": ["busybox:9"]}, timeout=5)
+    assert miss.json()["result"] == "miss"
+    assert daemon.metric('gitsync_cache_lookups_total{cache="web",result="hit"}') == 1
+    assert daemon.metric('gitsync_cache_lookups_total{cache="",result="miss"}') == 1
+    bad = httpx.post(daemon.base + "/api/v1/match", json={"images": "nope"}, timeout=5)
+    assert bad.status_code == 400
+    status = daemon.wait_for(
+        "the last matched time", lambda s: caches_of(s)["web"]["lastMatchedAt"] is not None
+    )
+    assert caches_of(status)["tools"]["lastMatchedAt"] is None
+
+    # The registry mirror answers the distribution API over the same listener.
+    root = daemon.get("/v2/")
+    assert root.status_code == 200
+    name, tag = images[1].split("/", 1)[1].rsplit(":", 1)
+    manifest = httpx.get(
+        f"{daemon.base}/v2/{name}/manifests/{tag}",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+        timeout=5,
+    )
+    assert manifest.status_code == 200
+    assert manifest.headers["Docker-Content-Digest"].startswith("sha256:")
+    assert daemon.get("/v2/not/cached/manifests/v1").status_code == 404

@@ -16,16 +16,22 @@ Decisions, and why:
 
 * **Original bytes.** Manifests are written exactly as the registry served
   them, so every digest (manifest, config, layers) is the upstream one and a
-  pod pinned by digest still matches. Nothing is converted: a Docker schema 2
-  manifest stays one (skopeo and containerd read it; umoci reads only OCI
-  manifests, so use it on OCI images).
+  pod pinned by digest still matches. Nothing is converted, as converting
+  changes digests: a Docker schema 2 manifest stays one, with its Docker media
+  type in `index.json`. containerd (`ctr images import`) reads those; the
+  `oci:` readers of skopeo 1.9 and umoci 0.4 skip non-OCI descriptors ("no
+  descriptor found for reference"), so with those tools use OCI images or pull
+  Docker-format ones through the mirror.
 * **One platform manifest per image, not the index.** A cache holds the
   manifest of one platform (the provider's `--platform`) of a multi-platform
   image, not the other platforms' manifests and layers. A layout pointing at
   the index would be incomplete, and `skopeo copy --all`, or a runtime on
   another platform, would fail half-way. So each descriptor is the platform
   manifest, with its `platform` field set. The upstream index digest is kept in
-  the `io.gitsync.image.index.digest` annotation for provenance.
+  the `io.gitsync.image.index.digest` annotation for provenance. The price: an
+  imported image carries the platform manifest's digest, so a pod that pins
+  the *index* digest does not find it; pin the platform digest, or pull through
+  the mirror (`mirror`), which serves the index.
 * **Ref names are the normalised reference** (`docker.io/library/nginx:1.27.2`,
   `registry.example.com/team/api@sha256:…`), in `org.opencontainers.image.ref.name`
   and, for containerd, `io.containerd.image.name`. The image-spec allows a fully
@@ -42,7 +48,8 @@ Decisions, and why:
   seconds, no extra space), falling back to copying across file systems.
   Hard links share the inode with the store: a tool that rewrote an exported
   blob in place would corrupt the store too (OCI tools never do; they write
-  new blobs), and the store's blob stays on disk as long as the export keeps it.
+  new blobs), and a blob `gc` removes from the store stays on disk as long as
+  an export links it. That is why linking is asked for, not automatic.
 * **Incremental and crash-safe.** A blob already in DEST with the right size is
   kept (a re-export or a second cache into the same bundle writes only what is
   new); every file is written to a temporary name and renamed, and `index.json`

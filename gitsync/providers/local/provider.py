@@ -189,6 +189,13 @@ class LocalProvider:
     def close(self) -> None:
         self.state.close()
 
+    def current(self) -> tuple[ObservedCache, ...]:
+        """The stored caches, without the expiry sweep `observe` does (safe from any thread)."""
+        return self.state.caches()
+
+    def touch_matched(self, cache_id: str) -> None:
+        self.state.touch_matched(cache_id, datetime.fromtimestamp(self._clock(), UTC))
+
     # ------------------------------------------------------------------ build
 
     def _build(

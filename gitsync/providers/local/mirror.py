@@ -1,0 +1,611 @@
+"""A read-only OCI distribution API over the cached images: the daemon's `/v2/` mirror.
+
+Why a mirror: the local backend's caches are only worth their disk if pods
+use them. containerd (and docker, skopeo, crane) can use any registry as a
+mirror, so serving the cached manifests and blobs over the distribution API
+lets a node pull from the cache and fall back upstream for everything else,
+with no change to the pod specs.
+
+What is served (distribution-spec "pull" only):
+
+* `GET /v2/` → 200 `{}`; every answer carries
+  `Docker-Distribution-API-Version: registry/2.0`.
+* `GET|HEAD /v2/<name>/manifests/<tag|digest>`: the stored bytes exactly as the
+  upstream registry served them, so `Docker-Content-Digest` is the upstream
+  digest. A tag of a multi-platform image answers the upstream *index*, so a
+  node of another platform picks its own manifest, gets a 404 here, and
+  fetches it upstream (containerd tries the next host for every request); a
+  client whose Accept header excludes indexes gets the cached platform
+  manifest instead, as registries do.
+* `GET|HEAD /v2/<name>/blobs/<digest>`, streamed, with single byte ranges
+  (206 and `Content-Range`; 416 for a malformed or unsatisfiable range).
+* `GET /v2/<name>/tags/list`: the tags cached for that repository.
+* Anything else under `/v2/` is 404 with an OCI error body
+  (`{"errors":[{"code":"MANIFEST_UNKNOWN",…}]}`) so clients go upstream;
+  writes are 405.
+
+Which repository a path names: a cached image `registry/repository` is
+reachable as `repository` (`library/nginx`, plus `nginx` for Docker Hub's
+official images) and as `registry/repository`. containerd sends
+`?ns=<registry>` when it uses a mirror; that keeps only that registry's
+images (`ns=docker.io` for Docker Hub). Without `ns`, a path held by several
+registries prefers docker.io (what a bare name means to docker), then the
+cache `matching` would choose.
+
+Safety: only Ready caches' current snapshots are served (the match policy's
+rule), and a blob only under a repository whose cached image references it.
+The mirror never serves arbitrary store contents, so a digest learnt from one
+repository cannot read another's layers through it.
+
+Lookups (`gitsync_cache_lookups_total`, `gitsync_startup_seconds`) count
+each pull once, whatever client pulls. The rules follow what the clients were
+seen to send (containerd 1.6 with hosts.toml, skopeo):
+
+* A hit is a `GET` that serves a cached *image* manifest. A `HEAD` that
+  succeeds and a `GET` of an index are steps of a pull, not pulls: containerd
+  resolves with `HEAD` and then `GET`s by digest, skopeo `GET`s the tag, and
+  both `GET` the platform manifest after an index.
+* A miss is a manifest request answered 404, except a `GET` by digest that
+  follows, within a minute, a `HEAD` that missed in the same repository:
+  containerd resolves upstream after that `HEAD`, then still tries the mirror
+  first for every manifest and blob it fetches.
+
+A hit sets the cache's last matched time, at most once a minute per cache, to
+spare the database.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import BinaryIO, Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from gitsync import imageref
+from gitsync.errors import ImageRefError
+from gitsync.matching import rank_key
+from gitsync.model import CacheStatus, ObservedCache
+from gitsync.providers.local.blobs import BlobNotFoundError, InvalidDigestError, parse_digest
+from gitsync.providers.local.provider import LocalProvider
+
+__all__ = ["LookupCallback", "Mirror", "MirrorReply"]
+
+log = logging.getLogger("gitsync.providers.local.mirror")
+
+LookupCallback = Callable[[str | None, str, float], None]
+"""Called once per lookup with (cache name or None on a miss, "hit" | "miss", seconds)."""
+
+API_VERSION_HEADER: Final = "Docker-Distribution-API-Version"
+API_VERSION: Final = "registry/2.0"
+_JSON: Final = "application/json"
+_ALLOW: Final = "GET, HEAD"
+_DOCKER_HUB: Final = imageref.DEFAULT_REGISTRY
+_HUB_ALIASES: Final = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_INDEX_TYPES: Final = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+_NAME_RE: Final = re.compile(
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+)
+_NAME_MAX: Final = 255
+_RANGE_RE: Final = re.compile(r"bytes=(\d*)-(\d*)")
+DEFAULT_CHUNK_BYTES: Final = 1 << 20
+DEFAULT_TOUCH_INTERVAL_SECONDS: Final = 60.0
+# containerd GETs by digest within seconds of the HEAD that missed; a minute is ample.
+_HEAD_MISS_WINDOW_SECONDS: Final = 60.0
+_HEAD_MISS_MEMORY: Final = 4096  # repositories remembered before expired ones are dropped
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorReply:
+    """An answer in the shape `gitsync.server.HttpReply` expects (status, headers, body)."""
+
+    status: int
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | Iterable[bytes] = b""
+
+
+class _FileChunks:
+    """A byte range of an open blob file, read in chunks; closing it closes the file.
+
+    The file is opened before the answer starts, so a blob removed by `gc`
+    meanwhile still streams whole (the open file keeps its inode alive).
+    """
+
+    def __init__(self, fh: BinaryIO, *, offset: int, length: int, chunk: int) -> None:
+        self._fh = fh
+        self._offset = offset
+        self._left = length
+        self._chunk = chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        self._fh.seek(self._offset)
+        while self._left > 0:
+            data = self._fh.read(min(self._chunk, self._left))
+            if not data:
+                raise OSError(f"blob file {self._fh.name!r} ended {self._left} bytes early")
+            self._left -= len(data)
+            yield data
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One image of a Ready cache's snapshot, as the mirror serves it."""
+
+    cache: ObservedCache
+    registry: str
+    repository: str
+    tag: str | None  # None when the image was pinned by digest (then served by digest only)
+    top_digest: str  # what the image's reference resolves to: the index, else the manifest
+    top_media_type: str
+    manifest_digest: str
+    manifest_media_type: str
+    index_digest: str | None
+    children: frozenset[str]  # every manifest digest the upstream index lists
+    blobs: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    """What is servable now, rebuilt when a Ready cache or its snapshot changes."""
+
+    key: tuple[tuple[str, str | None, str, int, str], ...]
+    by_path: Mapping[str, tuple[_Entry, ...]]
+
+
+class _NotFoundError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Mirror:
+    """The `/v2/` API over `provider`'s Ready caches; `handle` is the server's registry hook.
+
+    Thread-safe: the server calls `handle` from one thread per connection.
+    """
+
+    def __init__(
+        self,
+        provider: LocalProvider,
+        *,
+        on_lookup: LookupCallback | None = None,
+        clock: Callable[[], float] = time.time,
+        touch_interval_seconds: float = DEFAULT_TOUCH_INTERVAL_SECONDS,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    ) -> None:
+        self._provider = provider
+        self._on_lookup = on_lookup
+        self._clock = clock
+        self._touch_interval = touch_interval_seconds
+        self._chunk = chunk_bytes
+        self._lock = threading.Lock()
+        self._view: _View | None = None
+        self._touched: dict[str, float] = {}
+        self._head_misses: dict[tuple[str | None, str], float] = {}
+
+    # ------------------------------------------------------------------ entry
+
+    def handle(self, method: str, target: str, headers: Mapping[str, str]) -> MirrorReply:
+        """Answer one request; `target` is the request target with its query string."""
+        started = time.monotonic()
+        if method not in ("GET", "HEAD"):
+            return _not_allowed(method)
+        head = method == "HEAD"
+        url = urlsplit(target)
+        if url.path in ("/v2", "/v2/"):
+            return _reply(HTTPStatus.OK, b"{}", content_type=_JSON, head=head)
+        ns = _namespace(url.query)
+        rest = url.path.removeprefix("/v2/") if url.path.startswith("/v2/") else ""
+        # <name>/manifests/<reference>, <name>/blobs/<digest>: a reference has no '/'.
+        parent, _, reference = rest.rpartition("/")
+        name, _, kind = parent.rpartition("/")
+        if name and kind == "manifests":
+            return self._manifest(
+                head=head,
+                name=name,
+                reference=unquote(reference),
+                ns=ns,
+                headers=headers,
+                started=started,
+            )
+        if name and kind == "blobs":
+            return self._blob(
+                head=head, name=name, digest=unquote(reference), ns=ns, headers=headers
+            )
+        if name and kind == "tags" and reference == "list":
+            return self._tags(head=head, name=name, ns=ns)
+        return _error(
+            HTTPStatus.NOT_FOUND,
+            "UNSUPPORTED",
+            f"{_echo(url.path)}: this read-only mirror serves /v2/<name>/manifests/<reference>,"
+            " /v2/<name>/blobs/<digest> and /v2/<name>/tags/list",
+            head=head,
+        )
+
+    # -------------------------------------------------------------- manifests
+
+    def _manifest(
+        self,
+        *,
+        head: bool,
+        name: str,
+        reference: str,
+        ns: str | None,
+        headers: Mapping[str, str],
+        started: float,
+    ) -> MirrorReply:
+        try:
+            entries = self._entries(name, ns)
+            entry, digest, media_type = _resolve(entries, reference, headers.get("accept"))
+            data = self._provider.blobs.read_bytes(digest)
+        except _NotFoundError as exc:
+            self._miss(head=head, name=name, ns=ns, reference=reference, started=started)
+            return _error(HTTPStatus.NOT_FOUND, exc.code, str(exc), head=head)
+        except BlobNotFoundError:
+            self._miss(head=head, name=name, ns=ns, reference=reference, started=started)
+            return _error(
+                HTTPStatus.NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                f"manifest {reference} of {name} left the store (a cache changed); pull upstream",
+                head=head,
+            )
+        reply = _reply(
+            HTTPStatus.OK,
+            data,
+            content_type=media_type,
+            head=head,
+            extra={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'},
+        )
+        if not head and media_type not in _INDEX_TYPES:
+            self._lookup(entry.cache, "hit", started)
+        return reply
+
+    # ------------------------------------------------------------------ blobs
+
+    def _blob(
+        self, *, head: bool, name: str, digest: str, ns: str | None, headers: Mapping[str, str]
+    ) -> MirrorReply:
+        # Blob fetches are parts of a pull, not lookups: the manifest GET counted it.
+        try:
+            size = self._blob_size(name, digest, ns)
+        except _NotFoundError as exc:
+            return _error(HTTPStatus.NOT_FOUND, exc.code, str(exc), head=head)
+        answer = {
+            "Content-Type": "application/octet-stream",
+            "Docker-Content-Digest": digest,
+            "ETag": f'"{digest}"',
+            "Accept-Ranges": "bytes",
+            API_VERSION_HEADER: API_VERSION,
+        }
+        status: int = HTTPStatus.OK
+        offset, length = 0, size
+        wanted = headers.get("range")
+        try:
+            parsed = _parse_range(wanted, size) if wanted is not None else None
+        except _RangeError as exc:
+            refused = _error(
+                HTTPStatus.REQUESTED_RANGE_NOT_SATISFIABLE, "RANGE_INVALID", str(exc), head=head
+            )
+            return MirrorReply(
+                status=refused.status,
+                headers={**refused.headers, "Content-Range": f"bytes */{size}"},
+                body=refused.body,
+            )
+        if parsed is not None:
+            status = HTTPStatus.PARTIAL_CONTENT
+            offset, length = parsed
+            answer["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
+        answer["Content-Length"] = str(length)
+        if head:
+            return MirrorReply(status=status, headers=answer)
+        try:
+            fh = self._provider.blobs.open(digest)
+        except BlobNotFoundError:
+            return _error(HTTPStatus.NOT_FOUND, "BLOB_UNKNOWN", _gone(digest))
+        body = _FileChunks(fh, offset=offset, length=length, chunk=self._chunk)
+        return MirrorReply(status=status, headers=answer, body=body)
+
+    def _blob_size(self, name: str, digest: str, ns: str | None) -> int:
+        """The size of a blob `name` may serve; _NotFoundError for anything else."""
+        try:
+            parse_digest(digest)
+        except InvalidDigestError as exc:
+            raise _NotFoundError(
+                "BLOB_UNKNOWN",
+                f"{_echo(digest)!r} is not a digest (sha256:<64 hex> or sha512:<128 hex>)",
+            ) from exc
+        if not any(digest in entry.blobs for entry in self._entries(name, ns)):
+            raise _NotFoundError(
+                "BLOB_UNKNOWN", f"blob {digest} is not part of a cached image of {name}"
+            )
+        try:
+            return self._provider.blobs.size(digest)
+        except BlobNotFoundError as exc:
+            raise _NotFoundError("BLOB_UNKNOWN", _gone(digest)) from exc
+
+    # ------------------------------------------------------------------- tags
+
+    def _tags(self, *, head: bool, name: str, ns: str | None) -> MirrorReply:
+        try:
+            entries = self._entries(name, ns)
+        except _NotFoundError as exc:
+            return _error(HTTPStatus.NOT_FOUND, exc.code, str(exc), head=head)
+        tags = sorted({e.tag for e in entries if e.tag is not None})
+        body = json.dumps({"name": name, "tags": tags}).encode()
+        return _reply(HTTPStatus.OK, body, content_type=_JSON, head=head)
+
+    # ----------------------------------------------------------------- lookup
+
+    def _entries(self, name: str, ns: str | None) -> list[_Entry]:
+        """Cached images reachable as `name` (narrowed to registry `ns`), best first."""
+        if len(name) > _NAME_MAX or not _NAME_RE.fullmatch(name):
+            raise _NotFoundError("NAME_INVALID", f"{name!r} is not a repository name")
+        entries = list(self._current().by_path.get(name, ()))
+        if ns is not None:
+            wanted = _DOCKER_HUB if ns.lower() in _HUB_ALIASES else ns.lower()
+            entries = [e for e in entries if e.registry.lower() == wanted]
+        if not entries:
+            where = f" from {ns}" if ns else ""
+            raise _NotFoundError("NAME_UNKNOWN", f"no Ready cache holds {name}{where}")
+        entries.sort(key=lambda e: (e.registry != _DOCKER_HUB, e.registry, *rank_key(e.cache)))
+        return entries
+
+    def _miss(
+        self, *, head: bool, name: str, ns: str | None, reference: str, started: float
+    ) -> None:
+        """Count a miss once per pull, though containerd asks twice (see the module docstring)."""
+        key = (ns, name)
+        now = time.monotonic()
+        with self._lock:
+            if head:
+                if len(self._head_misses) >= _HEAD_MISS_MEMORY:
+                    cutoff = now - _HEAD_MISS_WINDOW_SECONDS
+                    self._head_misses = {k: t for k, t in self._head_misses.items() if t > cutoff}
+                self._head_misses[key] = now
+                counted = True
+            else:
+                last = self._head_misses.get(key)
+                follows_head = last is not None and now - last < _HEAD_MISS_WINDOW_SECONDS
+                counted = not (":" in reference and follows_head)
+        if counted:
+            self._lookup(None, "miss", started)
+
+    def _lookup(self, cache: ObservedCache | None, result: str, started: float) -> None:
+        seconds = time.monotonic() - started
+        if cache is not None:
+            now = self._clock()
+            with self._lock:
+                last = self._touched.get(cache.cache_id)
+                due = last is None or now - last >= self._touch_interval
+                if due:
+                    self._touched[cache.cache_id] = now
+            if due:
+                self._provider.state.touch_matched(cache.cache_id, datetime.fromtimestamp(now, UTC))
+        if self._on_lookup is not None:
+            self._on_lookup(cache.name if cache is not None else None, result, seconds)
+
+    # ------------------------------------------------------------------- view
+
+    def _current(self) -> _View:
+        caches = [c for c in self._provider.state.caches() if c.status is CacheStatus.READY]
+        key = tuple(
+            (
+                c.cache_id,
+                c.snapshot_id,
+                c.name,
+                c.image_cache_size_gib,
+                c.created_at.isoformat() if c.created_at else "",
+            )
+            for c in caches
+        )
+        with self._lock:
+            if self._view is not None and self._view.key == key:
+                return self._view
+        view = self._build(key, caches)
+        with self._lock:
+            self._view = view
+        return view
+
+    def _build(
+        self, key: tuple[tuple[str, str | None, str, int, str], ...], caches: list[ObservedCache]
+    ) -> _View:
+        by_path: dict[str, list[_Entry]] = {}
+        for cache in caches:
+            if cache.snapshot_id is None:
+                continue
+            snapshot = self._provider.state.snapshot(cache.snapshot_id)
+            if snapshot is None:
+                continue  # replaced since caches() was read; the next request rebuilds
+            for record in snapshot.images:
+                entry = self._entry(cache, record)
+                if entry is None:
+                    continue
+                for path in _paths(entry.registry, entry.repository):
+                    by_path.setdefault(path, []).append(entry)
+        return _View(key=key, by_path={p: tuple(e) for p, e in by_path.items()})
+
+    def _entry(self, cache: ObservedCache, record: Mapping[str, object]) -> _Entry | None:
+        try:
+            ref = imageref.parse(str(record["reference"]))
+            manifest_digest = str(record["manifestDigest"])
+            manifest_type = str(record["mediaType"])
+            config = str(record["configDigest"])
+            listed = record["layers"]
+            if not isinstance(listed, list):
+                raise TypeError(f"'layers' is {type(listed).__name__}, not a list")
+            layers = [str(digest) for digest in listed]
+        except (KeyError, TypeError, ImageRefError) as exc:
+            log.warning("cache %s: snapshot record not servable: %s", cache.name, exc)
+            return None
+        index_digest = record.get("indexDigest")
+        index_type = record.get("indexMediaType")
+        children: frozenset[str] = frozenset()
+        if isinstance(index_digest, str) and isinstance(index_type, str):
+            children = self._children(index_digest)
+            top, top_type = index_digest, index_type
+        else:
+            index_digest = None
+            top, top_type = manifest_digest, manifest_type
+        blobs = {manifest_digest, config, *layers}
+        if index_digest is not None:
+            blobs.add(index_digest)
+        return _Entry(
+            cache=cache,
+            registry=ref.registry,
+            repository=ref.repository,
+            tag=ref.tag if ref.digest is None else None,
+            top_digest=top,
+            top_media_type=top_type,
+            manifest_digest=manifest_digest,
+            manifest_media_type=manifest_type,
+            index_digest=index_digest,
+            children=children,
+            blobs=frozenset(blobs),
+        )
+
+    def _children(self, index_digest: str) -> frozenset[str]:
+        """The manifests an index lists, to tell another platform's manifest from a stranger."""
+        try:
+            document = json.loads(self._provider.blobs.read_bytes(index_digest))
+            return frozenset(str(m["digest"]) for m in document["manifests"])
+        except (BlobNotFoundError, ValueError, KeyError, TypeError):
+            return frozenset()
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _paths(registry: str, repository: str) -> list[str]:
+    paths = [repository, f"{registry}/{repository}"]
+    prefix = "library/"
+    if registry == _DOCKER_HUB and repository.startswith(prefix) and repository.count("/") == 1:
+        paths.append(repository[len(prefix) :])
+    return paths
+
+
+def _resolve(entries: list[_Entry], reference: str, accept: str | None) -> tuple[_Entry, str, str]:
+    """The entry, digest and media type that answer `reference` (a tag or a digest)."""
+    if ":" in reference:  # a digest: content-addressed, any entry holding it will do
+        for entry in entries:
+            if reference == entry.index_digest:
+                return entry, reference, entry.top_media_type
+            if reference == entry.manifest_digest:
+                return entry, reference, entry.manifest_media_type
+        other = any(reference in entry.children for entry in entries)
+        detail = (
+            "another platform's manifest of a cached index; the cache holds "
+            + ", ".join(sorted({str(e.manifest_digest) for e in entries if e.children}))
+            if other
+            else "not cached"
+        )
+        raise _NotFoundError("MANIFEST_UNKNOWN", f"manifest {reference}: {detail}")
+    for entry in entries:
+        if entry.tag == reference:
+            if entry.index_digest is not None and not _accepts_index(accept, entry):
+                return entry, entry.manifest_digest, entry.manifest_media_type
+            return entry, entry.top_digest, entry.top_media_type
+    raise _NotFoundError("MANIFEST_UNKNOWN", f"tag {reference} is not cached")
+
+
+def _accepts_index(accept: str | None, entry: _Entry) -> bool:
+    """False only when the client lists types, not the index's but the manifest's."""
+    if not accept:
+        return True
+    types = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if "*/*" in types or entry.top_media_type in types:
+        return True
+    return entry.manifest_media_type not in types
+
+
+def _namespace(query: str) -> str | None:
+    values = parse_qs(query).get("ns")
+    return values[0] if values and values[0] else None
+
+
+class _RangeError(ValueError):
+    """A bytes range that is malformed or lies outside the blob: 416."""
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """(offset, length) of a single byte range, or None to ignore the header and send it all.
+
+    Several ranges, or a unit other than bytes, are ignored (RFC 9110 allows
+    it); a malformed or unsatisfiable bytes range raises _RangeError (416), as
+    Go's http.ServeContent, and so the reference registry, does.
+    """
+    text = header.replace(" ", "").lower()
+    if not text.startswith("bytes=") or "," in text:
+        return None
+    match = _RANGE_RE.fullmatch(text)
+    first, last = match.groups() if match else ("", "")
+    if first:
+        start = int(first)
+        end = min(int(last), size - 1) if last else size - 1
+    elif last and int(last) > 0:
+        start, end = max(size - int(last), 0), size - 1  # the last N bytes
+    else:
+        start, end = 0, -1  # malformed: no start and no suffix length
+    if start >= size or end < start:
+        raise _RangeError(
+            f"range {_echo(header)!r} is malformed or outside the blob's {size} bytes;"
+            " use bytes=START-END within it"
+        )
+    return (start, end - start + 1)
+
+
+def _reply(
+    status: int,
+    body: bytes,
+    *,
+    content_type: str,
+    head: bool = False,
+    extra: Mapping[str, str] | None = None,
+) -> MirrorReply:
+    headers = {
+        "Content-Type": content_type,
+        "Content-Length": str(len(body)),
+        API_VERSION_HEADER: API_VERSION,
+        **(extra or {}),
+    }
+    return MirrorReply(status=status, headers=headers, body=b"" if head else body)
+
+
+def _error(status: int, code: str, message: str, *, head: bool = False) -> MirrorReply:
+    """An OCI error answer; the Content-Length is the body's even for HEAD, as for GET."""
+    body = json.dumps({"errors": [{"code": code, "message": message, "detail": {}}]}).encode()
+    return _reply(status, body, content_type=_JSON, head=head)
+
+
+def _gone(digest: str) -> str:
+    return f"blob {digest} left the store (a cache changed meanwhile); pull it upstream"
+
+
+def _echo(text: str) -> str:
+    """A client-supplied value cut short for messages."""
+    return text if len(text) <= 200 else text[:200] + "…"
+
+
+def _not_allowed(method: str) -> MirrorReply:
+    reply = _error(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        "UNSUPPORTED",
+        f"{_echo(method)} is not supported: this mirror is read-only (GET and HEAD)",
+    )
+    return MirrorReply(
+        status=reply.status, headers={**reply.headers, "Allow": _ALLOW}, body=reply.body
+    )

@@ -1,0 +1,612 @@
+"""The `/v2/` mirror behind the real ControlServer: skopeo pulls through it, httpx probes it.
+
+One provider per module holds two caches built from the test registry (a
+single-manifest image and a two-platform index of which it holds linux/amd64)
+and two caches of the same repository path on two registries, written
+straight into the state store (nothing here may reach docker.io). Lookups feed
+a real `UsageMetrics` on a fresh registry; tests compare counts before and after.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from oci_images import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    BuiltImage,
+    OciLayout,
+    Pusher,
+    RegistryProcess,
+    make_layer,
+    random_layer,
+    small_layer,
+)
+from prometheus_client import CollectorRegistry
+
+from gitsync.metrics import UsageMetrics
+from gitsync.model import CacheSpec, CacheStatus
+from gitsync.providers.local.mirror import Mirror
+from gitsync.providers.local.provider import LocalProvider
+from gitsync.server import ControlServer, ServerHooks
+
+pytestmark = pytest.mark.registry
+
+API_HEADER = "Docker-Distribution-API-Version"
+
+
+@dataclass(frozen=True)
+class Fake:
+    """A cache written into the state store: its manifest and the blobs it references."""
+
+    cache_id: str
+    manifest: bytes
+    digest: str
+    layer: bytes
+    layer_digest: str
+
+
+@dataclass
+class Setup:
+    provider: LocalProvider
+    mirror: Mirror
+    base: str  # http://127.0.0.1:PORT
+    host: str  # 127.0.0.1:PORT of the mirror
+    upstream: str  # host of the test registry
+    app_repo: str
+    app: BuiltImage
+    app_cache: str
+    multi_repo: str
+    multi: BuiltImage
+    multi_arm: BuiltImage
+    multi_index: str
+    hub: Fake  # docker.io/library/nginx:latest
+    private: Fake  # registry.example.com/library/nginx:latest
+    metrics: CollectorRegistry
+
+    def lookups(self, cache: str, result: str) -> float:
+        value = self.metrics.get_sample_value(
+            "gitsync_cache_lookups_total", {"cache": cache, "result": result}
+        )
+        return value or 0.0
+
+    def startups(self, result: str) -> float:
+        value = self.metrics.get_sample_value("gitsync_startup_seconds_count", {"result": result})
+        return value or 0.0
+
+    def last_matched(self, cache_id: str) -> datetime | None:
+        return next(
+            c.last_matched_at for c in self.provider.state.caches() if c.cache_id == cache_id
+        )
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def fake_cache(provider: LocalProvider, name: str, reference: str, *, seed: str) -> Fake:
+    """A Ready cache of one image whose blobs are put in the store directly."""
+    layer = make_layer({f"{seed}.txt": seed.encode()})
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer.diff_id]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256(config), "size": len(config)},
+            "layers": [{"mediaType": layer.media_type, "digest": layer.digest, "size": layer.size}],
+        }
+    ).encode()
+    for blob in (layer.blob, config, manifest):
+        provider.blobs.put_bytes(blob)
+    cache_id = provider.state.insert_cache(
+        CacheSpec(name=name, images=(reference,)), owner="gitsync", status=CacheStatus.PENDING
+    )
+    record = {
+        "image": reference,
+        "reference": reference,
+        "manifestDigest": sha256(manifest),
+        "mediaType": OCI_MANIFEST,
+        "indexDigest": None,
+        "indexMediaType": None,
+        "platform": "linux/amd64",
+        "configDigest": sha256(config),
+        "layers": [layer.digest],
+        "diffIds": [layer.diff_id],
+    }
+    provider.state.commit_snapshot(
+        cache_id,
+        content_bytes=layer.expanded_size,
+        images=[record],
+        blob_digests=[sha256(manifest), sha256(config), layer.digest],
+        retention_days=0,
+    )
+    return Fake(cache_id, manifest, sha256(manifest), layer.blob, layer.digest)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, registry: RegistryProcess) -> Iterator[Setup]:
+    pusher = Pusher(layout=OciLayout(tmp_path_factory.mktemp("mirror-src")), registry=registry)
+    app_repo, multi_repo = pusher.repo("mirror-app"), pusher.repo("mirror-multi")
+    app = pusher.push_image(
+        app_repo,
+        [make_layer({"etc/motd": b"served from the cache\n"}), random_layer(200_000, seed="mir")],
+        tag="v1",
+    )
+    index_digest, platforms = pusher.push_index(
+        multi_repo,
+        [("linux/amd64", [small_layer("mir-amd")]), ("linux/arm64/v8", [small_layer("mir-arm")])],
+        tag="v2",
+    )
+    provider = LocalProvider(data_dir=tmp_path_factory.mktemp("mirror-data"))
+    upstream = registry.host
+    app_cache = provider.create(
+        CacheSpec(name="apps", images=(f"{upstream}/{app_repo}:v1", f"{upstream}/{multi_repo}:v2")),
+        owner="gitsync",
+    )
+    hub = fake_cache(provider, "hub-nginx", "docker.io/library/nginx:latest", seed="hub")
+    private = fake_cache(
+        provider, "private-nginx", "registry.example.com/library/nginx:latest", seed="private"
+    )
+    metrics = CollectorRegistry()
+    usage = UsageMetrics(registry=metrics)
+
+    def on_lookup(cache: str | None, result: str, seconds: float) -> None:
+        usage.record(cache=cache, result=result, seconds=seconds)
+
+    mirror = Mirror(provider, on_lookup=on_lookup)
+    server = ControlServer(
+        host="127.0.0.1",
+        port=0,
+        hooks=ServerHooks(
+            metrics=lambda: (b"", "text/plain"),
+            healthy=lambda: True,
+            ready=lambda: True,
+            status=dict,
+            trigger=lambda _reason: None,
+            registry=mirror.handle,
+        ),
+        branch="main",
+        webhook_secret=None,
+    )
+    server.start()
+    try:
+        host = f"127.0.0.1:{server.address[1]}"
+        yield Setup(
+            provider=provider,
+            mirror=mirror,
+            base=f"http://{host}",
+            host=host,
+            upstream=upstream,
+            app_repo=app_repo,
+            app=app,
+            app_cache=app_cache.cache_id,
+            multi_repo=multi_repo,
+            multi=platforms["linux/amd64"],
+            multi_arm=platforms["linux/arm64/v8"],
+            multi_index=index_digest,
+            hub=hub,
+            private=private,
+            metrics=metrics,
+        )
+    finally:
+        server.stop()
+        provider.close()
+
+
+@pytest.fixture
+def http(setup: Setup) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=setup.base, timeout=10) as client:
+        yield client
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[bytes]:
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is missing: install Debian's skopeo package (CI's .ci/run does)")
+    return subprocess.run(
+        ["skopeo", "--insecure-policy", *args], capture_output=True, timeout=60, check=False
+    )
+
+
+# ------------------------------------------------------------------ real clients
+
+
+def test_skopeo_pulls_through_the_mirror_with_the_upstream_digests(
+    setup: Setup, tmp_path: Path
+) -> None:
+    hits = setup.lookups("apps", "hit")
+    startups = setup.startups("hit")
+    layout = tmp_path / "pulled"
+
+    done = skopeo(
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        f"docker://{setup.host}/{setup.app_repo}:v1",
+        f"oci:{layout}:x",
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    index = json.loads((layout / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [setup.app.manifest_digest]
+    stored = layout / "blobs" / "sha256" / setup.app.manifest_digest.split(":")[1]
+    assert stored.read_bytes() == setup.app.manifest
+    for layer in setup.app.layers:
+        assert (layout / "blobs" / "sha256" / layer.digest.split(":")[1]).read_bytes() == layer.blob
+    # The same manifest digest as the upstream registry serves for the tag.
+    upstream = httpx.head(
+        f"http://{setup.upstream}/v2/{setup.app_repo}/manifests/v1",
+        headers={"Accept": OCI_MANIFEST},
+    )
+    assert upstream.headers["Docker-Content-Digest"] == setup.app.manifest_digest
+    # One pull, one lookup, one startup observation; the cache was marked as used.
+    assert setup.lookups("apps", "hit") == hits + 1
+    assert setup.startups("hit") == startups + 1
+    assert setup.last_matched(setup.app_cache) is not None
+
+
+def test_skopeo_pulls_the_cached_platform_of_a_multi_platform_image(
+    setup: Setup, tmp_path: Path
+) -> None:
+    hits = setup.lookups("apps", "hit")
+    raw = skopeo(
+        "inspect", "--raw", "--tls-verify=false", f"docker://{setup.host}/{setup.multi_repo}:v2"
+    )
+    assert raw.returncode == 0, raw.stderr.decode()
+    assert sha256(raw.stdout) == setup.multi_index  # the tag answers the upstream index
+
+    done = skopeo(
+        "--override-os",
+        "linux",
+        "--override-arch",
+        "amd64",
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        f"docker://{setup.host}/{setup.multi_repo}:v2",
+        f"oci:{tmp_path / 'pulled'}:x",
+    )
+
+    assert done.returncode == 0, done.stderr.decode()
+    index = json.loads((tmp_path / "pulled" / "index.json").read_text())
+    assert [m["digest"] for m in index["manifests"]] == [setup.multi.manifest_digest]
+    assert setup.lookups("apps", "hit") == hits + 1  # the index fetches were not counted
+
+
+def test_skopeo_inspect_of_an_uncached_image_gets_404_and_counts_a_miss(setup: Setup) -> None:
+    misses = setup.lookups("", "miss")
+
+    done = skopeo("inspect", "--tls-verify=false", f"docker://{setup.host}/{setup.app_repo}:v9")
+
+    assert done.returncode != 0
+    assert "manifest unknown" in done.stderr.decode().lower()
+    assert setup.lookups("", "miss") == misses + 1
+
+
+# -------------------------------------------------------------- protocol details
+
+
+def test_the_base_endpoint_answers_like_a_registry(http: httpx.Client) -> None:
+    response = http.get("/v2/")
+    assert response.status_code == 200
+    assert response.json() == {}
+    assert response.headers[API_HEADER] == "registry/2.0"
+
+
+def test_head_of_a_manifest_gives_its_headers_and_is_no_lookup(
+    setup: Setup, http: httpx.Client
+) -> None:
+    hits = setup.lookups("apps", "hit")
+    response = http.head(f"/v2/{setup.app_repo}/manifests/v1")
+
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response.headers["Content-Length"] == str(len(setup.app.manifest))
+    assert response.headers["Content-Type"] == OCI_MANIFEST
+    assert response.headers["Docker-Content-Digest"] == setup.app.manifest_digest
+    assert setup.lookups("apps", "hit") == hits  # containerd's resolve; its GET counts
+
+
+def test_get_by_digest_serves_the_stored_bytes(setup: Setup, http: httpx.Client) -> None:
+    response = http.get(f"/v2/{setup.app_repo}/manifests/{setup.app.manifest_digest}")
+    assert response.status_code == 200
+    assert response.content == setup.app.manifest
+    assert sha256(response.content) == response.headers["Docker-Content-Digest"]
+
+
+def test_a_client_that_takes_no_index_gets_the_platform_manifest(
+    setup: Setup, http: httpx.Client
+) -> None:
+    by_default = http.get(f"/v2/{setup.multi_repo}/manifests/v2")
+    assert by_default.headers["Content-Type"] == OCI_INDEX
+    assert by_default.headers["Docker-Content-Digest"] == setup.multi_index
+
+    narrow = http.get(f"/v2/{setup.multi_repo}/manifests/v2", headers={"Accept": OCI_MANIFEST})
+    assert narrow.headers["Content-Type"] == OCI_MANIFEST
+    assert narrow.content == setup.multi.manifest
+
+
+def test_another_platform_of_a_cached_index_is_404_and_a_miss(
+    setup: Setup, http: httpx.Client
+) -> None:
+    misses = setup.lookups("", "miss")
+    response = http.get(f"/v2/{setup.multi_repo}/manifests/{setup.multi_arm.manifest_digest}")
+
+    assert response.status_code == 404
+    (error,) = response.json()["errors"]
+    assert error["code"] == "MANIFEST_UNKNOWN"
+    assert "another platform" in error["message"]
+    assert setup.lookups("", "miss") == misses + 1
+
+
+def test_blob_ranges(setup: Setup, http: httpx.Client) -> None:
+    layer = setup.app.layers[1]
+    url = f"/v2/{setup.app_repo}/blobs/{layer.digest}"
+    size = layer.size
+
+    whole = http.get(url)
+    assert whole.status_code == 200
+    assert whole.content == layer.blob
+    assert whole.headers["Accept-Ranges"] == "bytes"
+
+    first = http.get(url, headers={"Range": "bytes=0-9"})
+    assert first.status_code == 206
+    assert first.content == layer.blob[:10]
+    assert first.headers["Content-Range"] == f"bytes 0-9/{size}"
+
+    resume = http.get(url, headers={"Range": "bytes=1000-"})
+    assert resume.status_code == 206
+    assert resume.content == layer.blob[1000:]
+    assert resume.headers["Content-Length"] == str(size - 1000)
+
+    tail = http.get(url, headers={"Range": "bytes=-5"})
+    assert (tail.status_code, tail.content) == (206, layer.blob[-5:])
+
+    clipped = http.get(url, headers={"Range": f"bytes={size - 3}-{size + 100}"})
+    assert clipped.content == layer.blob[-3:]
+    assert clipped.headers["Content-Range"] == f"bytes {size - 3}-{size - 1}/{size}"
+
+    for bad in (f"bytes={size}-", "bytes=9-2", "bytes=abc", "bytes=-0"):
+        refused = http.get(url, headers={"Range": bad})
+        assert refused.status_code == 416, bad
+        assert refused.headers["Content-Range"] == f"bytes */{size}"
+        assert refused.json()["errors"][0]["code"] == "RANGE_INVALID"
+
+    several = http.get(url, headers={"Range": "bytes=0-1,5-6"})
+    assert (several.status_code, several.content) == (200, layer.blob)  # ignored, as RFC allows
+
+
+def test_head_of_a_blob_gives_its_size(setup: Setup, http: httpx.Client) -> None:
+    layer = setup.app.layers[1]
+    response = http.head(f"/v2/{setup.app_repo}/blobs/{layer.digest}")
+    assert response.status_code == 200
+    assert response.headers["Content-Length"] == str(layer.size)
+    assert response.headers["Docker-Content-Digest"] == layer.digest
+    assert response.content == b""
+
+
+def test_a_blob_is_served_only_under_a_repository_whose_image_uses_it(
+    setup: Setup, http: httpx.Client
+) -> None:
+    layer = setup.app.layers[1].digest
+    assert setup.provider.blobs.has(layer)
+
+    elsewhere = http.get(f"/v2/{setup.multi_repo}/blobs/{layer}")
+    assert elsewhere.status_code == 404
+    assert elsewhere.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    unknown = http.get(f"/v2/{setup.app_repo}/blobs/sha256:{'0' * 64}")
+    assert unknown.status_code == 404
+    garbage = http.get(f"/v2/{setup.app_repo}/blobs/../../etc/passwd")
+    assert garbage.status_code == 404
+
+
+def test_ns_narrows_by_registry_and_short_names_map_to_library(
+    setup: Setup, http: httpx.Client
+) -> None:
+    def digest(path: str) -> str | int:
+        response = http.get(path)
+        return (
+            response.headers["Docker-Content-Digest"]
+            if response.status_code == 200
+            else response.status_code
+        )
+
+    hub, private = setup.hub.digest, setup.private.digest
+    assert digest("/v2/library/nginx/manifests/latest?ns=docker.io") == hub
+    assert digest("/v2/library/nginx/manifests/latest?ns=registry.example.com") == private
+    assert digest("/v2/library/nginx/manifests/latest?ns=quay.io") == 404
+    assert digest("/v2/library/nginx/manifests/latest") == hub  # a bare path means docker.io
+    assert digest("/v2/nginx/manifests/latest") == hub
+    assert digest("/v2/nginx/manifests/latest?ns=registry.example.com") == 404
+    assert digest("/v2/registry.example.com/library/nginx/manifests/latest") == private
+    # Blobs are narrowed the same way.
+    blob = f"/v2/library/nginx/blobs/{setup.private.layer_digest}"
+    assert http.get(blob + "?ns=registry.example.com").content == setup.private.layer
+    assert http.get(blob + "?ns=docker.io").status_code == 404
+
+
+def test_tags_list_names_the_cached_tags(setup: Setup, http: httpx.Client) -> None:
+    response = http.get(f"/v2/{setup.app_repo}/tags/list")
+    assert response.json() == {"name": setup.app_repo, "tags": ["v1"]}
+    assert http.get("/v2/not-cached/tags/list").status_code == 404
+
+
+def test_uncached_names_and_tags_answer_oci_errors(setup: Setup, http: httpx.Client) -> None:
+    unknown_name = http.get("/v2/not-cached/app/manifests/v1")
+    assert unknown_name.status_code == 404
+    assert unknown_name.headers["Content-Type"] == "application/json"
+    assert unknown_name.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    unknown_tag = http.get(f"/v2/{setup.app_repo}/manifests/v0")
+    assert unknown_tag.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    head = http.head("/v2/not-cached/app/manifests/v1")
+    assert head.status_code == 404
+    assert head.content == b""
+
+
+def test_writes_are_refused(setup: Setup, http: httpx.Client) -> None:
+    assert http.put(f"/v2/{setup.app_repo}/manifests/v1", content=b"{}").status_code == 405
+    assert http.post(f"/v2/{setup.app_repo}/blobs/uploads/").status_code == 405
+    direct = setup.mirror.handle("DELETE", f"/v2/{setup.app_repo}/manifests/v1", {})
+    assert direct.status == 405
+    assert direct.headers["Allow"] == "GET, HEAD"
+    assert isinstance(direct.body, bytes)
+    assert json.loads(direct.body)["errors"][0]["code"] == "UNSUPPORTED"
+
+
+# ------------------------------------------------------------ state and lookups
+
+
+def test_only_ready_caches_are_served_and_matched_time_is_throttled(tmp_path: Path) -> None:
+    provider = LocalProvider(data_dir=tmp_path / "data")
+    try:
+        fake = fake_cache(provider, "web", "docker.io/library/nginx:1.27.2", seed="ready")
+        seen: list[tuple[str | None, str]] = []
+        now = [1_900_000_000.0]
+        mirror = Mirror(
+            provider,
+            on_lookup=lambda cache, result, _seconds: seen.append((cache, result)),
+            clock=lambda: now[0],
+            touch_interval_seconds=60,
+        )
+        path = "/v2/library/nginx/manifests/1.27.2?ns=docker.io"
+
+        assert mirror.handle("GET", path, {}).status == 200
+        first = datetime.fromtimestamp(now[0], UTC)
+        now[0] += 30
+        assert mirror.handle("GET", path, {}).status == 200
+        (cache,) = provider.state.caches()
+        assert cache.last_matched_at == first  # within a minute: not written again
+        now[0] += 31
+        mirror.handle("GET", path, {})
+        (cache,) = provider.state.caches()
+        assert cache.last_matched_at == datetime.fromtimestamp(now[0], UTC)
+
+        for status in (CacheStatus.UPDATING, CacheStatus.FAILED, CacheStatus.UPDATE_FAILED):
+            provider.state.set_status(fake.cache_id, status)
+            assert mirror.handle("GET", path, {}).status == 404, status
+            blob = mirror.handle("GET", f"/v2/library/nginx/blobs/{fake.layer_digest}", {})
+            assert blob.status == 404, status
+        provider.state.set_status(fake.cache_id, CacheStatus.READY)
+        assert mirror.handle("GET", path, {}).status == 200
+        assert seen == [("web", "hit")] * 3 + [(None, "miss")] * 3 + [("web", "hit")]
+    finally:
+        provider.close()
+
+
+def test_a_containerd_style_miss_counts_once_and_a_lone_digest_miss_counts_too(
+    setup: Setup, http: httpx.Client
+) -> None:
+    """The request sequence containerd 1.6 sends for an image the mirror lacks."""
+    ns = f"?ns={setup.upstream}"
+    misses = setup.lookups("", "miss")
+    digest = f"sha256:{'1' * 64}"
+
+    assert http.head(f"/v2/team/uncached/manifests/v1{ns}").status_code == 404
+    assert http.get(f"/v2/team/uncached/manifests/{digest}{ns}").status_code == 404
+    assert http.get(f"/v2/team/uncached/blobs/{digest}{ns}").status_code == 404
+    assert setup.lookups("", "miss") == misses + 1
+
+    # skopeo or CRI-O pulling by digest ask with one GET: that is a lookup of its own.
+    assert http.get(f"/v2/team/other/manifests/{digest}{ns}").status_code == 404
+    assert setup.lookups("", "miss") == misses + 2
+
+
+def test_a_containerd_style_hit_counts_once(setup: Setup, http: httpx.Client) -> None:
+    hits = setup.lookups("apps", "hit")
+    ns = f"?ns={setup.upstream}"
+    resolved = http.head(f"/v2/{setup.multi_repo}/manifests/v2{ns}")
+    index = http.get(
+        f"/v2/{setup.multi_repo}/manifests/{resolved.headers['Docker-Content-Digest']}{ns}"
+    )
+    child = json.loads(index.content)["manifests"][0]["digest"]
+    assert child == setup.multi.manifest_digest
+    assert http.get(f"/v2/{setup.multi_repo}/manifests/{child}{ns}").status_code == 200
+    assert setup.lookups("apps", "hit") == hits + 1
+
+
+# ------------------------------------------------------------------ containerd
+
+
+def test_containerd_pulls_through_the_mirror_with_hosts_toml(
+    setup: Setup, registry: RegistryProcess, tmp_path: Path
+) -> None:
+    """The README's hosts.toml, with the real containerd: a hit, an index, and a fallback."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd is missing: install Debian's containerd package")
+    if os.geteuid() != 0:
+        pytest.skip("containerd needs root for its content store and snapshotter")
+    pusher = Pusher(layout=OciLayout(tmp_path / "src"), registry=registry)
+    uncached_repo = pusher.repo("mirror-uncached")
+    uncached = pusher.push_image(uncached_repo, [small_layer("uncached")])
+    work = Path(tempfile.mkdtemp(prefix="gitsync-ctr-"))  # short: a socket path has ~100 bytes
+    hosts = work / "certs.d" / setup.upstream
+    hosts.mkdir(parents=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "http://{setup.upstream}"\n\n'
+        f'[host."http://{setup.host}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    config = work / "config.toml"
+    config.write_text(
+        f'version = 2\nroot = "{work}/root"\nstate = "{work}/state"\n'
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
+        f'[grpc]\n  address = "{work}/sock"\n'
+    )
+    hits, misses = setup.lookups("apps", "hit"), setup.lookups("", "miss")
+    with open(work / "log", "wb") as log:
+        daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
+    try:
+        for _ in range(200):
+            if (work / "sock").exists():
+                break
+            time.sleep(0.05)
+
+        def ctr(*args: str) -> str:
+            done = subprocess.run(
+                ["ctr", "--address", str(work / "sock"), *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        for repo, tag in ((setup.app_repo, "v1"), (setup.multi_repo, "v2"), (uncached_repo, "v1")):
+            ctr(
+                "images",
+                "pull",
+                "--snapshotter",
+                "native",
+                "--hosts-dir",
+                str(work / "certs.d"),
+                f"{setup.upstream}/{repo}:{tag}",
+            )
+        listed = dict(line.split()[:3:2] for line in ctr("images", "ls").splitlines()[1:])
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=20)
+        shutil.rmtree(work, ignore_errors=True)
+
+    assert listed[f"{setup.upstream}/{setup.app_repo}:v1"] == setup.app.manifest_digest
+    assert listed[f"{setup.upstream}/{setup.multi_repo}:v2"] == setup.multi_index
+    assert listed[f"{setup.upstream}/{uncached_repo}:v1"] == uncached.manifest_digest
+    assert setup.lookups("apps", "hit") == hits + 2
+    assert setup.lookups("", "miss") == misses + 1
