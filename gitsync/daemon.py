@@ -80,7 +80,13 @@ class Daemon:
         self.usage = UsageMetrics(registry=registry)
         provider = reconciler.provider.name
         registry.register(
-            StateCollector(provider=provider, view=self._state_view, prices=reconciler.prices)
+            StateCollector(
+                provider=provider,
+                view=self._state_view,
+                prices=reconciler.prices,
+                usage=self.usage,
+                clock=clock,
+            )
         )
         self.server = ControlServer(
             host=host,

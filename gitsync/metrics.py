@@ -16,12 +16,14 @@ names); never a label per image tag or per pod.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from gitsync import pricing
@@ -140,6 +142,27 @@ class UsageMetrics:
         )
         for result in LOOKUP_RESULTS:
             self.startup.labels(result=result)
+        # Disk use by pods (kubernetes observer): read by StateCollector for the cost series.
+        self._lock = threading.Lock()
+        self._pods_running: dict[str, int] = {}
+        self._disk_gib_hours: dict[str, float] = {}
+
+    def set_pods_running(self, cache: str, count: int) -> None:
+        """How many running pods use `cache` now (each pays a disk of its size)."""
+        with self._lock:
+            if count > 0:
+                self._pods_running[cache] = count
+            else:
+                self._pods_running.pop(cache, None)
+
+    def add_disk_hours(self, cache: str, *, size_gib: int, hours: float) -> None:
+        """A pod that used `cache` ran for `hours` with a disk of `size_gib`."""
+        with self._lock:
+            self._disk_gib_hours[cache] = self._disk_gib_hours.get(cache, 0.0) + size_gib * hours
+
+    def disk_usage(self) -> tuple[dict[str, int], dict[str, float]]:
+        with self._lock:
+            return dict(self._pods_running), dict(self._disk_gib_hours)
 
     def record(self, *, cache: str | None, result: str, seconds: float | None = None) -> None:
         if result not in LOOKUP_RESULTS:
@@ -158,15 +181,19 @@ class StateCollector(Collector):
         provider: str,
         view: Callable[[], StateView],
         prices: pricing.PriceTable,
+        usage: UsageMetrics | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._provider = provider
         self._view = view
         self._prices = prices
+        self._usage = usage
+        self._clock = clock
 
-    def describe(self) -> Iterator[GaugeMetricFamily]:
+    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         return iter(())  # dynamic: registering must not call collect() on a half-built daemon
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         view = self._view()
         revision = GaugeMetricFamily(
             "gitsync_applied_revision_info", "1 for the revision in force.", labels=["revision"]
@@ -174,6 +201,17 @@ class StateCollector(Collector):
         if view.applied_revision:
             revision.add_metric([view.applied_revision], 1)
         yield revision
+        yield from self._cache_families(view)
+        yield from self._desired_families(view)
+        priced = GaugeMetricFamily(
+            "gitsync_pricing_info",
+            "1; the currency label names the price table's currency.",
+            labels=["currency"],
+        )
+        priced.add_metric([self._prices.currency], 1)
+        yield priced
+
+    def _cache_families(self, view: StateView) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
 
         info = GaugeMetricFamily(
             "gitsync_cache_info",
@@ -193,6 +231,13 @@ class StateCollector(Collector):
             "Standing cost per hour, by component, in gitsync_pricing_info's currency.",
             labels=["cache", "provider", "component"],
         )
+        accrued = CounterMetricFamily(
+            "gitsync_cost",
+            "Money spent so far, by component (creation, snapshot, disk), estimated.",
+            labels=["cache", "provider", "component"],
+        )
+        running, disk_gib_hours = self._usage.disk_usage() if self._usage else ({}, {})
+        now = self._clock()
         owned = [c for c in view.observed if c.owner == view.controller_id]
         for cache in view.observed:
             info.add_metric([cache.name, self._provider, cache.cache_id, cache.status.value], 1)
@@ -214,8 +259,30 @@ class StateCollector(Collector):
                 prices=self._prices,
             )
             cost.add_metric([*labels, "snapshot"], hourly)
-        yield from (info, expiry, created, matched, capacity, content, images, cost)
+            pods = running.get(cache.name, 0)
+            disk_hourly = pricing.pod_disk_cost(
+                cache.image_cache_size_gib, 1.0, prices=self._prices
+            )
+            cost.add_metric([*labels, "disk"], pods * disk_hourly)
+            if cache.created_at is not None and cache.snapshot_id is not None:
+                hours = max(0.0, now - cache.created_at.timestamp()) / 3600
+                accrued.add_metric([*labels, "snapshot"], hourly * hours)
+                accrued.add_metric(
+                    [*labels, "creation"],
+                    pricing.creation_cost(
+                        size_gib=cache.image_cache_size_gib,
+                        content_bytes=cache.content_bytes,
+                        prices=self._prices,
+                    ),
+                )
+            accrued.add_metric(
+                [*labels, "disk"],
+                disk_gib_hours.get(cache.name, 0.0) * self._prices.disk_per_gib_hour,
+            )
+        yield from (info, expiry, created, matched, capacity, content, images, cost, accrued)
 
+    def _desired_families(self, view: StateView) -> Iterator[GaugeMetricFamily]:
+        owned = [c for c in view.observed if c.owner == view.controller_id]
         desired = _cache_gauge("gitsync_cache_desired", "1 per cache in the applied revision.")
         ready = _cache_gauge("gitsync_cache_ready", "1 if the desired cache is Ready, else 0.")
         by_name = {c.name: c for c in owned}
@@ -226,14 +293,6 @@ class StateCollector(Collector):
             ready.add_metric(labels, 1 if held and held.status is CacheStatus.READY else 0)
         yield desired
         yield ready
-
-        priced = GaugeMetricFamily(
-            "gitsync_pricing_info",
-            "1; the currency label names the price table's currency.",
-            labels=["currency"],
-        )
-        priced.add_metric([self._prices.currency], 1)
-        yield priced
 
 
 def _cache_gauge(name: str, documentation: str) -> GaugeMetricFamily:

@@ -1,0 +1,132 @@
+"""The metric contract on a fresh registry: names, labels, and series that vanish with caches."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from gitsync.metrics import DaemonMetrics, StateCollector, StateView, UsageMetrics
+from gitsync.model import CacheSpec, CacheStatus, ObservedCache
+from gitsync.pricing import PriceTable
+
+NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
+
+
+def cache(name: str, *, status: CacheStatus = CacheStatus.READY, owner: str = "g") -> ObservedCache:
+    return ObservedCache(
+        name=name,
+        cache_id=f"imc-{name}",
+        status=status,
+        images=("nginx:1.27.2", "busybox:1.36.1"),
+        image_cache_size_gib=30,
+        owner=owner,
+        created_at=NOW - timedelta(hours=10),
+        expires_at=NOW + timedelta(days=2),
+        snapshot_id="snap-1",
+        content_bytes=5 * 2**30,
+    )
+
+
+class World:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.usage = UsageMetrics(registry=self.registry)
+        self.view = StateView(applied_revision="abc", desired=(), observed=(), controller_id="g")
+        self.registry.register(
+            StateCollector(
+                provider="local",
+                view=lambda: self.view,
+                prices=PriceTable(),
+                usage=self.usage,
+                clock=NOW.timestamp,
+            )
+        )
+
+    def value(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+@pytest.fixture
+def world() -> World:
+    return World()
+
+
+def test_per_cache_series_follow_the_provider_and_vanish(world: World) -> None:
+    world.view = StateView(
+        applied_revision="abc",
+        desired=(
+            CacheSpec(name="web", images=("nginx:1.27.2",)),
+            CacheSpec(name="gone", images=("a:1",)),
+        ),
+        observed=(cache("web"), cache("foreign", owner="someone-else")),
+        controller_id="g",
+    )
+    assert world.value("gitsync_applied_revision_info", revision="abc") == 1
+    info = {"cache": "web", "provider": "local", "cache_id": "imc-web", "status": "Ready"}
+    assert world.value("gitsync_cache_info", **info) == 1
+    web = {"cache": "web", "provider": "local"}
+    assert world.value("gitsync_cache_ready", **web) == 1
+    assert world.value("gitsync_cache_ready", cache="gone", provider="local") == 0
+    assert world.value("gitsync_cache_desired", cache="gone", provider="local") == 1
+    assert world.value("gitsync_cache_capacity_bytes", **web) == 30 * 2**30
+    assert world.value("gitsync_cache_content_bytes", **web) == 5 * 2**30
+    assert world.value("gitsync_cache_images", **web) == 2
+    assert (
+        world.value("gitsync_cache_expiry_timestamp_seconds", **web)
+        == (NOW + timedelta(days=2)).timestamp()
+    )
+    # Foreign caches are listed but never priced or alerted on as ours.
+    assert world.value("gitsync_cache_capacity_bytes", cache="foreign", provider="local") is None
+
+    world.view = StateView(applied_revision="def", desired=(), observed=(), controller_id="g")
+    assert world.value("gitsync_cache_info", **info) is None
+    assert world.value("gitsync_applied_revision_info", revision="abc") is None
+    assert world.value("gitsync_cache_ready", **web) is None
+
+
+def test_costs_per_hour_and_accrued(world: World) -> None:
+    world.view = StateView("abc", (), (cache("web"),), "g")
+    prices = PriceTable()
+    snapshot = world.value(
+        "gitsync_cache_cost_per_hour", cache="web", provider="local", component="snapshot"
+    )
+    assert snapshot == pytest.approx(5 * prices.snapshot_per_gib_hour)
+    assert world.value(
+        "gitsync_cost_total", cache="web", provider="local", component="snapshot"
+    ) == (pytest.approx(snapshot * 10))
+    world.usage.set_pods_running("web", 3)
+    world.usage.add_disk_hours("web", size_gib=30, hours=2)
+    disk = world.value(
+        "gitsync_cache_cost_per_hour", cache="web", provider="local", component="disk"
+    )
+    assert disk == pytest.approx(3 * 30 * prices.disk_per_gib_hour)
+    assert world.value("gitsync_cost_total", cache="web", provider="local", component="disk") == (
+        pytest.approx(60 * prices.disk_per_gib_hour)
+    )
+    assert world.value("gitsync_pricing_info", currency=prices.currency) == 1
+
+
+def test_lookups_and_startup(world: World) -> None:
+    world.usage.record(cache="web", result="hit", seconds=0.5)
+    world.usage.record(cache=None, result="miss")
+    assert world.value("gitsync_cache_lookups_total", cache="web", result="hit") == 1
+    assert world.value("gitsync_cache_lookups_total", cache="", result="miss") == 1
+    assert world.value("gitsync_startup_seconds_count", result="hit") == 1
+    with pytest.raises(ValueError, match="not one of"):
+        world.usage.record(cache="web", result="maybe")
+
+
+def test_daemon_metrics_names() -> None:
+    registry = CollectorRegistry()
+    metrics = DaemonMetrics(registry=registry, version="1.2.3")
+    metrics.record_diagnostics(valid=False, counts={"error": 2})
+    metrics.reconciles.labels(result="success").inc()
+    metrics.fetch_errors.inc()
+    assert registry.get_sample_value("gitsync_build_info", {"version": "1.2.3"}) == 1
+    assert registry.get_sample_value("gitsync_spec_valid") == 0
+    assert registry.get_sample_value("gitsync_spec_diagnostics", {"severity": "error"}) == 2
+    assert registry.get_sample_value("gitsync_reconciles_total", {"result": "success"}) == 1
+    assert registry.get_sample_value("gitsync_reconciles_total", {"result": "error"}) == 0
+    assert registry.get_sample_value("gitsync_source_fetch_errors_total") == 1
