@@ -161,6 +161,7 @@ class Reconciler:
         self._clock = clock
         self.desired_caches: tuple[CacheSpec, ...] = ()  # of the revision in force
         self._loaded: tuple[Path, str, specs.LoadResult] | None = None
+        self._files = specs.FileCache()  # a new commit re-reads only the files it changed
         self._quiet: _QuietMemo | None = None
         self.backoff = Backoff(
             base=policy.backoff_base_seconds,
@@ -267,7 +268,7 @@ class Reconciler:
             last_tree, last_revision, last_result = self._loaded
             if (last_tree, last_revision) == (tree, revision):
                 return last_result
-        result = specs.load_repository([tree], root=tree)
+        result = specs.load_repository([tree], root=tree, cache=self._files)
         if revision is not None:
             self._loaded = (tree, revision, result)
         return result

@@ -11,15 +11,16 @@ How the YAML is read, and why:
 
 * Not with `yaml.load`: that throws away positions and expands aliases into
   copies (the "billion laughs" attack needs only a few hundred bytes). Not
-  with `yaml.compose_all` either: its composer recurses once per nesting
-  level (a 10,000-deep `[[[[` file overflows the C stack) and builds a node
-  tree we would then walk a second time. Instead the libyaml *event* stream
-  (`CSafeLoader.get_event`, pure-Python `SafeLoader` when libyaml is missing)
-  is turned into plain Python values in one iterative pass with an explicit
-  stack. That pass records the position of every key and value by JSON path,
-  detects duplicate keys, caps nesting depth, and counts alias expansion
-  against a budget while sharing (never copying) aliased values, so memory
-  stays bounded and it stops at the offending line.
+  with `yaml.compose_all` either: its composer recurses in C once per
+  nesting level (a 100 KiB file of `[[[[…` kills the interpreter with a
+  segmentation fault) and builds a node tree we would then walk again.
+  Instead the libyaml *event* stream (`CSafeLoader.get_event`; pure-Python
+  `SafeLoader` when libyaml is missing) is turned into plain Python values
+  in one iterative pass with an explicit stack. That pass records the
+  position of every key and value by JSON path, detects duplicate keys, caps
+  nesting depth, and counts alias expansion against a budget while sharing
+  (never copying) aliased values, so memory stays bounded and it stops at
+  the offending line.
 * Scalars resolve like YAML 1.1 (PyYAML, and kubectl's go-yaml v2): `yes` is a
   boolean, `012` octal. Timestamps stay strings, as they do for kubectl.
 * Bytes are checked before parsing (size, UTF-8, NUL) so that those
@@ -33,9 +34,9 @@ documents that fail. Semantic checks follow: image reference grammar
 (`gitsync.imageref`), unique names across the repository, duplicate images
 after normalisation, mutable tags, the prune annotation.
 
-Files are independent until the cross-file name check, so large trees are
-validated by two worker processes when the machine has the cores and the
-calling process has no other threads (forking a threaded process is unsafe).
+Files are independent until the cross-file name check, so a large tree is
+split between the process and a forked worker when there are two cores and
+the caller has no other threads (forking a threaded process is unsafe).
 
 Rule ids (stable; CI filters and docs refer to them):
 
@@ -72,9 +73,11 @@ prune-annotation    error    gitsync.io/prune with a value other than `disabled`
 from __future__ import annotations
 
 import difflib
+import functools
 import json
 import os
 import re
+import signal
 import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -120,19 +123,21 @@ __all__ = [
     "MAX_FILE_BYTES",
     "RULES",
     "SCHEMA_PATH",
+    "YAML_SUFFIXES",
     "LoadResult",
+    "is_schema_valid",
     "load_repository",
+    "schema",
 ]
 
 SCHEMA_PATH: Final = Path(__file__).parent / "schemas" / "imagecache.schema.json"
 
-MAX_FILE_BYTES: Final = (
-    1024 * 1024
-)  # a cache repository file is a few KiB; 1 MiB is a mistake or an attack
+# A cache repository file is a few KiB; 1 MiB is a mistake or an attack.
+MAX_FILE_BYTES: Final = 1024 * 1024
 MAX_DEPTH: Final = 64  # an ImageCache nests 4 deep; kubectl output with managedFields about 12
 MAX_ALIASES: Final = 100  # aliases per document; kubectl output has none
 MAX_ALIAS_EXPANSION: Final = 10_000  # nodes aliases may add per document (billion laughs: 10^9)
-PARALLEL_MIN_FILES: Final = 200  # below this, starting workers costs more than it saves
+PARALLEL_MIN_FILES = 200  # below this, starting a worker costs more than it saves
 YAML_SUFFIXES: Final = (".yaml", ".yml")
 
 RULES: Final = (
@@ -159,6 +164,7 @@ RULES: Final = (
 )
 
 _GROUP = API_VERSION.partition("/")[0]
+_MAX_IMAGE_LENGTH = 512  # the schema's spec.images maxLength: longer ones are not parsed
 _ERROR = Severity.ERROR
 _WARNING = Severity.WARNING
 _INFO = Severity.INFO
@@ -208,7 +214,7 @@ class _FileResult:
 
     diagnostics: list[Diagnostic]
     caches: list[CacheSpec]
-    names: list[tuple[str, SourceLocation]]  # every ImageCache name, valid or not, in order
+    names: list[tuple[str, SourceLocation, str]]  # every ImageCache name, where, its field
     documents: int
     read: bool  # False when the file was refused before parsing (size, encoding, symlink)
 
@@ -216,20 +222,52 @@ class _FileResult:
 # ------------------------------------------------------------------ entry point
 
 
-def load_repository(paths: Sequence[Path], *, root: Path | None = None) -> LoadResult:
+class FileCache:
+    """Per-file results kept between loads, for a daemon that validates a tree again and again.
+
+    A file is checked again only when its stat changes (inode, size, mtime,
+    ctime: what git itself trusts to spot a changed work-tree file). A new
+    commit that touches one file of 1,000 then costs one parse, plus the
+    cross-file checks, which always run over the whole tree.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], tuple[tuple[int, int, int, int], _FileResult]] = {}
+
+    def results(self, files: list[_File]) -> list[_FileResult]:
+        fresh: dict[tuple[str, str], tuple[tuple[int, int, int, int], _FileResult]] = {}
+        results = []
+        for file in files:
+            try:
+                info = os.stat(file.path)
+                key = (info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+            except OSError:
+                results.append(_check_file(file))  # reports the problem; nothing to cache
+                continue
+            known = self._entries.get((file.path, file.display))
+            result = known[1] if known is not None and known[0] == key else _check_file(file)
+            fresh[(file.path, file.display)] = (key, result)
+            results.append(result)
+        self._entries = fresh  # files that are gone are forgotten
+        return results
+
+
+def load_repository(
+    paths: Sequence[Path], *, root: Path | None = None, cache: FileCache | None = None
+) -> LoadResult:
     """Read every YAML file under `paths` (files or directories) and validate it.
 
     Diagnostic paths are relative to `root` (default: the working directory)
     when under it, else as given, always with '/' separators. Raises SpecError
     only when a path given does not exist; everything wrong inside the files
-    is a diagnostic.
+    is a diagnostic. With a `cache`, unchanged files are not read again.
     """
     base = os.path.abspath(root if root is not None else Path.cwd())
     diagnostics: list[Diagnostic] = []
     walker = _Walker(base=base, diagnostics=diagnostics)
     for path in paths:
         walker.walk(path)
-    results = _check_files(walker.files)
+    results = cache.results(walker.files) if cache is not None else _check_files(walker.files)
 
     caches: list[CacheSpec] = []
     first_seen: dict[str, SourceLocation] = {}
@@ -240,7 +278,7 @@ def load_repository(paths: Sequence[Path], *, root: Path | None = None) -> LoadR
         diagnostics.extend(result.diagnostics)
         documents += result.documents
         read += result.read
-        for name, location in result.names:
+        for name, location, where in result.names:
             first = first_seen.setdefault(name, location)
             if first is not location:
                 duplicates.add((name, location))
@@ -250,10 +288,10 @@ def load_repository(paths: Sequence[Path], *, root: Path | None = None) -> LoadR
                         severity=_ERROR,
                         rule="duplicate-name",
                         message=(
-                            f"metadata.name {name!r} is already used at {first}; "
+                            f"{where} {_short(name)} is already used at {first}; "
                             "names must be unique in the repository"
                         ),
-                        field="metadata.name",
+                        field=where,
                     )
                 )
         caches.extend(result.caches)
@@ -275,9 +313,13 @@ class _File:
 
 
 def _display(path: str, base: str) -> str:
+    """`path` relative to `base` when under it, else as given; '/' separators either way."""
     absolute = os.path.abspath(path)
-    if absolute == base or absolute.startswith(base.rstrip(os.sep) + os.sep):
-        shown = os.path.relpath(absolute, base)
+    prefix = base.rstrip(os.sep) + os.sep
+    if absolute.startswith(prefix):
+        shown = absolute[len(prefix) :]
+    elif absolute == base:
+        shown = "."
     else:
         shown = path
     return shown.replace(os.sep, "/")
@@ -294,7 +336,7 @@ class _Walker:
         self.base = base
         self.diagnostics = diagnostics
         self.files: list[_File] = []
-        self.seen: set[str] = set()
+        self.seen: set[object] = set()
 
     def refuse(self, path: str, rule: str, message: str) -> None:
         location = SourceLocation(_display(path, self.base), 1, 1)
@@ -302,10 +344,15 @@ class _Walker:
             Diagnostic(location=location, severity=_ERROR, rule=rule, message=message)
         )
 
-    def add(self, path: str) -> None:
-        real = os.path.realpath(path)
-        if real not in self.seen:  # named twice, or also reached through a symlink: read once
-            self.seen.add(real)
+    def add(self, path: str, entry: os.DirEntry[str] | None = None) -> None:
+        try:
+            info = entry.stat() if entry is not None else os.stat(path)
+        except OSError:
+            identity: object = path  # vanished or unreadable: _read reports it
+        else:
+            identity = (info.st_dev, info.st_ino)
+        if identity not in self.seen:  # named twice, or also reached through a symlink: read once
+            self.seen.add(identity)
             self.files.append(_File(path=path, display=_display(path, self.base)))
 
     def walk(self, given: Path) -> None:
@@ -339,7 +386,7 @@ class _Walker:
                     visited.add(os.path.realpath(entry.path))
                     subdirs.append(entry.path)
                 elif entry.name.endswith(YAML_SUFFIXES):
-                    self.add(entry.path)
+                    self.add(entry.path, entry)
             stack.extend(reversed(subdirs))  # depth-first, in name order
 
     def _symlink(
@@ -377,17 +424,36 @@ class _Walker:
 
 
 def _check_files(files: list[_File]) -> list[_FileResult]:
-    """Check every file, on two processes for large trees when that is safe."""
+    """Check every file; for large trees, share the files with forked workers when that is safe.
+
+    The parent checks every `workers`-th file itself while the workers check
+    the rest, so no core idles and only the workers' share is sent back.
+    """
     workers = _worker_count(len(files))
     if workers <= 1:
         return [_check_file(f) for f in files]
     import multiprocessing  # noqa: PLC0415  # only large trees pay for it
 
-    chunk = max(1, len(files) // (workers * 4))
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers) as pool:
-        packed = pool.map(_check_file_packed, files, chunksize=chunk)
-    return [_unpack(file, result) for file, result in zip(files, packed, strict=True)]
+    _validator()  # compile the schema check once, before the fork, not in every process
+    theirs = [f for i, f in enumerate(files) if i % workers]
+    try:
+        pool = multiprocessing.get_context("fork").Pool(
+            workers - 1,  # Ctrl-C is the parent's to handle: it stops the worker
+            initializer=signal.signal,
+            initargs=(signal.SIGINT, signal.SIG_IGN),
+        )
+    except OSError:  # no more processes allowed: one process is only slower
+        return [_check_file(f) for f in files]
+    with pool:
+        pending = pool.map_async(
+            _check_file_packed, theirs, chunksize=max(1, len(theirs) // (4 * (workers - 1)))
+        )
+        mine = iter([_check_file(f) for f in files[::workers]])
+        returned = iter(pending.get())
+    return [
+        next(mine) if i % workers == 0 else _unpack(file, next(returned))
+        for i, file in enumerate(files)
+    ]
 
 
 # Worker results travel as plain tuples: pickling 10,000 slotted dataclasses
@@ -395,7 +461,7 @@ def _check_files(files: list[_File]) -> list[_FileResult]:
 _Packed = tuple[
     list[tuple[int, int, str, str, str, str | None]],
     list[tuple[str, tuple[str, ...], int, int, tuple[str, ...], bool, int, int]],
-    list[tuple[str, int, int]],
+    list[tuple[str, int, int, str]],
     int,
     bool,
 ]
@@ -421,7 +487,7 @@ def _check_file_packed(file: _File) -> _Packed:
             )
             for c in result.caches
         ],
-        [(name, where.line, where.column) for name, where in result.names],
+        [(name, where.line, where.column, field) for name, where, field in result.names],
         result.documents,
         result.read,
     )
@@ -453,7 +519,10 @@ def _unpack(file: _File, packed: _Packed) -> _FileResult:
             )
             for name, images, size, retention, secrets, prune, line, column in caches
         ],
-        names=[(name, SourceLocation(display, line, column)) for name, line, column in names],
+        names=[
+            (name, SourceLocation(display, line, column), field)
+            for name, line, column, field in names
+        ],
         documents=documents,
         read=read,
     )
@@ -496,8 +565,7 @@ def _read(file: _File) -> bytes | Diagnostic:
             return refused("file-unreadable", "not a regular file; specs are plain files")
         size = info.st_size
         if size <= MAX_FILE_BYTES:
-            with os.fdopen(fd, "rb", closefd=False) as stream:
-                data = stream.read(MAX_FILE_BYTES + 1)  # the file may have grown since fstat
+            data = _read_at_most(fd, size_hint=size, limit=MAX_FILE_BYTES + 1)
             size = len(data)
     except OSError as exc:
         return refused("file-unreadable", f"cannot read: {exc.strerror}")
@@ -520,7 +588,7 @@ def _check_data(data: bytes, display: str) -> _FileResult:
     """Parse and check one file's bytes."""
     diagnostics: list[Diagnostic] = []
     caches: list[CacheSpec] = []
-    names: list[tuple[str, SourceLocation]] = []
+    names: list[tuple[str, SourceLocation, str]] = []
     documents = 0
     try:
         for document in _documents(data):
@@ -548,6 +616,25 @@ def _check_data(data: bytes, display: str) -> _FileResult:
             )
         )
     return _FileResult(diagnostics, caches, names, documents, read=True)
+
+
+def _read_at_most(fd: int, *, size_hint: int, limit: int) -> bytes:
+    """Up to `limit` bytes of `fd`: the size fstat gave in one read, more if the file grew.
+
+    Asking for `limit` at once would allocate a 1 MiB buffer per file, which
+    costs more than reading 10,000 small files.
+    """
+    chunks: list[bytes] = []
+    total = 0
+    want = size_hint + 1
+    while total < limit:
+        chunk = os.read(fd, min(want, limit - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+        want = 65536
+    return b"".join(chunks)
 
 
 def _encoding_problem(data: bytes) -> tuple[str, int, int] | None:
@@ -760,31 +847,40 @@ def _tagged(event: Any) -> tuple[Any, str | None]:  # a ScalarEvent; stubs type 
         except (ValueError, KeyError, IndexError):
             raise _YamlProblem(
                 "yaml-tag",
-                f"{event.value!r} cannot be read as {tag.removeprefix(_CORE)}",
+                f"{_short(event.value)} cannot be read as {tag.removeprefix(_CORE)}",
                 event.start_mark,
             ) from None
     return event.value, tag
 
 
 try:
-    _Loader: Callable[[bytes], Any] = yaml.CSafeLoader
-except AttributeError:  # PyYAML built without libyaml: slower, same results
+    from yaml import _yaml
+
+    # The bare libyaml parser: only events are needed, not CSafeLoader's constructor and resolver.
+    _Loader: Any = _yaml.CParser  # Any: its events' marks are typed loosely in the stubs
+except ImportError:  # PyYAML built without libyaml: slower, same results
     _Loader = yaml.SafeLoader
 
 
 def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  # one hot loop, kept flat for speed
-    """Each YAML document of `data` as plain values with positions, in one iterative pass."""
+    """Each YAML document of `data` as plain values with positions, in one iterative pass.
+
+    This loop runs once per YAML event (35 per ImageCache), so the common
+    case, a plain scalar in a mapping, takes the fewest steps; anything rarer
+    (anchors, aliases, tags, merge keys, duplicate keys) leaves it early.
+    """
     loader = _Loader(data)
     get_event = loader.get_event
+    plain_cache = _PLAIN_CACHE
     document: _Document | None = None
     stack: list[_Frame] = []
-    top: _Frame | None = None
+    top: Any = None  # the innermost open _Frame, or None at the document's root
     anchors: dict[str, tuple[Any, int]] = {}
     marks: dict[JsonPath, _Mark] = {}
     key_marks: dict[JsonPath, _Mark] = {}
     problems: list[Problem] = []
     aliases = 0
-    nodes = 0  # nodes built so far in this document, aliases counted expanded
+    nodes = 0  # events so far in this document, aliases counted as what they expand to
     expanded = 0  # nodes that aliases added
     try:
         while True:
@@ -795,64 +891,64 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
             nodes += 1
             # 1. Make the event a finished value (scalar, alias, closed container), or open one.
             if cls is ScalarEvent:
-                if top is not None and top.key is _NO_KEY and top.is_map:
+                if top is not None and top.is_map and top.key is _NO_KEY:
                     # A mapping key, kept as written: `on:` stays "on" and `1:` stays "1".
                     key = event.value
-                    if key == "<<" and event.tag is None and not event.style:
-                        top.key = _MERGE
-                        top.merge_mark = event.start_mark
-                        continue
-                    if key in top.value:
-                        first = key_marks.get((*top.path, key))
-                        where = f" (first at line {first.line + 1})" if first is not None else ""
-                        problems.append(
-                            (
-                                "yaml-duplicate-key",
-                                f"duplicate key {key!r}{where}; YAML keeps only the last one, "
-                                "so the first would be silently lost: write each key once",
-                                event.start_mark,
-                                (*top.path, key),
-                            )
-                        )
+                    if key in top.value or key == "<<":
+                        if key == "<<" and event.tag is None and not event.style:
+                            top.key = _MERGE
+                            top.merge_mark = event.start_mark
+                            continue
+                        if key in top.value:
+                            problems.append(_duplicate_key(top, key, event.start_mark, key_marks))
                     top.key = key
                     top.key_mark = event.start_mark
                     continue
+                mark = event.start_mark
                 if event.tag is None and event.implicit[0]:
-                    value = _resolve_plain(event.value)
+                    text = event.value
+                    value = plain_cache.get(text, _MISSING)
+                    if value is _MISSING:
+                        value = _resolve_plain(text)
                 else:
                     value, odd_tag = _tagged(event)
                     if odd_tag is not None:
                         problems.append(
                             (
                                 "yaml-tag",
-                                f"unsupported YAML tag {odd_tag!r}; ImageCache fields are "
+                                f"unsupported YAML tag {_short(odd_tag)}; ImageCache fields are "
                                 "plain strings, integers and lists",
-                                event.start_mark,
+                                mark,
                                 _child_path(top),
                             )
                         )
                 count = 1
-                mark = event.start_mark
-                anchor = event.anchor
+                if event.anchor is not None:
+                    anchors[event.anchor] = (value, 1)
             elif cls is MappingStartEvent or cls is SequenceStartEvent:
                 is_map = cls is MappingStartEvent
                 mark = event.start_mark
-                if top is not None and top.is_map and top.key is _NO_KEY:
+                if top is None:
+                    path: JsonPath = ()
+                elif not top.is_map:
+                    path = (*top.path, len(top.value))
+                elif top.key is _NO_KEY:
                     raise _YamlProblem(
                         "yaml-key",
                         "a mapping key must be a plain string, not a "
                         + ("mapping" if is_map else "list"),
                         mark,
                     )
-                path = _child_path(top)
-                marks[path] = mark
-                if top is not None and top.is_map:
+                else:
+                    path = _child_path(top)
                     key_marks[path] = top.key_mark if top.key is not _MERGE else top.merge_mark
-                if event.tag not in _CONTAINER_TAGS:
-                    problems.append(("yaml-tag", f"unsupported YAML tag {event.tag!r}", mark, path))
-                frame = _Frame({} if is_map else [], path, event.anchor, nodes, is_map=is_map)
-                stack.append(frame)
-                top = frame
+                marks[path] = mark
+                if event.tag is not None and event.tag not in _CONTAINER_TAGS:
+                    problems.append(
+                        ("yaml-tag", f"unsupported YAML tag {_short(event.tag)}", mark, path)
+                    )
+                top = _Frame({} if is_map else [], path, event.anchor, nodes, is_map=is_map)
+                stack.append(top)
                 if len(stack) > MAX_DEPTH:
                     raise _YamlProblem(
                         "yaml-depth",
@@ -871,15 +967,14 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
                 if top is None:
                     if document is not None:
                         document.value = frame.value
-                    continue
-                if top.is_map:
+                elif not top.is_map:
+                    top.value.append(frame.value)
+                else:
                     if top.key is _MERGE:
                         top.merges = [*(top.merges or ()), frame.value]
                     else:
                         top.value[top.key] = frame.value
                     top.key = _NO_KEY
-                else:
-                    top.value.append(frame.value)
                 continue
             elif cls is AliasEvent:
                 mark = event.start_mark
@@ -902,7 +997,6 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
                         "out instead",
                         mark,
                     )
-                anchor = None
                 if top is not None and top.is_map and top.key is _NO_KEY:
                     if not isinstance(value, str):
                         raise _YamlProblem("yaml-key", "a mapping key must be a plain string", mark)
@@ -922,14 +1016,11 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
             else:
                 continue  # stream start and end
             # 2. Attach the finished scalar or alias to its parent.
-            if anchor is not None:
-                anchors[anchor] = (value, count)
             if top is None:
                 if document is not None:
                     marks[()] = mark
                     document.value = value
-                continue
-            if top.is_map:
+            elif top.is_map:
                 key = top.key
                 top.key = _NO_KEY
                 if key is _MERGE:
@@ -944,6 +1035,19 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
                 top.value.append(value)
     finally:
         loader.dispose()
+
+
+def _duplicate_key(top: _Frame, key: str, mark: _Mark, key_marks: dict[JsonPath, _Mark]) -> Problem:
+    path = (*top.path, key)
+    first = key_marks.get(path)
+    where = f" (first at line {first.line + 1})" if first is not None else ""
+    return (
+        "yaml-duplicate-key",
+        f"duplicate key {_short(key)}{where}; YAML keeps only the last one, so the first would be "
+        "silently lost: write each key once",
+        mark,
+        path,
+    )
 
 
 def _child_path(top: _Frame | None) -> JsonPath:
@@ -1013,7 +1117,7 @@ def _check_document(
     display: str,
     diagnostics: list[Diagnostic],
     caches: list[CacheSpec],
-    names: list[tuple[str, SourceLocation]],
+    names: list[tuple[str, SourceLocation, str]],
 ) -> None:
     value = document.value
     if isinstance(value, dict) and value.get("kind") == "List" and value.get("apiVersion") == "v1":
@@ -1099,7 +1203,7 @@ def _check_object(
     display: str,
     diagnostics: list[Diagnostic],
     caches: list[CacheSpec],
-    names: list[tuple[str, SourceLocation]],
+    names: list[tuple[str, SourceLocation, str]],
 ) -> None:
     ctx = _Context(document, prefix, display, diagnostics)
     where = "document" if not prefix else f"List item {prefix[-1]}"
@@ -1114,7 +1218,7 @@ def _check_object(
     if not _is_image_cache(value):
         kind, api = value.get("kind"), value.get("apiVersion")
         if isinstance(kind, str):
-            what = f"{kind} ({api})" if isinstance(api, str) else kind
+            what = f"{_clip(kind)} ({_clip(api)})" if isinstance(api, str) else _clip(kind)
         else:
             what = "a document without kind"
         ctx.add(
@@ -1142,11 +1246,33 @@ def _check_object(
     _semantic_checks(value, ctx, caches, names)
 
 
+_IMAGE_FACTS: dict[str, tuple[str, bool, str] | str] = {}
+
+
+def _image_facts(image: str) -> tuple[str, bool, str] | str:
+    """Normalised form, mutability and short name of an image, or why it is invalid.
+
+    Repositories repeat a few images thousands of times: each is parsed once.
+    """
+    facts = _IMAGE_FACTS.get(image)
+    if facts is None:
+        try:
+            ref = imageref.parse(image)
+        except ImageRefError as exc:
+            facts = exc.reason
+        else:
+            facts = (str(ref), ref.mutable, ref.name.rpartition("/")[2])
+        if len(_IMAGE_FACTS) >= 16384:
+            _IMAGE_FACTS.clear()  # bounded; a repository rarely has that many distinct images
+        _IMAGE_FACTS[image] = facts
+    return facts
+
+
 def _semantic_checks(
     doc: dict[str, Any],
     ctx: _Context,
     caches: list[CacheSpec],
-    names: list[tuple[str, SourceLocation]],
+    names: list[tuple[str, SourceLocation, str]],
 ) -> None:
     metadata = doc.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
@@ -1156,7 +1282,7 @@ def _semantic_checks(
     name = metadata.get("name")
     name_location = ctx.location(("metadata", "name"))
     if isinstance(name, str):
-        names.append((name, name_location))
+        names.append((name, name_location, ctx.name(("metadata", "name"))))
 
     prune = True
     annotations = metadata.get("annotations")
@@ -1169,40 +1295,39 @@ def _semantic_checks(
                 ("metadata", "annotations", PRUNE_ANNOTATION),
                 "prune-annotation",
                 f"annotation {PRUNE_ANNOTATION} must be {PRUNE_DISABLED!r} (keep the cache when "
-                f"its spec is removed), or be left out to allow deleting it; got {setting!r}",
+                f"its spec is removed), or be left out to allow deleting it; got {_short(setting)}",
             )
 
     images = spec.get("images")
     images = images if isinstance(images, list) else []
     seen: dict[str, tuple[int, str]] = {}
     for index, image in enumerate(images):
-        if not isinstance(image, str) or not image:
+        if not isinstance(image, str) or not image or len(image) > _MAX_IMAGE_LENGTH:
             continue  # the schema reports it
         path: JsonPath = ("spec", "images", index)
-        try:
-            ref = imageref.parse(image)
-        except ImageRefError as exc:
+        facts = _image_facts(image)
+        if isinstance(facts, str):
             ctx.add(
                 path,
                 "image-ref",
-                f"{ctx.name(path)} {image!r} is not a valid image reference: {exc.reason}",
+                f"{ctx.name(path)} {_short(image)} is not a valid image reference: {facts}",
             )
             continue
-        normal = str(ref)
+        normal, mutable, short_name = facts
         if normal in seen:
             first_index, first = seen[normal]
             first_line = ctx.location(("spec", "images", first_index)).line
-            same = "" if first == image else f" {first!r}"
+            same = "" if first == image else f" {_short(first)}"
             ctx.add(
                 path,
                 "duplicate-image",
-                f"{ctx.name(path)} {image!r} is the same image as "
+                f"{ctx.name(path)} {_short(image)} is the same image as "
                 f"{ctx.name(('spec', 'images', first_index))}"
                 f"{same} (line {first_line}): both mean {normal}; list it once",
             )
             continue
         seen[normal] = (index, image)
-        if ref.mutable:
+        if mutable:
             written = (
                 "has no tag, so it means tag 'latest'"
                 if ":" not in image.rpartition("/")[2]
@@ -1211,9 +1336,9 @@ def _semantic_checks(
             ctx.add(
                 path,
                 "mutable-tag",
-                f"{ctx.name(path)} {image!r} {written}, which moves: two caches of it built "
+                f"{ctx.name(path)} {_short(image)} {written}, which moves: two caches of it built "
                 "at different times can hold different content; pin a version tag "
-                f"(e.g. {ref.name.rpartition('/')[2]}:1.2.3) or a digest (@sha256:…)",
+                f"(e.g. {short_name}:1.2.3) or a digest (@sha256:…)",
                 severity=_WARNING,
             )
 
@@ -1388,26 +1513,32 @@ class _Compiler:
                 self._line(
                     indent, f"if not (isinstance({var}, str) and {var} in {options}): return False"
                 )
-        if {"pattern", "minLength", "maxLength"} & schema.keys():
-            self._block(
-                indent, f"if isinstance({var}, str):", lambda: self._string(schema, var, indent + 1)
-            )
-        if {"minimum", "maximum"} & schema.keys():
-            self._block(
-                indent,
-                f"if isinstance({var}, (int, float)) and not isinstance({var}, bool):",
-                lambda: self._number(schema, var, indent + 1),
-            )
-        if {"minItems", "maxItems", "items"} & schema.keys():
-            self._block(
-                indent, f"if isinstance({var}, list):", lambda: self._array(schema, var, indent + 1)
-            )
-        if {"properties", "required", "additionalProperties", "propertyNames"} & schema.keys():
-            self._block(
-                indent,
-                f"if isinstance({var}, dict):",
-                lambda: self._object(schema, var, indent + 1),
-            )
+        declared = schema.get("type")
+        known = declared if isinstance(declared, str) else None  # checked above: no guard below
+        blocks: list[tuple[set[str], str, str, Callable[[dict[str, Any], str, int], None]]] = [
+            ({"pattern", "minLength", "maxLength"}, "string", "isinstance({v}, str)", self._string),
+            (
+                {"minimum", "maximum"},
+                "number",
+                "isinstance({v}, (int, float)) and not isinstance({v}, bool)",
+                self._number,
+            ),
+            ({"minItems", "maxItems", "items"}, "array", "isinstance({v}, list)", self._array),
+            (
+                {"properties", "required", "additionalProperties", "propertyNames"},
+                "object",
+                "isinstance({v}, dict)",
+                self._object,
+            ),
+        ]
+        for keywords, kind, guard, emit_body in blocks:
+            if not keywords & schema.keys():
+                continue
+            if known == kind or (kind == "number" and known == "integer"):
+                emit_body(schema, var, indent)
+            else:
+                body = functools.partial(emit_body, schema, var, indent + 1)
+                self._block(indent, f"if {guard.format(v=var)}:", body)
 
     def _string(self, schema: dict[str, Any], var: str, indent: int) -> None:
         if "minLength" in schema:
@@ -1501,7 +1632,7 @@ def _schema_diagnostics(doc: dict[str, Any], ctx: _Context) -> None:
             ctx.add(
                 key_path,
                 "schema",
-                f"{ctx.name(path)} key {instance!r} must be {_expected(sub)}",
+                f"{ctx.name(path)} key {_short(instance)} must be {_expected(sub)}",
                 key=True,
             )
             continue
@@ -1532,9 +1663,9 @@ def _schema_diagnostics(doc: dict[str, Any], ctx: _Context) -> None:
                     key=True,
                 )
             continue
-        if (path, keyword) in reported:
-            continue
-        reported.add((path, keyword))
+        if (path, "value") in reported:
+            continue  # one message per value: a 300-character 'Bad_Name' breaks two rules
+        reported.add((path, "value"))
         rule = "schema"
         if len(path) == 3 and path[:2] == ("spec", "imagePullSecrets") and keyword != "type":
             rule = "pull-secret"
@@ -1577,7 +1708,7 @@ def _message(name: str, keyword: str, schema: dict[str, Any], instance: Any, fal
     if keyword in ("minItems", "maxItems"):
         count = "an empty list" if not instance else f"{len(instance)} items"
         return f"{name} must be {expected}, got {count}"
-    return f"{name}: {fallback}"
+    return f"{name}: {_clip(fallback, 200)}"  # jsonschema's words, for keywords not named above
 
 
 def _types(schema: dict[str, Any]) -> list[str]:
@@ -1623,10 +1754,21 @@ def _expected(schema: dict[str, Any]) -> str:  # noqa: PLR0911  # one phrase per
     return "valid"
 
 
+def _clip(text: str, limit: int = 80) -> str:
+    """Text from the file, cut short for a message."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """repr() of a value from the file, cut short: a hostile file can hold a 1 MiB string."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + "…" + text[-3:]
+
+
 def _describe(value: Any) -> str:
     """A value as a message shows it: 'text', 10, true, null, a list."""
     if isinstance(value, str):
-        return repr(value) if len(value) <= 80 else repr(value[:77] + "...")
+        return _short(value)
     if isinstance(value, bool) or value is None:
         return {True: "true", False: "false", None: "null (an empty value)"}[value]
     if isinstance(value, int | float):
@@ -1645,14 +1787,15 @@ def _did_you_mean(name: str, allowed: Sequence[str]) -> str:
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 
 
+@functools.lru_cache(maxsize=1024)
 def _field(path: JsonPath) -> str:
     """A JSON path as people write it: spec.images[0], metadata.annotations["gitsync.io/prune"]."""
     text = ""
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
-        elif _PLAIN_KEY.fullmatch(part):
+        elif len(part) <= 80 and _PLAIN_KEY.fullmatch(part):
             text += f".{part}" if text else part
         else:
-            text += f"[{json.dumps(part)}]"
+            text += f"[{_short(part)}]"
     return text
