@@ -139,12 +139,43 @@ class _Group:
     foreign: tuple[ObservedCache, ...]  # unowned or owned by another controller
 
 
+class NoopMemo:
+    """Remembers no-op actions between plans, keyed by the very spec and cache objects.
+
+    The daemon re-plans 10,000 caches when one file changes; the loader and the
+    local store hand back the *same* objects for everything unchanged, so an
+    identity check finds the no-ops of the last plan. Caches that can expire are
+    never remembered, since the clock alone can change their action. The plan
+    is exactly the one computed without the memo.
+    """
+
+    def __init__(self) -> None:
+        self._noops: dict[str, tuple[CacheSpec, ObservedCache, Action]] = {}
+
+    def get(self, spec: CacheSpec, cache: ObservedCache) -> Action | None:
+        known = self._noops.get(spec.name)
+        if known is not None and known[0] is spec and known[1] is cache:
+            return known[2]
+        return None
+
+    def remember(self, actions: Sequence[Action]) -> None:
+        self._noops = {
+            a.name: (a.desired, a.observed, a)
+            for a in actions
+            if a.kind is ActionKind.NOOP
+            and a.desired is not None
+            and a.observed is not None
+            and a.observed.expires_at is None
+        }
+
+
 def plan(
     desired: DesiredState,
     observed: ObservedState,
     *,
     policy: PlanPolicy,
     prices: pricing.PriceTable,
+    memo: NoopMemo | None = None,
 ) -> Plan:
     """The ordered actions (with costs and notices) that bring `observed` to `desired`."""
     specs = _index_desired(desired.caches)
@@ -156,7 +187,8 @@ def plan(
         group = groups.get(name, _Group(owned=(), foreign=()))
         if spec is not None:
             if group.owned:
-                actions.append(_compare(spec, group.owned[0], policy=policy))
+                known = memo.get(spec, group.owned[0]) if memo is not None else None
+                actions.append(known or _compare(spec, group.owned[0], policy=policy))
                 if len(group.owned) > 1:
                     actions.extend(_duplicate_deletes(group.owned))
             elif group.foreign:
@@ -181,6 +213,8 @@ def plan(
     actions.sort(key=_action_key)
     zero = CostDelta(currency=prices.currency)
     costed = tuple(_with_cost(action, prices=prices, zero=zero) for action in actions)
+    if memo is not None:
+        memo.remember(costed)
     owned_names = sum(1 for group in groups.values() if group.owned)
     return Plan(
         actions=costed,
@@ -416,6 +450,8 @@ def _action_key(action: Action) -> tuple[int, str, str]:
 
 
 def _with_cost(action: Action, *, prices: pricing.PriceTable, zero: CostDelta) -> Action:
+    if action.cost is not None and action.cost.currency == prices.currency:
+        return action  # a remembered no-op, costed last time
     if action.kind is ActionKind.NOOP:
         # A no-op moves no money; skipping replace() keeps large no-op plans cheap.
         return Action(

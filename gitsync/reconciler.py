@@ -163,6 +163,7 @@ class Reconciler:
         self._loaded: tuple[Path, str, specs.LoadResult] | None = None
         self._files = specs.FileCache()  # a new commit re-reads only the files it changed
         self._quiet: _QuietMemo | None = None
+        self._noops = planning.NoopMemo()
         self.backoff = Backoff(
             base=policy.backoff_base_seconds,
             maximum=policy.backoff_max_seconds,
@@ -224,7 +225,11 @@ class Reconciler:
             keep=keep,
         )
         the_plan = planning.plan(
-            loaded.desired(revision), observed, policy=plan_policy, prices=self.prices
+            loaded.desired(revision),
+            observed,
+            policy=plan_policy,
+            prices=self.prices,
+            memo=self._noops,
         )
         for notice in the_plan.notices:
             log.warning(notice.message, extra={"revision": revision, "cache": notice.name})

@@ -294,9 +294,9 @@ class LocalProvider:
             )
 
     def _cache(self, cache_id: str) -> ObservedCache:
-        for cache in self.state.caches():
-            if cache.cache_id == cache_id:
-                return cache
+        cache = self.state.cache(cache_id)
+        if cache is not None:
+            return cache
         raise PermanentError(f"cache {cache_id} vanished from {self.state.path} while building")
 
     # ------------------------------------------------------ lifecycle chores
