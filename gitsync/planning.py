@@ -51,10 +51,9 @@ Costs come from `pricing.action_cost`; `Plan.cost` is their sum, in order.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from gitsync import imageref, pricing
 from gitsync.errors import ConfigError, ImageRefError
@@ -131,14 +130,6 @@ class PlanPolicy:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class _Group:
-    """The caches a provider reports under one name, split by ownership."""
-
-    owned: tuple[ObservedCache, ...]  # newest first: owned[0] is the match
-    foreign: tuple[ObservedCache, ...]  # unowned or owned by another controller
-
-
 class NoopMemo:
     """Remembers no-op actions between plans, keyed by the very spec and cache objects.
 
@@ -179,35 +170,34 @@ def plan(
 ) -> Plan:
     """The ordered actions (with costs and notices) that bring `observed` to `desired`."""
     specs = _index_desired(desired.caches)
-    groups = _group_observed(observed.caches, controller_id=policy.controller_id)
+    owned, foreign = _split_observed(observed.caches, controller_id=policy.controller_id)
     actions: list[Action] = []
     notices: list[PlanNotice] = []
-    for name in sorted(specs.keys() | groups.keys()):
+    for name in sorted(specs.keys() | owned.keys() | foreign.keys()):
         spec = specs.get(name)
-        group = groups.get(name, _Group(owned=(), foreign=()))
+        mine = owned.get(name, ())
         if spec is not None:
-            if group.owned:
-                known = memo.get(spec, group.owned[0]) if memo is not None else None
-                actions.append(known or _compare(spec, group.owned[0], policy=policy))
-                if len(group.owned) > 1:
-                    actions.extend(_duplicate_deletes(group.owned))
-            elif group.foreign:
-                notices.append(_in_the_way(name, group.foreign, policy=policy))
+            if mine:
+                known = memo.get(spec, mine[0]) if memo is not None else None
+                actions.append(known or _compare(spec, mine[0], policy=policy))
+                if len(mine) > 1:
+                    actions.extend(_duplicate_deletes(mine))
+            elif name in foreign:
+                notices.append(_in_the_way(name, foreign[name], policy=policy))
             else:
                 actions.append(
                     Action(
                         kind=ActionKind.CREATE, name=name, reason="not in provider", desired=spec
                     )
                 )
-        elif group.owned:
+        elif mine:
             if name in policy.keep:
-                notices.append(_kept(name, group.owned))
+                notices.append(_kept(name, mine))
             else:
-                match = group.owned[0]
                 actions.append(
-                    Action(kind=ActionKind.DELETE, name=name, reason="not in Git", observed=match)
+                    Action(kind=ActionKind.DELETE, name=name, reason="not in Git", observed=mine[0])
                 )
-                actions.extend(_duplicate_deletes(group.owned))
+                actions.extend(_duplicate_deletes(mine))
         # Foreign caches Git does not name are not ours: nothing to say.
 
     actions.sort(key=_action_key)
@@ -215,12 +205,11 @@ def plan(
     costed = tuple(_with_cost(action, prices=prices, zero=zero) for action in actions)
     if memo is not None:
         memo.remember(costed)
-    owned_names = sum(1 for group in groups.values() if group.owned)
     return Plan(
         actions=costed,
         cost=_total(costed, currency=prices.currency),
         notices=tuple(sorted(notices, key=lambda n: (n.name, n.message))),
-        refused=_refusal(costed, owned=owned_names, policy=policy),
+        refused=_refusal(costed, owned=len(owned), policy=policy),
         revision=desired.revision,
     )
 
@@ -246,28 +235,23 @@ def _index_desired(caches: Sequence[CacheSpec]) -> dict[str, CacheSpec]:
     return specs
 
 
-def _group_observed(caches: Iterable[ObservedCache], *, controller_id: str) -> dict[str, _Group]:
+def _split_observed(
+    caches: Iterable[ObservedCache], *, controller_id: str
+) -> tuple[dict[str, list[ObservedCache]], dict[str, list[ObservedCache]]]:
+    """Owned and foreign caches by name: owned newest first (the match), foreign by id."""
     owned: dict[str, list[ObservedCache]] = {}
     foreign: dict[str, list[ObservedCache]] = {}
     for cache in caches:
         bucket = owned if cache.owner == controller_id else foreign
         bucket.setdefault(cache.name, []).append(cache)
-    return {
-        name: _Group(
-            owned=_ordered(owned.get(name, ()), key=_age_key, reverse=True),
-            foreign=_ordered(foreign.get(name, ()), key=lambda c: c.cache_id),
-        )
-        for name in owned.keys() | foreign.keys()
-    }
-
-
-def _ordered(
-    caches: Sequence[ObservedCache], *, key: Callable[[ObservedCache], Any], reverse: bool = False
-) -> tuple[ObservedCache, ...]:
-    # Almost every name has one cache: sorting a single item is work for nothing.
-    if len(caches) < 2:
-        return tuple(caches)
-    return tuple(sorted(caches, key=key, reverse=reverse))
+    # Almost every name has one cache: only the rare duplicates need sorting.
+    for group in owned.values():
+        if len(group) > 1:
+            group.sort(key=_age_key, reverse=True)
+    for group in foreign.values():
+        if len(group) > 1:
+            group.sort(key=lambda c: c.cache_id)
+    return owned, foreign
 
 
 def _age_key(cache: ObservedCache) -> tuple[datetime, str]:
