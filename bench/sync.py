@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 
 import httpx
-from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 from oci_images import OciLayout, Pusher, RegistryProcess, small_layer
 
 from gitsync.controller_record import RecordFile
 from gitsync.daemon import Daemon
-from gitsync.metrics import DaemonMetrics
+from gitsync.metrics import DaemonMetrics, ExpositionRegistry
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
 from gitsync.pricing import PriceTable
 from gitsync.providers.local.provider import LocalProvider
@@ -160,7 +159,7 @@ class Bench:
         data = root / "data"
         self.provider = TimedProvider(data_dir=data)
         seed_state(self.provider, specs)
-        metrics_registry = CollectorRegistry()
+        metrics_registry = ExpositionRegistry()
         self.daemon = Daemon(
             source=GitSource(url=f"file://{self.bare}", ref="main", cache_dir=data / "source"),
             reconciler=Reconciler(

@@ -509,13 +509,13 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from prometheus_client import CollectorRegistry  # noqa: PLC0415
-
     from gitsync import logs  # noqa: PLC0415
     from gitsync.config import parse_duration  # noqa: PLC0415
     from gitsync.daemon import Daemon  # noqa: PLC0415
     from gitsync.datadir import DataDirLock  # noqa: PLC0415
-    from gitsync.metrics import DaemonMetrics  # noqa: PLC0415
+    from prometheus_client import disable_created_metrics  # noqa: PLC0415
+
+    from gitsync.metrics import DaemonMetrics, ExpositionRegistry  # noqa: PLC0415
     from gitsync.sources.git import GitCredentials, GitSource  # noqa: PLC0415
 
     settings = _settings(args, env)
@@ -541,7 +541,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with DataDirLock(settings.data_dir):
         provider = _open_provider(args, env, settings, writable=True)
         try:
-            registry = CollectorRegistry()
+            disable_created_metrics()  # *_created series double the body for nothing we alert on
+            registry = ExpositionRegistry()
             daemon = Daemon(
                 source=GitSource(
                     url=repo,

@@ -21,11 +21,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from gitsync import matching, reports
 from gitsync.errors import GitSyncError
-from gitsync.metrics import DaemonMetrics, StateCollector, StateView, UsageMetrics
+from gitsync.metrics import (
+    DaemonMetrics,
+    ExpositionRegistry,
+    StateExposition,
+    StateView,
+    UsageMetrics,
+)
 from gitsync.model import CacheSpec, ObservedCache
 from gitsync.providers.base import LocalView
 from gitsync.reconciler import PassResult, Reconciler
@@ -53,7 +59,7 @@ class Daemon:
         *,
         source: GitSource,
         reconciler: Reconciler,
-        registry: CollectorRegistry,
+        registry: ExpositionRegistry,
         metrics: DaemonMetrics,
         interval_seconds: float,
         host: str,
@@ -80,7 +86,7 @@ class Daemon:
         self.usage = UsageMetrics(registry=registry)
         provider = reconciler.provider.name
         registry.register(
-            StateCollector(
+            StateExposition(
                 provider=provider,
                 view=self._state_view,
                 prices=reconciler.prices,
@@ -143,7 +149,7 @@ class Daemon:
             return self._latest.observed
 
     def _metrics_body(self) -> tuple[bytes, str]:
-        return generate_latest(self._registry), CONTENT_TYPE_LATEST
+        return self._registry.exposition(), CONTENT_TYPE_LATEST
 
     def ready_to_serve(self) -> bool:
         """The loop runs and a first pass has finished (for tests and benchmarks)."""

@@ -5,8 +5,8 @@ Two kinds, as in prometheus/client_python's own advice:
 - Event metrics (fetches, passes, durations) are ordinary counters, gauges and
   histograms, updated by the daemon as things happen.
 - State that mirrors something external (the caches a provider holds, the
-  revision in force) comes from `StateCollector`, computed at scrape time from
-  the daemon's latest view. A cache that is gone simply is not yielded, so its
+  revision in force) comes from `StateExposition`, computed at scrape time from
+  the daemon's latest view. A cache that is gone simply is not rendered, so its
   series vanish instead of going stale.
 
 The registry is always passed in, so tests use a fresh `CollectorRegistry()`.
@@ -20,10 +20,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gitsync import pricing
@@ -119,6 +119,95 @@ _STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600
 LOOKUP_RESULTS = ("hit", "partial", "miss")
 
 
+# --------------------------------------------------------------- fast exposition
+#
+# At 10,000 caches the per-cache families hold ~150,000 samples. prometheus_client
+# renders each sample with name checks and label escaping (seconds per scrape), so
+# these families render their own text, and keep each cache's lines until that
+# cache's object changes (the local store hands back the same objects while
+# nothing changed). `collect()` parses that same text, so registry reads
+# (tests, `get_sample_value`) see exactly what a scrape sees.
+
+
+class TextCollector(Collector):
+    """A collector that can also render its exposition text directly."""
+
+    FAMILIES: tuple[tuple[str, str, str], ...] = ()  # (name, type, help)
+
+    def render(self) -> bytes:
+        raise NotImplementedError  # every subclass renders; this is the interface
+
+    def describe(self) -> Iterator[Metric]:
+        for name, kind, documentation in self.FAMILIES:
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(name, documentation)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from text_string_to_metric_families(self.render().decode())
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}"
+
+
+def _header(name: str, kind: str, documentation: str) -> str:
+    sample = f"{name}_total" if kind == "counter" else name
+    return f"# HELP {sample} {documentation}\n# TYPE {sample} {kind}\n"
+
+
+def _number(value: float) -> str:
+    return repr(float(value))
+
+
+class ExpositionRegistry(CollectorRegistry):
+    """A CollectorRegistry whose `exposition()` lets `TextCollector`s render themselves."""
+
+    def exposition(self) -> bytes:
+        with self._lock:
+            collectors = list(self._collector_to_names)
+        slow = [c for c in collectors if not isinstance(c, TextCollector)]
+        fast = [c for c in collectors if isinstance(c, TextCollector)]
+
+        class _Slow:
+            @staticmethod
+            def collect() -> Iterator[Metric]:
+                for collector in slow:
+                    yield from collector.collect()
+
+        body = generate_latest(_Slow())  # generate_latest only calls collect()
+        return b"".join([body, *(c.render() for c in fast)])
+
+
+class LookupCounter(TextCollector):
+    """`gitsync_cache_lookups_total{cache,result}`: one series per cache and result."""
+
+    FAMILIES = (
+        ("gitsync_cache_lookups", "counter", 'Cache lookups by result; cache="" on a miss.'),
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], tuple[str, int]] = {}  # key -> (prefix, count)
+
+    def inc(self, *, cache: str, result: str) -> None:
+        key = (cache, result)
+        with self._lock:
+            entry = self._counts.get(key)
+            if entry is None:
+                prefix = "gitsync_cache_lookups_total" + _labels(cache=cache, result=result)
+                entry = (prefix, 0)
+            self._counts[key] = (entry[0], entry[1] + 1)
+
+    def render(self) -> bytes:
+        with self._lock:
+            lines = [f"{prefix} {count}.0\n" for prefix, count in self._counts.values()]
+        return (_header(*self.FAMILIES[0]) + "".join(lines)).encode()
+
+
 class UsageMetrics:
     """How caches are used: lookups by result, and time to start (pods) or serve (local).
 
@@ -127,12 +216,8 @@ class UsageMetrics:
     """
 
     def __init__(self, *, registry: CollectorRegistry) -> None:
-        self.lookups = Counter(
-            "gitsync_cache_lookups",
-            'Cache lookups by result; cache="" on a miss.',
-            ["cache", "result"],
-            registry=registry,
-        )
+        self.lookups = LookupCounter()
+        registry.register(self.lookups)
         self.startup = Histogram(
             "gitsync_startup_seconds",
             "Pod start (kubernetes) or image materialisation (local), by lookup result.",
@@ -142,7 +227,7 @@ class UsageMetrics:
         )
         for result in LOOKUP_RESULTS:
             self.startup.labels(result=result)
-        # Disk use by pods (kubernetes observer): read by StateCollector for the cost series.
+        # Disk use by pods (kubernetes observer): read by StateExposition for the cost series.
         self._lock = threading.Lock()
         self._pods_running: dict[str, int] = {}
         self._disk_gib_hours: dict[str, float] = {}
@@ -167,13 +252,68 @@ class UsageMetrics:
     def record(self, *, cache: str | None, result: str, seconds: float | None = None) -> None:
         if result not in LOOKUP_RESULTS:
             raise ValueError(f"lookup result {result!r} is not one of {', '.join(LOOKUP_RESULTS)}")
-        self.lookups.labels(cache=cache or "", result=result).inc()
+        self.lookups.inc(cache=cache or "", result=result)
         if seconds is not None:
             self.startup.labels(result=result).observe(seconds)
 
 
-class StateCollector(Collector):
-    """Per-cache series computed at scrape time from the daemon's latest `StateView`."""
+# Families of StateExposition, in exposition order; indexes name the slots of _Lines.
+_STATE_FAMILIES = (
+    ("gitsync_applied_revision_info", "gauge", "1 for the revision in force."),
+    ("gitsync_cache_info", "gauge", "1 per cache the provider holds."),
+    ("gitsync_cache_expiry_timestamp_seconds", "gauge", "When the cache expires."),
+    ("gitsync_cache_created_timestamp_seconds", "gauge", "When it was created."),
+    ("gitsync_cache_last_matched_timestamp_seconds", "gauge", "When a pod last used the cache."),
+    ("gitsync_cache_capacity_bytes", "gauge", "imageCacheSize in bytes."),
+    ("gitsync_cache_content_bytes", "gauge", "Expanded size of its images."),
+    ("gitsync_cache_images", "gauge", "Number of images in the cache."),
+    (
+        "gitsync_cache_cost_per_hour",
+        "gauge",
+        "Standing cost per hour, by component, in gitsync_pricing_info's currency.",
+    ),
+    (
+        "gitsync_cost",
+        "counter",
+        "Money spent so far, by component (creation, snapshot, disk), estimated.",
+    ),
+    ("gitsync_cache_desired", "gauge", "1 per cache in the applied revision."),
+    ("gitsync_cache_ready", "gauge", "1 if the desired cache is Ready, else 0."),
+    ("gitsync_pricing_info", "gauge", "1; the currency label names the price table's currency."),
+)
+(
+    _REVISION,
+    _INFO,
+    _EXPIRY,
+    _CREATED,
+    _MATCHED,
+    _CAPACITY,
+    _CONTENT,
+    _IMAGES,
+    _COST_HOURLY,
+    _COST_TOTAL,
+    _DESIRED,
+    _READY,
+    _PRICING,
+) = range(len(_STATE_FAMILIES))
+
+
+@dataclass(frozen=True, slots=True)
+class _CacheLines:
+    """One cache's static lines per family, and what the dynamic lines need."""
+
+    source: ObservedCache
+    owned: bool
+    lines: dict[int, str]
+    label: str  # {cache="…",provider="…"} without the closing brace
+    snapshot_hourly: float
+    built_at: float | None  # when the snapshot cost started to accrue
+
+
+class StateExposition(TextCollector):
+    """Per-cache series of the metric contract, from the daemon's latest `StateView`."""
+
+    FAMILIES = _STATE_FAMILIES
 
     def __init__(
         self,
@@ -189,115 +329,168 @@ class StateCollector(Collector):
         self._prices = prices
         self._usage = usage
         self._clock = clock
+        self._lock = threading.Lock()
+        self._caches: dict[str, _CacheLines] = {}  # by cache id
+        self._desired: dict[str, tuple[CacheSpec, ObservedCache | None, tuple[str, str]]] = {}
+        # The last view's joined static text, and the dynamic text of its last minute.
+        self._static: tuple[tuple[object, ...], list[bytes], list[_CacheLines]] | None = None
+        self._dynamic: tuple[object, dict[int, bytes]] | None = None
 
-    def describe(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        return iter(())  # dynamic: registering must not call collect() on a half-built daemon
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def render(self) -> bytes:
         view = self._view()
-        revision = GaugeMetricFamily(
-            "gitsync_applied_revision_info", "1 for the revision in force.", labels=["revision"]
+        with self._lock:
+            return self._render(view)
+
+    def _render(self, view: StateView) -> bytes:
+        key = (view.observed, view.desired, view.applied_revision, view.controller_id)
+        cached = self._static
+        # Identity for the collections (providers hand back the same tuple while nothing
+        # changed), equality for the strings.
+        if cached is None or not (
+            cached[0][0] is key[0] and cached[0][1] is key[1] and cached[0][2:] == key[2:]
+        ):
+            cached = self._static = (key, *self._static_text(view))
+        _, static, accruing = cached
+        dynamic = self._dynamic_text(accruing)
+        return b"".join(
+            static[index] + dynamic[index] if index in dynamic else static[index]
+            for index in range(len(_STATE_FAMILIES))
         )
+
+    def _static_text(self, view: StateView) -> tuple[list[bytes], list[_CacheLines]]:
+        """Each family's lines that only change when the view does, joined per family."""
+        entries = [self._entry(cache, view.controller_id) for cache in view.observed]
+        self._caches = {e.source.cache_id: e for e in entries}
+        out: list[list[str]] = [[] for _ in _STATE_FAMILIES]
         if view.applied_revision:
-            revision.add_metric([view.applied_revision], 1)
-        yield revision
-        yield from self._cache_families(view)
-        yield from self._desired_families(view)
-        priced = GaugeMetricFamily(
-            "gitsync_pricing_info",
-            "1; the currency label names the price table's currency.",
-            labels=["currency"],
-        )
-        priced.add_metric([self._prices.currency], 1)
-        yield priced
+            out[_REVISION].append(
+                f"gitsync_applied_revision_info{_labels(revision=view.applied_revision)} 1.0\n"
+            )
+        for entry in entries:
+            for family, line in entry.lines.items():
+                out[family].append(line)
+        self._desired_lines(view, entries, out)
+        out[_PRICING].append(f"gitsync_pricing_info{_labels(currency=self._prices.currency)} 1.0\n")
+        self._dynamic = None
+        texts = [
+            (_header(*family) + "".join(lines)).encode()
+            for family, lines in zip(_STATE_FAMILIES, out, strict=True)
+        ]
+        return texts, [e for e in entries if e.owned]
 
-    def _cache_families(self, view: StateView) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-
-        info = GaugeMetricFamily(
-            "gitsync_cache_info",
-            "1 per cache the provider holds.",
-            labels=["cache", "provider", "cache_id", "status"],
-        )
-        expiry = _cache_gauge("gitsync_cache_expiry_timestamp_seconds", "When the cache expires.")
-        created = _cache_gauge("gitsync_cache_created_timestamp_seconds", "When it was created.")
-        matched = _cache_gauge(
-            "gitsync_cache_last_matched_timestamp_seconds", "When a pod last used the cache."
-        )
-        capacity = _cache_gauge("gitsync_cache_capacity_bytes", "imageCacheSize in bytes.")
-        content = _cache_gauge("gitsync_cache_content_bytes", "Expanded size of its images.")
-        images = _cache_gauge("gitsync_cache_images", "Number of images in the cache.")
-        cost = GaugeMetricFamily(
-            "gitsync_cache_cost_per_hour",
-            "Standing cost per hour, by component, in gitsync_pricing_info's currency.",
-            labels=["cache", "provider", "component"],
-        )
-        accrued = CounterMetricFamily(
-            "gitsync_cost",
-            "Money spent so far, by component (creation, snapshot, disk), estimated.",
-            labels=["cache", "provider", "component"],
-        )
+    def _dynamic_text(self, owned: list[_CacheLines]) -> dict[int, bytes]:
+        """Accrued snapshot cost (per minute) and pod disk cost (per observer report)."""
         running, disk_gib_hours = self._usage.disk_usage() if self._usage else ({}, {})
-        now = self._clock()
-        owned = [c for c in view.observed if c.owner == view.controller_id]
-        for cache in view.observed:
-            info.add_metric([cache.name, self._provider, cache.cache_id, cache.status.value], 1)
-        for cache in owned:
-            labels = [cache.name, self._provider]
-            if cache.expires_at is not None:
-                expiry.add_metric(labels, _epoch(cache.expires_at))
-            if cache.created_at is not None:
-                created.add_metric(labels, _epoch(cache.created_at))
-            if cache.last_matched_at is not None:
-                matched.add_metric(labels, _epoch(cache.last_matched_at))
-            capacity.add_metric(labels, cache.image_cache_size_gib * GIB)
-            if cache.content_bytes is not None:
-                content.add_metric(labels, cache.content_bytes)
-            images.add_metric(labels, len(cache.images))
-            hourly = pricing.snapshot_cost_per_hour(
-                size_gib=cache.image_cache_size_gib,
-                content_bytes=cache.content_bytes,
-                prices=self._prices,
-            )
-            cost.add_metric([*labels, "snapshot"], hourly)
-            pods = running.get(cache.name, 0)
-            disk_hourly = pricing.pod_disk_cost(
-                cache.image_cache_size_gib, 1.0, prices=self._prices
-            )
-            cost.add_metric([*labels, "disk"], pods * disk_hourly)
-            if cache.created_at is not None and cache.snapshot_id is not None:
-                hours = max(0.0, now - cache.created_at.timestamp()) / 3600
-                accrued.add_metric([*labels, "snapshot"], hourly * hours)
-                accrued.add_metric(
-                    [*labels, "creation"],
-                    pricing.creation_cost(
-                        size_gib=cache.image_cache_size_gib,
-                        content_bytes=cache.content_bytes,
-                        prices=self._prices,
-                    ),
+        minute = int(self._clock() // 60) * 60  # a counter of money needs no finer steps
+        version = (minute, tuple(sorted(running.items())), tuple(sorted(disk_gib_hours.items())))
+        if self._dynamic is not None and self._dynamic[0] == version:
+            return self._dynamic[1]
+        hourly_lines: list[str] = []
+        total_lines: list[str] = []
+        disk_price = self._prices.disk_per_gib_hour
+        for entry in owned:
+            if entry.built_at is not None:
+                accrued = entry.snapshot_hourly * max(0.0, minute - entry.built_at) / 3600
+                total_lines.append(
+                    f'gitsync_cost_total{entry.label},component="snapshot"}} {_number(accrued)}\n'
                 )
-            accrued.add_metric(
-                [*labels, "disk"],
-                disk_gib_hours.get(cache.name, 0.0) * self._prices.disk_per_gib_hour,
-            )
-        yield from (info, expiry, created, matched, capacity, content, images, cost, accrued)
+            name = entry.source.name
+            if name in running or name in disk_gib_hours:  # only where a pod observer reports
+                size = entry.source.image_cache_size_gib
+                hourly = running.get(name, 0) * size * disk_price
+                spent = disk_gib_hours.get(name, 0.0) * disk_price
+                disk = f'{entry.label},component="disk"}}'
+                hourly_lines.append(f"gitsync_cache_cost_per_hour{disk} {_number(hourly)}\n")
+                total_lines.append(f"gitsync_cost_total{disk} {_number(spent)}\n")
+        text = {
+            _COST_HOURLY: "".join(hourly_lines).encode(),
+            _COST_TOTAL: "".join(total_lines).encode(),
+        }
+        self._dynamic = (version, text)
+        return text
 
-    def _desired_families(self, view: StateView) -> Iterator[GaugeMetricFamily]:
-        owned = [c for c in view.observed if c.owner == view.controller_id]
-        desired = _cache_gauge("gitsync_cache_desired", "1 per cache in the applied revision.")
-        ready = _cache_gauge("gitsync_cache_ready", "1 if the desired cache is Ready, else 0.")
-        by_name = {c.name: c for c in owned}
+    def _desired_lines(
+        self, view: StateView, entries: Sequence[_CacheLines], out: list[list[str]]
+    ) -> None:
+        held = {e.source.name: e.source for e in entries if e.owned}
+        fresh: dict[str, tuple[CacheSpec, ObservedCache | None, tuple[str, str]]] = {}
         for spec in view.desired:
-            labels = [spec.name, self._provider]
-            desired.add_metric(labels, 1)
-            held = by_name.get(spec.name)
-            ready.add_metric(labels, 1 if held and held.status is CacheStatus.READY else 0)
-        yield desired
-        yield ready
+            cache = held.get(spec.name)
+            known = self._desired.get(spec.name)
+            if known is not None and known[0] is spec and known[1] is cache:
+                pair = known[2]
+            else:
+                label = _labels(cache=spec.name, provider=self._provider)
+                ready = 1 if cache is not None and cache.status is CacheStatus.READY else 0
+                pair = (
+                    f"gitsync_cache_desired{label} 1.0\n",
+                    f"gitsync_cache_ready{label} {ready}.0\n",
+                )
+            fresh[spec.name] = (spec, cache, pair)
+            out[_DESIRED].append(pair[0])
+            out[_READY].append(pair[1])
+        self._desired = fresh
 
-
-def _cache_gauge(name: str, documentation: str) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, documentation, labels=["cache", "provider"])
-
-
-def _epoch(moment: datetime) -> float:
-    return moment.timestamp()
+    def _entry(self, cache: ObservedCache, controller_id: str) -> _CacheLines:
+        known = self._caches.get(cache.cache_id)
+        if known is not None and known.source is cache:
+            return known
+        provider = self._provider
+        info = _labels(cache=cache.name, provider=provider, cache_id=cache.cache_id)
+        info = info[:-1] + f',status="{_escape(cache.status.value)}"}}'
+        lines = {_INFO: f"gitsync_cache_info{info} 1.0\n"}
+        owned = cache.owner == controller_id
+        label = _labels(cache=cache.name, provider=provider)[:-1]
+        hourly, built_at = 0.0, None
+        if owned:
+            closed = label + "}"
+            if cache.expires_at is not None:
+                lines[_EXPIRY] = (
+                    f"gitsync_cache_expiry_timestamp_seconds{closed} "
+                    f"{_number(cache.expires_at.timestamp())}\n"
+                )
+            if cache.created_at is not None:
+                lines[_CREATED] = (
+                    f"gitsync_cache_created_timestamp_seconds{closed} "
+                    f"{_number(cache.created_at.timestamp())}\n"
+                )
+            if cache.last_matched_at is not None:
+                lines[_MATCHED] = (
+                    f"gitsync_cache_last_matched_timestamp_seconds{closed} "
+                    f"{_number(cache.last_matched_at.timestamp())}\n"
+                )
+            lines[_CAPACITY] = (
+                f"gitsync_cache_capacity_bytes{closed} "
+                f"{_number(cache.image_cache_size_gib * GIB)}\n"
+            )
+            if cache.content_bytes is not None:
+                lines[_CONTENT] = (
+                    f"gitsync_cache_content_bytes{closed} {_number(cache.content_bytes)}\n"
+                )
+            lines[_IMAGES] = f"gitsync_cache_images{closed} {_number(len(cache.images))}\n"
+            if cache.snapshot_id is not None:  # no snapshot, nothing billed
+                hourly = pricing.snapshot_cost_per_hour(
+                    size_gib=cache.image_cache_size_gib,
+                    content_bytes=cache.content_bytes,
+                    prices=self._prices,
+                )
+                built_at = cache.created_at.timestamp() if cache.created_at else None
+                creation = pricing.creation_cost(
+                    size_gib=cache.image_cache_size_gib,
+                    content_bytes=cache.content_bytes,
+                    prices=self._prices,
+                )
+                lines[_COST_TOTAL] = (
+                    f'gitsync_cost_total{label},component="creation"}} {_number(creation)}\n'
+                )
+            lines[_COST_HOURLY] = (
+                f'gitsync_cache_cost_per_hour{label},component="snapshot"}} {_number(hourly)}\n'
+            )
+        return _CacheLines(
+            source=cache,
+            owned=owned,
+            lines=lines,
+            label=label,
+            snapshot_hourly=hourly,
+            built_at=built_at,
+        )

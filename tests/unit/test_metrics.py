@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gitsync.metrics import DaemonMetrics, StateCollector, StateView, UsageMetrics
+from gitsync.metrics import DaemonMetrics, StateExposition, StateView, UsageMetrics
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
 from gitsync.pricing import PriceTable
 
@@ -35,7 +35,7 @@ class World:
         self.usage = UsageMetrics(registry=self.registry)
         self.view = StateView(applied_revision="abc", desired=(), observed=(), controller_id="g")
         self.registry.register(
-            StateCollector(
+            StateExposition(
                 provider="local",
                 view=lambda: self.view,
                 prices=PriceTable(),
