@@ -509,12 +509,12 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from prometheus_client import disable_created_metrics  # noqa: PLC0415
+
     from gitsync import logs  # noqa: PLC0415
     from gitsync.config import parse_duration  # noqa: PLC0415
     from gitsync.daemon import Daemon  # noqa: PLC0415
     from gitsync.datadir import DataDirLock  # noqa: PLC0415
-    from prometheus_client import disable_created_metrics  # noqa: PLC0415
-
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry  # noqa: PLC0415
     from gitsync.sources.git import GitCredentials, GitSource  # noqa: PLC0415
 
