@@ -333,15 +333,11 @@ def breakdown(world: World, repeat: int = 5) -> dict[str, float]:
         "Daemon._state_view (record file, provider.current())": _median_ms(
             world.daemon._state_view, repeat
         ),
-        "StateExposition.render() (the per-cache text)": _median_ms(
-            state.render, repeat
-        ),
+        "StateExposition.render() (the per-cache text)": _median_ms(state.render, repeat),
     }
     for what, registry in alone.items():
         steps[f"exposition: {what}"] = _median_ms(registry.exposition, repeat)
-    steps["exposition: the daemon's whole registry"] = _median_ms(
-        world.registry.exposition, repeat
-    )
+    steps["exposition: the daemon's whole registry"] = _median_ms(world.registry.exposition, repeat)
     return steps
 
 
