@@ -27,6 +27,7 @@ from gitsync.errors import ConfigError, GitSyncError, PermanentError
 from gitsync.model import ObservedState
 
 if TYPE_CHECKING:
+    from gitsync.daemon import Daemon
     from gitsync.providers.base import Provider
     from gitsync.reconciler import Reconciler
 
@@ -83,6 +84,25 @@ def _add_local(parser: argparse.ArgumentParser) -> None:
         metavar="HOST[:PORT]",
         help="allow plain HTTP to this registry (loopback registries always may)",
     )
+
+
+def _add_kubernetes(parser: argparse.ArgumentParser, *, daemon: bool) -> None:
+    group = parser.add_argument_group("kubernetes backend (in-cluster config by default)")
+    group.add_argument("--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or in-cluster)")
+    group.add_argument("--context", help="kubeconfig context")
+    if not daemon:
+        return
+    group.add_argument("--namespaces", help="pods to observe, comma-separated (default: all)")
+    group.add_argument(
+        "--leader-elect", help="true: only the holder of a Lease reconciles (for replicas)"
+    )
+    group.add_argument("--leader-election-namespace", help="namespace of the Lease")
+    group.add_argument("--leader-election-name", help="name of the Lease (gitsync-leader)")
+    group.add_argument("--leader-election-identity", help="this replica's name (pod name)")
+    group.add_argument("--cache-hit-reasons", help="pod event reasons meaning a cache hit")
+    group.add_argument("--cache-partial-reasons", help="event reasons meaning a partial hit")
+    group.add_argument("--cache-miss-reasons", help="event reasons meaning a miss")
+    group.add_argument("--image-pull-reasons", help="event reasons meaning an image pull")
 
 
 def _add_tencent(parser: argparse.ArgumentParser) -> None:
@@ -196,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_local(sub)
     for sub in (plan, apply, run, status, match):
         _add_tencent(sub)
+        _add_kubernetes(sub, daemon=sub is run)
     return parser
 
 
@@ -265,6 +286,12 @@ def _open_provider(
         )
     if settings.provider == "tencentcloud":
         return _tencent_provider(args, env, settings)
+    if settings.provider == "kubernetes":
+        from gitsync.providers.kubernetes import KubernetesProvider  # noqa: PLC0415  # lazy
+
+        return KubernetesProvider.from_config(
+            kubeconfig=_kubeconfig(args, env), context=_flag(args, env, "context", "") or None
+        )
     raise ConfigError(
         f"--provider {settings.provider}: this backend is not available yet in gitsync "
         f"{__version__}; use --provider local or tencentcloud"
@@ -324,6 +351,55 @@ def _tencent_provider(
         ),
         credentials=credentials,
     )
+
+
+def _kubeconfig(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
+    return optional_path(_flag(args, env, "kubeconfig", "") or env.get("KUBECONFIG", ""))
+
+
+def _attach_kubernetes(daemon: Daemon, args: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """The pod observer and, with --leader-elect, the Lease: the in-cluster extras of run."""
+    from gitsync.leader import LeaderElector, default_identity  # noqa: PLC0415
+    from gitsync.observers.kubernetes import (  # noqa: PLC0415
+        LookupReasons,
+        PodLookupTracker,
+        PodObserver,
+    )
+    from gitsync.providers.kubernetes import load_api_client  # noqa: PLC0415
+
+    def listed(name: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in _flag(args, env, name, "").split(",") if p.strip())
+
+    api = load_api_client(
+        kubeconfig=_kubeconfig(args, env), context=_flag(args, env, "context", "") or None
+    )
+    defaults = LookupReasons()
+    reasons = LookupReasons(
+        hit=listed("cache-hit-reasons") or defaults.hit,
+        partial=listed("cache-partial-reasons") or defaults.partial,
+        miss=listed("cache-miss-reasons") or defaults.miss,
+        pulling=listed("image-pull-reasons") or defaults.pulling,
+    )
+
+    def cache_name(cache_id: str) -> str | None:
+        return next((c.name for c in daemon.current_caches() if c.cache_id == cache_id), None)
+
+    tracker = PodLookupTracker(recorder=daemon.usage, reasons=reasons, resolve_cache=cache_name)
+    daemon.observer = PodObserver(api_client=api, tracker=tracker, namespaces=listed("namespaces"))
+    if _flag(args, env, "leader-elect", "false").lower() in ("1", "true", "yes"):
+        namespace = _flag(args, env, "leader-election-namespace", "")
+        if not namespace:
+            raise ConfigError("--leader-elect needs --leader-election-namespace (the pod's own)")
+        daemon.attach_leader(
+            LeaderElector(
+                api_client=api,
+                namespace=namespace,
+                name=_flag(args, env, "leader-election-name", "gitsync-leader"),
+                identity=_flag(args, env, "leader-election-identity", "") or default_identity(),
+                on_started_leading=daemon.on_started_leading,
+                on_stopped_leading=daemon.on_stopped_leading,
+            )
+        )
 
 
 def _observe(args: argparse.Namespace, env: Mapping[str, str], settings: Settings) -> ObservedState:
@@ -462,6 +538,17 @@ def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if result.converged:
         print(f"converged at {revision or 'the working tree'}")
         return EXIT_OK
+    if result.valid and result.observed_after is not None and not result.error:
+        waiting = [
+            f"{c.name} ({c.status.value})"
+            for c in result.observed_after.caches
+            if c.owner == settings.controller_id and c.status.value != "Ready"
+        ]
+        print(
+            f"gitsync apply: not converged yet: {', '.join(waiting) or 'caches pending'}; "
+            "run apply again",
+            file=sys.stderr,
+        )
     return EXIT_FAILED
 
 
@@ -562,6 +649,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 webhook_secret=secret.encode() if secret else None,
                 version=__version__,
             )
+            if settings.provider == "kubernetes":
+                _attach_kubernetes(daemon, args, env)
             signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
             signal.signal(signal.SIGINT, lambda *_: daemon.stop())
             daemon.run()

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
@@ -41,6 +41,25 @@ from gitsync.sources.watch import FolderWatch
 from gitsync.triggers import TriggerQueue, jittered_interval
 
 log = logging.getLogger("gitsync.daemon")
+
+
+class Leadership(Protocol):
+    """What the daemon needs of a leader elector (gitsync.leader.LeaderElector)."""
+
+    @property
+    def is_leader(self) -> bool: ...
+
+    def start(self) -> None: ...
+
+    def stop(self, *, release: bool = True, timeout: float = 5.0) -> None: ...
+
+
+class Observer(Protocol):
+    """A consumer watcher the daemon starts and stops (gitsync.observers.kubernetes)."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
 
 
 @dataclass(slots=True)
@@ -82,6 +101,8 @@ class Daemon:
         self._latest = _Latest()
         self._loop_alive = False
         self._watch: FolderWatch | None = None
+        self.leader: Leadership | None = None
+        self.observer: Observer | None = None
         self._registry = registry
         self.usage = UsageMetrics(registry=registry)
         provider = reconciler.provider.name
@@ -140,6 +161,10 @@ class Daemon:
             provider.touch_matched(decision.cache_id)
         return 200, decision.to_json()
 
+    def current_caches(self) -> tuple[ObservedCache, ...]:
+        """The caches as of now where that is cheap, else as of the last pass."""
+        return self._caches()
+
     def _caches(self) -> tuple[ObservedCache, ...]:
         """Caches as of now where that is cheap (local), else as of the last pass."""
         provider = self.reconciler.provider
@@ -156,8 +181,30 @@ class Daemon:
         return self._loop_alive and self._latest.passes > 0
 
     def _ready(self) -> bool:
-        record = self.reconciler.records.load()
-        return self._loop_alive and record.applied_revision is not None
+        if not self._loop_alive:
+            return False
+        if self.leader is not None and not self.leader.is_leader:
+            return True  # a healthy follower: ready to take over, serving metrics
+        return self.reconciler.records.load().applied_revision is not None
+
+    # -------------------------------------------------------- leader election
+
+    def attach_leader(self, leader: Leadership) -> None:
+        """Reconcile only while `leader.is_leader`; build the elector with this daemon's
+        `on_started_leading` and `on_stopped_leading` as its callbacks."""
+        self.leader = leader
+        self.reconciler.should_continue = lambda: leader.is_leader
+
+    def on_started_leading(self) -> None:
+        log.info("became the leader")
+        if self.observer is not None:
+            self.observer.start()
+        self.queue.put("leader")
+
+    def on_stopped_leading(self) -> None:
+        log.warning("lost the lease: reconciling stops")
+        if self.observer is not None:
+            self.observer.stop()
 
     def _state_view(self) -> StateView:
         record = self.reconciler.records.load()
@@ -199,15 +246,25 @@ class Daemon:
         host, port = self.server.address
         log.info("listening on http://%s:%d", host, port)
         self._loop_alive = True
+        if self.leader is not None:
+            self.leader.start()  # its callbacks start the observer once we lead
+        elif self.observer is not None:
+            self.observer.start()
         try:
             self.queue.put("start")
             while not self._stop.is_set():
                 reasons = self.queue.wait(jittered_interval(self.interval, rng=self._rng))
                 if self._stop.is_set():
                     break
+                if self.leader is not None and not self.leader.is_leader:
+                    continue  # followers serve metrics and health, and wait
                 self.run_pass(reason=",".join(reasons) or "interval")
         finally:
             self._loop_alive = False
+            if self.observer is not None:
+                self.observer.stop()
+            if self.leader is not None:
+                self.leader.stop(release=True)
             if self._watch is not None:
                 self._watch.stop()
             self.server.stop()

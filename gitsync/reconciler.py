@@ -159,6 +159,8 @@ class Reconciler:
         self.policy = policy
         self.prices = prices
         self._clock = clock
+        # Leader election sets this: a replica that lost its lease stops between actions.
+        self.should_continue: Callable[[], bool] = lambda: True
         self.desired_caches: tuple[CacheSpec, ...] = ()  # of the revision in force
         self._loaded: tuple[Path, str, specs.LoadResult] | None = None
         self._files = specs.FileCache()  # a new commit re-reads only the files it changed
@@ -288,6 +290,10 @@ class Reconciler:
             return tuple(f.result() for f in futures)
 
     def _run_action(self, action: Action, revision: str | None) -> ActionOutcome:
+        if not self.should_continue():
+            return ActionOutcome(
+                action=action, error="skipped: no longer the leader", temporary=True
+            )
         held = self.backoff.ready(action.name)
         extra = {"revision": revision, "cache": action.name, "action": action.kind.value}
         if held is not None:
