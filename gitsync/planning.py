@@ -314,6 +314,7 @@ def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Ac
         and spec.image_cache_size_gib == cache.image_cache_size_gib
         and spec.retention_days == cache.retention_days
         and spec.image_pull_secrets == cache.image_pull_secrets
+        and spec.prune == cache.prune
         and _expiry_reason(cache, policy=policy) is None
     ):
         # The common case at 10,000 caches: written exactly as stored. Equal as written
@@ -382,7 +383,21 @@ def _field_changes(spec: CacheSpec, cache: ObservedCache) -> tuple[list[FieldCha
             )
         )
         summaries.append("imagePullSecrets: " + _plus_minus(added, removed))
+
+    if spec.prune != cache.prune:
+        # The provider carries the annotation (a label or tag), so a cache stays
+        # protected after its spec leaves Git: it must follow the spec.
+        was, now = _prune_value(cache.prune), _prune_value(spec.prune)
+        changes.append(FieldChange(PRUNE_FIELD, before=was, after=now))
+        summaries.append(f"{PRUNE_FIELD}: {was} \N{RIGHTWARDS ARROW} {now}")
     return changes, summaries
+
+
+PRUNE_FIELD = "metadata.annotations.gitsync.io/prune"
+
+
+def _prune_value(prune: bool) -> str:
+    return "enabled" if prune else "disabled"
 
 
 def _image_keys(images: Iterable[str]) -> dict[str, str]:

@@ -63,3 +63,17 @@ def test_memo_is_used_for_unchanged_objects() -> None:
     second = planning.plan(desired, observed, policy=POLICY, prices=PriceTable(), memo=memo)
     reused = [a for a, b in zip(first.actions, second.actions, strict=True) if a is b]
     assert len(reused) == sum(1 for c in caches if c.expires_at is None)
+
+
+def test_a_prune_annotation_change_alone_is_an_update() -> None:
+    spec = CacheSpec(name="base", images=("alpine:3.20.3",), prune=False)
+    cache = ObservedCache(
+        name="base", cache_id="imc-1", status=CacheStatus.READY, images=spec.images, owner="g"
+    )
+    result = planning.plan(
+        DesiredState((spec,), "r"), ObservedState((cache,)), policy=POLICY, prices=PriceTable()
+    )
+    (action,) = result.actions
+    assert action.kind.value == "update"
+    assert [c.field for c in action.changes] == [planning.PRUNE_FIELD]
+    assert "enabled → disabled" in action.reason

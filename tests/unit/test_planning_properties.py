@@ -168,6 +168,7 @@ def fresh(spec: CacheSpec, *, cache_id: str) -> ObservedCache:
         owner=ME,
         created_at=NOW,
         expires_at=NOW + timedelta(days=spec.retention_days) if spec.retention_days else None,
+        prune=spec.prune,
     )
 
 
