@@ -68,8 +68,10 @@ import hashlib
 import json
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -177,13 +179,18 @@ def export_cache(
     writer = _LayoutWriter(provider=provider, dest=dest, link=link, fsync=fsync)
     descriptors: list[dict[str, object]] = []
     exported: list[ExportedImage] = []
+    blobs: dict[str, str] = {}  # digest -> the image that needs it (for messages)
     for record in snapshot.images:
         image = _image(record)
         manifest = writer.manifest(image.manifest_digest, image=image.image)
         for digest in _blobs(record, image.image):
-            writer.blob(digest, image=image.image)
+            blobs.setdefault(digest, image.image)
         descriptors.append(_descriptor(image, size=len(manifest)))
         exported.append(image)
+    # Copying is hashing and file I/O, which release the GIL: a few threads keep the
+    # disk busy, as the pull does.
+    with ThreadPoolExecutor(max_workers=EXPORT_WORKERS, thread_name_prefix="export") as pool:
+        list(pool.map(lambda item: writer.blob(item[0], image=item[1]), blobs.items()))
 
     names = {image.ref_name for image in exported}
     kept = [d for d in existing if _ref_name(d) not in names]
@@ -319,6 +326,9 @@ def _prepare(dest: Path) -> list[dict[str, object]]:
     return []
 
 
+EXPORT_WORKERS = 4
+
+
 class _LayoutWriter:
     """Puts blobs into DEST/blobs/<alg>/<hex>, once each, copied and verified or linked."""
 
@@ -328,6 +338,7 @@ class _LayoutWriter:
         self._link = link
         self._fsync = fsync
         self._done: set[str] = set()
+        self._lock = threading.Lock()  # blob() runs in a thread pool
         self.copied = self.linked = self.present = self.bytes_copied = 0
 
     def _target(self, digest: str) -> Path:
@@ -360,9 +371,10 @@ class _LayoutWriter:
         return data
 
     def blob(self, digest: str, *, image: str) -> None:
-        if digest in self._done:
-            return
-        self._done.add(digest)
+        with self._lock:
+            if digest in self._done:
+                return
+            self._done.add(digest)
         target = self._target(digest)
         source = self._store.path(digest)
         try:
@@ -370,14 +382,17 @@ class _LayoutWriter:
         except FileNotFoundError as exc:
             raise _missing(digest, image) from exc
         if target.is_file() and target.stat().st_size == size:
-            self.present += 1
+            with self._lock:
+                self.present += 1
             return
         if self._link and _try_link(source, target):
-            self.linked += 1
+            with self._lock:
+                self.linked += 1
             return
         self._copy(digest, source, target, image=image)
-        self.copied += 1
-        self.bytes_copied += size
+        with self._lock:
+            self.copied += 1
+            self.bytes_copied += size
 
     def _copy(self, digest: str, source: Path, target: Path, *, image: str) -> None:
         algorithm, hexpart = parse_digest(digest)
