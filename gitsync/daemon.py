@@ -258,7 +258,11 @@ class Daemon:
                     break
                 if self.leader is not None and not self.leader.is_leader:
                     continue  # followers serve metrics and health, and wait
-                self.run_pass(reason=",".join(reasons) or "interval")
+                try:
+                    self.run_pass(reason=",".join(reasons) or "interval")
+                except Exception:  # a bug or a dead disk must not stop the daemon serving
+                    log.exception("the pass failed unexpectedly; the next one retries")
+                    self.metrics.reconciles.labels(result="error").inc()
         finally:
             self._loop_alive = False
             if self.observer is not None:

@@ -302,8 +302,8 @@ class Reconciler:
         log.info("%s: %s", action.kind.value, action.reason, extra=extra)
         try:
             self._dispatch(action)
-        except GitSyncError as exc:
-            temporary = isinstance(exc, TemporaryError)
+        except Exception as exc:  # one cache's failure, even a bug, must not stop the others
+            temporary = isinstance(exc, TemporaryError) or not isinstance(exc, GitSyncError)
             retry_after = exc.retry_after if isinstance(exc, TemporaryError) else None
             delay = self.backoff.failed(action.name, retry_after=retry_after)
             log.warning(

@@ -1249,6 +1249,13 @@ class TencentCloudProvider:
                     f"TKE {action}: {self.settings.host} answered with a body that is not a"
                     f" TKE API response ({type(exc).__name__})"
                 ) from exc
+            except OSError as exc:
+                # requests' errors are OSErrors: a body cut off mid-way (ChunkedEncodingError),
+                # a reset. Temporary, like the SDK's own ClientNetworkError.
+                raise TencentCloudResponseError(
+                    f"TKE {action}: the connection to {self.settings.host} failed mid-answer"
+                    f" ({type(exc).__name__}); retrying later"
+                ) from exc
         return self._envelope(action, body)
 
     def _envelope(self, action: str, body: object) -> dict[str, Any]:

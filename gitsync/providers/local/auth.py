@@ -292,8 +292,14 @@ def load_pull_secret(secrets_dir: Path, name: str) -> CredentialStore:
         text = path.read_text(encoding="utf-8")
         # A secret is a few hundred bytes: the pure-Python safe loader is fast enough.
         document = yaml.safe_load(text) if path.suffix != ".json" else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise CredentialError(f"{where}: cannot be read as a Secret manifest: {exc}") from exc
+    except OSError as exc:
+        raise CredentialError(f"{where}: cannot be read: {exc.strerror}") from exc
+    except (ValueError, yaml.YAMLError) as exc:
+        # Never the parser's own message: it quotes the offending line, which in a Secret
+        # may be the password itself. The position is enough to find the mistake.
+        raise CredentialError(
+            f"{where}: cannot be read as a Secret manifest ({_where_in_text(exc)})"
+        ) from None
     if not isinstance(document, Mapping) or document.get("kind", "Secret") != "Secret":
         raise CredentialError(f"{where}: expected a Kubernetes Secret manifest (kind: Secret)")
     secret_type = document.get("type")
@@ -315,6 +321,14 @@ def load_pull_secret(secrets_dir: Path, name: str) -> CredentialStore:
     if key == ".dockercfg":
         return CredentialStore.from_auths(data, source=where)
     return CredentialStore.from_docker_config_data(data, source=where)
+
+
+def _where_in_text(exc: BaseException) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        return f"{getattr(exc, 'problem', None) or 'invalid YAML'} at line {mark.line + 1}"
+    line = getattr(exc, "lineno", None)  # json.JSONDecodeError
+    return f"invalid JSON at line {line}" if line else type(exc).__name__
 
 
 def load_pull_secrets(secrets_dir: Path, names: Iterable[str]) -> CredentialStore:

@@ -202,8 +202,15 @@ class LocalProvider:
         self, cache_id: str, spec: CacheSpec, *, failed: CacheStatus, verb: str
     ) -> ObservedCache:
         try:
-            result = self._pull(cache_id, spec)
-            self._claim_all(result)
+            try:
+                result = self._pull(cache_id, spec)
+                self._claim_all(result)
+            except OSError as exc:
+                # A full or failing data disk: nothing half-written is kept (blobs are
+                # renamed into place only when complete); try again when there is room.
+                raise TemporaryError(
+                    f"cannot write to the store in {self.data_dir}: {exc.strerror or exc}"
+                ) from exc
         except GitSyncError as exc:
             self.state.set_status(cache_id, failed)
             self.state.add_event(
