@@ -662,6 +662,13 @@ class _Handler(BaseHTTPRequestHandler):
                 close()
 
 
+def _peer(client_address: object) -> str:
+    """The client's IP address (the port differs per connection)."""
+    if isinstance(client_address, tuple) and client_address:
+        return str(client_address[0])
+    return str(client_address)
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() shuts connections down itself; see ControlServer.stop
@@ -685,6 +692,10 @@ class _HTTPServer(ThreadingHTTPServer):
         self.request_timeout = request_timeout
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._slots = threading.BoundedSemaphore(max_connections)
+        # One address may hold at most half the slots, so a slow or hostile client cannot
+        # turn away the kubelet's probes or Prometheus, which come from other addresses.
+        self._per_address = max(1, max_connections // 2)
+        self._by_address: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
         self.counts: Counter[tuple[str, str]] = Counter()  # webhook outcomes, under _lock
@@ -703,7 +714,16 @@ class _HTTPServer(ThreadingHTTPServer):
         client_address: object,
     ) -> None:
         assert isinstance(request, socket.socket)  # noqa: S101 - a TCP server gets sockets
+        peer = _peer(client_address)
+        with self._lock:
+            crowded = self._by_address[peer] >= self._per_address
+            if not crowded:
+                self._by_address[peer] += 1
+        if crowded:
+            self._turn_away(request)
+            return
         if not self._slots.acquire(blocking=False):
+            self._release_address(peer)
             self._turn_away(request)
             return
         thread = threading.Thread(
@@ -739,6 +759,13 @@ class _HTTPServer(ThreadingHTTPServer):
             with self._lock:
                 self._connections.pop(request, None)
             self._slots.release()
+            self._release_address(_peer(client_address))
+
+    def _release_address(self, peer: str) -> None:
+        with self._lock:
+            self._by_address[peer] -= 1
+            if self._by_address[peer] <= 0:
+                del self._by_address[peer]
 
     def handle_error(
         self,
