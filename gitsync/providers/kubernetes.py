@@ -82,8 +82,6 @@ without one, from the ServiceAccount the pod runs as (in-cluster config).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import logging
 import re
@@ -115,11 +113,10 @@ from gitsync.model import (
     ObservedState,
 )
 from gitsync.providers.local.auth import (
-    DOCKERCFG_TYPE,
-    DOCKERCONFIGJSON_TYPE,
     CredentialError,
     CredentialStore,
     PullSecretNotFoundError,
+    credentials_from_secret,
     split_secret_name,
 )
 
@@ -809,28 +806,3 @@ class ClusterPullSecrets:
     def load_all(self, names: Iterable[str]) -> CredentialStore:
         """Several secrets, the first named winning on equal matches."""
         return CredentialStore().merged(*(self.load(n) for n in names))
-
-
-def credentials_from_secret(document: Mapping[str, Any], *, where: str) -> CredentialStore:
-    """A Secret object from the API as a `CredentialStore`, parsed by `providers.local.auth`."""
-    secret_type = document.get("type")
-    if secret_type == DOCKERCONFIGJSON_TYPE:
-        key = ".dockerconfigjson"
-    elif secret_type == DOCKERCFG_TYPE:
-        key = ".dockercfg"
-    else:
-        raise CredentialError(
-            f"{where}: type is {secret_type!r}; a pull secret has type {DOCKERCONFIGJSON_TYPE!r}"
-        )
-    encoded = (document.get("data") or {}).get(key)
-    if not isinstance(encoded, str):
-        raise CredentialError(f"{where}: the Secret has no data[{key!r}]")
-    try:
-        data = json.loads(base64.b64decode(encoded, validate=True).decode("utf-8"))
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise CredentialError(f"{where}: data[{key!r}] is not base64 of JSON") from exc
-    if not isinstance(data, Mapping):
-        raise CredentialError(f"{where}: {key} must be a JSON object")
-    if key == ".dockercfg":
-        return CredentialStore.from_auths(data, source=where)
-    return CredentialStore.from_docker_config_data(data, source=where)

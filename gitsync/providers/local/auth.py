@@ -300,7 +300,14 @@ def load_pull_secret(secrets_dir: Path, name: str) -> CredentialStore:
         raise CredentialError(
             f"{where}: cannot be read as a Secret manifest ({_where_in_text(exc)})"
         ) from None
-    if not isinstance(document, Mapping) or document.get("kind", "Secret") != "Secret":
+    if not isinstance(document, Mapping):
+        raise CredentialError(f"{where}: expected a Kubernetes Secret manifest (kind: Secret)")
+    return credentials_from_secret(document, where=where)
+
+
+def credentials_from_secret(document: Mapping[str, Any], *, where: str) -> CredentialStore:
+    """A Secret (a file's manifest or the API's object) of a pull-secret type as credentials."""
+    if document.get("kind", "Secret") != "Secret":
         raise CredentialError(f"{where}: expected a Kubernetes Secret manifest (kind: Secret)")
     secret_type = document.get("type")
     if secret_type == DOCKERCONFIGJSON_TYPE:
