@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -72,7 +73,7 @@ class DaemonMetrics:
             registry=registry,
         )
         self.fetch_errors = Counter(
-            "gitsync_source_fetch_errors",
+            "gitsync_source_fetch_errors_total",  # the exposed name; the client handles the suffix
             "Fetches of the source that failed.",
             registry=registry,
         )
@@ -96,7 +97,7 @@ class DaemonMetrics:
             registry=registry,
         )
         self.reconciles = Counter(
-            "gitsync_reconciles",
+            "gitsync_reconciles_total",
             "Reconcile passes, by result.",
             ["result"],
             registry=registry,
@@ -129,13 +130,14 @@ LOOKUP_RESULTS = ("hit", "partial", "miss")
 # (tests, `get_sample_value`) see exactly what a scrape sees.
 
 
-class TextCollector(Collector):
+class TextCollector(Collector, ABC):
     """A collector that can also render its exposition text directly."""
 
     FAMILIES: tuple[tuple[str, str, str], ...] = ()  # (name, type, help)
 
+    @abstractmethod
     def render(self) -> bytes:
-        raise NotImplementedError  # every subclass renders; this is the interface
+        """The exposition text of every family in FAMILIES."""
 
     def describe(self) -> Iterator[Metric]:
         for name, kind, documentation in self.FAMILIES:
