@@ -22,7 +22,6 @@ import os
 import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 
+from _common import skopeo_copy
 from oci_images import Layer, OciLayout, RegistryProcess, make_layer, skopeo_push
 
 from gitsync.imageref import parse
@@ -88,21 +88,7 @@ def time_skopeo(refs: list[str], root: Path) -> tuple[float, float]:
     shutil.rmtree(layout, ignore_errors=True)
     cpu = _cpu(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    for n, ref in enumerate(refs):
-        subprocess.run(
-            [
-                "skopeo",
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--src-tls-verify=false",
-                "--src-no-creds",
-                f"docker://{ref}",
-                f"oci:{layout}:img{n}",
-            ],
-            check=True,
-            capture_output=True,
-        )
+    skopeo_copy(refs, layout)
     elapsed = time.perf_counter() - started
     cpu = _cpu(resource.RUSAGE_CHILDREN) - cpu
     shutil.rmtree(layout, ignore_errors=True)

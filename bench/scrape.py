@@ -54,6 +54,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import prometheus_client
+from _common import cpu_model, percentile
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -235,11 +236,6 @@ def build_world(root: Path, caches: int) -> World:
     return World(caches, provider, daemon, registry, url, first_pass_s)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
 # The scraper runs in its own process, as Prometheus does: in this process it would
 # fight the server for the GIL and measure httpx's parsing more than gitsync.
 _SCRAPER = """
@@ -399,14 +395,7 @@ def profile(world: World, top: int = 12) -> str:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (
         f"{cpu}, {os.cpu_count()} cores (load average {load}), "

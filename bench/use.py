@@ -29,7 +29,6 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integration"))
 
 import httpx
+from _common import skopeo_copy
 from oci_images import BuiltImage, OciLayout, Pusher, RegistryProcess, random_layer
 
 from gitsync.model import CacheSpec, CacheStatus
@@ -52,26 +52,6 @@ TARGET = 3.0  # cached at least this many times faster than cold, on loopback
 CACHE = "bench-use"
 # Three images of unique layers (MB of random data each): about 150 MB in all.
 IMAGES = {"frontend": (40, 10), "api": (45, 5), "worker": (30, 20)}
-
-
-def skopeo_copy(refs: list[str], layout: Path) -> None:
-    """Copy each image into one OCI layout, as a client materialising them would."""
-    for n, ref in enumerate(refs):
-        subprocess.run(
-            [
-                "skopeo",
-                "--insecure-policy",
-                "copy",
-                "--quiet",
-                "--src-tls-verify=false",
-                "--src-no-creds",
-                f"docker://{ref}",
-                f"oci:{layout}:img{n}",
-            ],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
 
 
 def fetch_all(host: str, paths: list[str], *, expect: int) -> None:
