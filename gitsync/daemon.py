@@ -328,7 +328,7 @@ class Daemon:
             self._watch = FolderWatch(fetched.tree, lambda: self.queue.put("watch"))
             self._watch.start()
         self.heartbeat.doing(
-            f"a pass ({reason}): reconciling revision {fetched.revision[:12]} "
+            f"a pass ({reason}): reconciling revision {fetched.revision} "
             f"with the {self.reconciler.provider.name} provider"
         )
         with self.metrics.reconcile_duration.time():
