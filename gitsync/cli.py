@@ -178,6 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--branch", help="branch, tag or commit to follow (default: main)")
     run.add_argument("--interval", help="poll interval, e.g. 60s, 5m (default: 60s)")
     run.add_argument("--listen", help="HTTP address (default: 127.0.0.1:9108)")
+    run.add_argument(
+        "--liveness-timeout",
+        help="/healthz fails when one pass runs longer than this, e.g. 10m "
+        "(default: the larger of 3 intervals and 5m)",
+    )
     run.add_argument("--webhook-secret-file", help="enables /hooks/*: the shared secret")
     run.add_argument("--git-token-file", help="HTTPS token for the repository")
     run.add_argument("--git-ssh-key", help="SSH private key for the repository")
@@ -618,6 +623,12 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if interval.total_seconds() < 1:
         raise ConfigError(f"--interval: {interval} is too short; use at least 1s")
     host, port = _listen_address(_flag(args, env, "listen", "127.0.0.1:9108"))
+    liveness = _flag(args, env, "liveness-timeout", "")
+    liveness_timeout = (
+        parse_duration(liveness, what="--liveness-timeout").total_seconds() if liveness else None
+    )
+    if liveness_timeout is not None and liveness_timeout < 1:
+        raise ConfigError(f"--liveness-timeout: {liveness} is too short; use at least 1s")
     branch = _flag(args, env, "branch", "main")
     credentials = GitCredentials(
         https_token=_read_secret(_flag(args, env, "git-token-file", ""), what="--git-token-file"),
@@ -648,6 +659,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 branch=branch,
                 webhook_secret=secret.encode() if secret else None,
                 version=__version__,
+                liveness_timeout_seconds=liveness_timeout,
             )
             if settings.provider == "kubernetes":
                 _attach_kubernetes(daemon, args, env)

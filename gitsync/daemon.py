@@ -9,6 +9,12 @@ behind our back) must be repaired on the next pass.
 
 SIGTERM sets a flag and wakes the loop; the pass in progress finishes its
 provider calls, the record is saved, and `run()` returns so the process exits 0.
+
+`/healthz` reports the loop's heartbeat (see `gitsync.liveness`): it fails once
+one pass has run longer than the liveness timeout. Everything the HTTP threads
+read (metrics, status, readiness, the mirror) is a snapshot or the provider's
+own store, never a lock the loop holds across provider or git I/O, so they keep
+answering while a pass hangs.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from gitsync import matching, reports
 from gitsync.errors import GitSyncError
+from gitsync.liveness import Heartbeat, default_timeout
 from gitsync.metrics import (
     DaemonMetrics,
     ExpositionRegistry,
@@ -88,7 +95,10 @@ class Daemon:
         version: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        liveness_timeout_seconds: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`liveness_timeout_seconds` None: the larger of 3 intervals and 5 minutes."""
         self.source = source
         self.reconciler = reconciler
         self.metrics = metrics
@@ -100,6 +110,15 @@ class Daemon:
         self._stop = threading.Event()
         self._latest = _Latest()
         self._loop_alive = False
+        self.heartbeat = Heartbeat(
+            timeout_seconds=(
+                default_timeout(interval_seconds)
+                if liveness_timeout_seconds is None
+                else liveness_timeout_seconds
+            ),
+            clock=monotonic,
+        )
+        self._reported_stuck = False
         self._watch: FolderWatch | None = None
         self.leader: Leadership | None = None
         self.observer: Observer | None = None
@@ -120,7 +139,7 @@ class Daemon:
             port=port,
             hooks=ServerHooks(
                 metrics=self._metrics_body,
-                healthy=lambda: True,
+                healthy=self._healthy,
                 ready=self._ready,
                 status=self.status,
                 trigger=self.queue.put,
@@ -179,6 +198,17 @@ class Daemon:
     def ready_to_serve(self) -> bool:
         """The loop runs and a first pass has finished (for tests and benchmarks)."""
         return self._loop_alive and self._latest.passes > 0
+
+    def _healthy(self) -> tuple[bool, str]:
+        verdict = self.heartbeat.check()
+        stuck = not verdict.alive
+        if stuck != self._reported_stuck:  # log changes, not every probe (races: a line twice)
+            self._reported_stuck = stuck
+            if stuck:
+                log.error("liveness: %s", verdict.reason)
+            else:
+                log.info("liveness: the reconcile loop makes progress again")
+        return verdict.alive, verdict.reason
 
     def _ready(self) -> bool:
         if not self._loop_alive:
@@ -242,6 +272,7 @@ class Daemon:
         self.queue.close()
 
     def run(self) -> None:
+        self.heartbeat.busy("starting")
         self.server.start()
         host, port = self.server.address
         log.info("listening on http://%s:%d", host, port)
@@ -253,6 +284,7 @@ class Daemon:
         try:
             self.queue.put("start")
             while not self._stop.is_set():
+                self.heartbeat.idle()
                 reasons = self.queue.wait(jittered_interval(self.interval, rng=self._rng))
                 if self._stop.is_set():
                     break
@@ -275,6 +307,13 @@ class Daemon:
             log.info("stopped")
 
     def run_pass(self, *, reason: str) -> PassResult | None:
+        self.heartbeat.busy(f"a pass ({reason}): fetching {self.source.url}")
+        try:
+            return self._pass(reason=reason)
+        finally:
+            self.heartbeat.idle()  # a finished pass is progress, whatever its result
+
+    def _pass(self, *, reason: str) -> PassResult | None:
         started = self._clock()
         try:
             with self.metrics.fetch_duration.time():
@@ -288,6 +327,10 @@ class Daemon:
             # A plain folder (development): react to edits instead of waiting for the timer.
             self._watch = FolderWatch(fetched.tree, lambda: self.queue.put("watch"))
             self._watch.start()
+        self.heartbeat.doing(
+            f"a pass ({reason}): reconciling revision {fetched.revision} "
+            f"with the {self.reconciler.provider.name} provider"
+        )
         with self.metrics.reconcile_duration.time():
             result = self.reconciler.reconcile(tree=fetched.tree, revision=fetched.revision)
         record = self.reconciler.records.load()

@@ -97,13 +97,15 @@ class Reply:
 class ServerHooks:
     """The daemon's side: callables the server invokes. They must be thread-safe.
 
-    `ready` may return a bool or `(ready, reason)`; the reason is shown by /readyz.
+    `healthy` and `ready` may return a bool or `(ok, reason)`; /healthz and /readyz
+    show the reason when they answer 503. `healthy` must not wait for the daemon's
+    work (a probe that hangs is a probe that fails for the wrong reason).
     `registry` gets (method, request target with query string, headers with
     lower-case names; repeated headers joined by ", ") for GET/HEAD under /v2.
     """
 
     metrics: Callable[[], tuple[bytes, str]]
-    healthy: Callable[[], bool]
+    healthy: Callable[[], bool | tuple[bool, str]]
     ready: Callable[[], bool | tuple[bool, str]]
     status: Callable[[], Mapping[str, object]]
     trigger: Callable[[str], None]
@@ -466,14 +468,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _healthz(self) -> None:
         try:
-            healthy = self.server.hooks.healthy()
+            answer = self.server.hooks.healthy()
         except Exception:
             logger.exception("health check raised")
-            healthy = False
+            answer = (False, "the health check failed; see the log")
+        healthy, reason = answer if isinstance(answer, tuple) else (answer, "")
         if healthy:
             self._send_text(HTTPStatus.OK, "ok\n")
         else:
-            self._send_text(HTTPStatus.SERVICE_UNAVAILABLE, "unhealthy\n")
+            text = f"unhealthy: {reason}\n" if reason else "unhealthy\n"
+            self._send_text(HTTPStatus.SERVICE_UNAVAILABLE, text)
 
     def _readyz(self) -> None:
         try:

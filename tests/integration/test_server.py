@@ -36,7 +36,7 @@ SANITY_SECONDS = 10.0  # generous bound: only a hang or a pinned server exceeds 
 class FakeDaemon:
     """Plays the daemon: records triggers and match requests, answers health from flags."""
 
-    healthy: bool = True
+    healthy: bool | tuple[bool, str] = True
     ready: bool | tuple[bool, str] = True
     fail_status: bool = False
     triggers: list[str] = field(default_factory=list)
@@ -184,13 +184,28 @@ def test_healthz_answers_ok_and_503_when_unhealthy(
     assert client.get("/healthz").status_code == 503
 
 
+def test_healthz_reports_the_reason_when_unhealthy(
+    daemon: FakeDaemon, client: httpx.Client
+) -> None:
+    daemon.healthy = (False, "the reconcile loop has made no progress for 301.0 s")
+    answer = client.get("/healthz")
+    assert answer.status_code == 503
+    assert answer.text == "unhealthy: the reconcile loop has made no progress for 301.0 s\n"
+
+    daemon.healthy = (True, "waiting for the next trigger")
+    ok = client.get("/healthz")
+    assert (ok.status_code, ok.text) == (200, "ok\n")
+
+
 def test_healthz_is_503_when_the_check_raises() -> None:
     def broken() -> bool:
         raise RuntimeError("loop thread died")
 
     hooks = dataclasses.replace(FakeDaemon().hooks(), healthy=broken)
     with running(FakeDaemon(), hooks=hooks) as server, client_for(server) as client:
-        assert client.get("/healthz").status_code == 503
+        answer = client.get("/healthz")
+        assert answer.status_code == 503
+        assert "the health check failed; see the log" in answer.text
         assert client.get("/metrics").status_code == 200  # the server itself is fine
 
 
