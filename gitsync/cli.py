@@ -210,8 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="hard-link blobs when DIR is on the data dir's file system",
     )
 
-    gc = commands.add_parser("gc", help="drop blobs no snapshot references (local backend)")
-    gc.add_argument("--grace", help="keep blobs younger than this, e.g. 1h (default: 1h)")
+    gc = commands.add_parser(
+        "gc", help="drop blobs no snapshot references and no running pull holds (local backend)"
+    )
+    gc.add_argument(
+        "--grace", help="also keep blobs written or reused less than this ago, e.g. 1h (default: 0)"
+    )
 
     for sub in (plan, apply, run, status, gc, match, export):
         _add_common(sub)
@@ -585,7 +589,7 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = _settings(args, env)
     if settings.provider != "local":
         raise ConfigError("gc: only the local backend keeps blobs; use --provider local")
-    grace = parse_duration(_flag(args, env, "grace", "1h"), what="--grace")
+    grace = parse_duration(_flag(args, env, "grace", "0"), what="--grace")
     provider = _open_provider(args, env, settings, writable=False)
     try:
         if not isinstance(provider, LocalProvider):
@@ -595,7 +599,9 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         provider.close()
     print(
         f"removed {done.removed_blobs} blobs ({done.freed_bytes / 2**20:.1f} MiB), "
-        f"kept {done.kept_blobs}; removed {done.removed_temp_files} stale temporary files"
+        f"kept {done.kept_blobs} ({done.leased_blobs} held by running pulls); "
+        f"removed {done.removed_temp_files} stale temporary files; "
+        f"dropped {done.dropped_leases} dead leases"
     )
     return EXIT_OK
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 import pytest
@@ -386,3 +386,51 @@ def test_one_image_by_tag_and_by_digest_is_fetched_once(tmp_path: Path, pusher: 
     assert all(count == 1 for count in transport.blob_gets().values())
     assert result.fetched_bytes == image.layers[0].size + store.size(image.config_digest)
     assert events[-1].bytes_done == events[-1].bytes_total == result.fetched_bytes
+
+
+class CheckingLease:
+    """A lease that fails the pull if a digest it is asked to hold was touched already.
+
+    "Touched" means: a temporary file for it exists, or the blob exists though it
+    was not in the store before the pull (written before it was claimed).
+    """
+
+    lease_id = "feedfacefeedface"
+
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self.before = set(store.iter_digests())
+        self.held: set[str] = set()
+        self.late: list[str] = []
+        self._lock = threading.Lock()
+
+    def hold(self, digests: Collection[str]) -> None:
+        with self._lock:
+            temps = {p.name for p in self.store.temp_files()}
+            for digest in set(digests) - self.held:
+                hexpart = digest.split(":")[1]
+                written = self.store.has(digest) and digest not in self.before
+                if written or any(name.startswith(f".tmp-{hexpart}") for name in temps):
+                    self.late.append(digest)
+                self.held.add(digest)
+
+
+def test_a_leased_pull_claims_every_blob_before_writing_or_reusing_it(
+    tmp_path: Path, pusher: Pusher
+) -> None:
+    reused = random_layer(300_000, seed="lease-reused")
+    repo_old, repo_new = pusher.repo("lease-old"), pusher.repo("lease-new")
+    pusher.push_image(repo_old, [reused])
+    pusher.push_image(repo_new, [reused, random_layer(300_000, seed="lease-new"), small_layer("n")])
+    host = pusher.registry.host
+    store = BlobStore(tmp_path / "store")
+    with RegistryClient() as client:
+        pull_images([parse(f"{host}/{repo_old}:v1")], client=client, store=store)
+        lease = CheckingLease(store)
+        result = pull_images(
+            [parse(f"{host}/{repo_new}:v1")], client=client, store=store.with_lease(lease)
+        )
+    assert reused.digest in lease.before  # one blob was reused, the others written
+    assert set(result.blob_digests) <= lease.held
+    assert lease.late == []
+    _stored_ok(store)

@@ -11,8 +11,10 @@ seeded random delay, restarts it, and checks:
 * the state converges to Git (status JSON of the restarted daemon);
 * no cache name appears twice, in the status or in state.db;
 * `PRAGMA integrity_check` is ok and no snapshot outlives its cache;
-* after `gitsync gc --grace 0s` (daemon stopped), the blob files are exactly
-  the digests the snapshots reference, each one hashing to its name.
+* after `gitsync gc` with its defaults (daemon stopped), the blob files are
+  exactly the digests the snapshots reference, each one hashing to its name;
+  the leases a killed daemon left are dropped at once (its lease locks died with
+  it), with the temporary files of its interrupted writes, so none is left.
 
 The RNG is seeded, so a failing round can be replayed; the round log printed
 at the end says where each kill landed.
@@ -118,11 +120,11 @@ def _where_killed(data: Path, head: str, temp_before: set[Path]) -> str:
     return "before-build"
 
 
-def _check_store(data: Path) -> tuple[int, int, int]:
-    """integrity_check, uniqueness, blobs == referenced digests; (blobs, temp files, bytes).
+def _check_store(data: Path) -> int:
+    """integrity_check, uniqueness, blobs == referenced digests, no leases; returns the blobs.
 
-    Temporary files of writes that a kill interrupted are not blobs: gc keeps them for
-    24 hours whatever --grace says (blobs.sweep_temp), so they are counted, not failed.
+    Run after `gitsync gc` with the daemon stopped: no lease is live then, so gc must
+    have dropped every lease a kill left, and every temporary file of those writes.
     """
     with sqlite3.connect(f"file:{data / 'state.db'}?mode=ro", uri=True) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -136,6 +138,8 @@ def _check_store(data: Path) -> tuple[int, int, int]:
         ).fetchall()
         assert orphans == [], f"snapshots without a cache keep blobs forever: {orphans}"
         referenced = {row[0] for row in db.execute("SELECT DISTINCT digest FROM snapshot_blobs")}
+        leases = db.execute("SELECT id, purpose, owner FROM leases").fetchall()
+        assert leases == [], f"gc left leases of stopped processes: {leases}"
     blobs_dir = data / "store" / "blobs" / "sha256"
     present = {f"sha256:{p.name}" for p in blobs_dir.iterdir() if not p.name.startswith(".tmp-")}
     assert present - referenced == set(), "gc left blobs that no snapshot references"
@@ -143,8 +147,13 @@ def _check_store(data: Path) -> tuple[int, int, int]:
     for digest in referenced:
         content = (blobs_dir / digest.removeprefix("sha256:")).read_bytes()
         assert "sha256:" + hashlib.sha256(content).hexdigest() == digest, f"{digest} is torn"
-    temp = [p for p in blobs_dir.iterdir() if p.name.startswith(".tmp-")]
-    return len(present), len(temp), sum(p.stat().st_size for p in temp)
+    temp = sorted(p.name for p in (data / "store").glob("*/*/.tmp-*"))
+    assert temp == [], f"gc left temporary files of killed writes: {temp}"
+    locks = (
+        sorted(p.name for p in (data / "leases").iterdir()) if (data / "leases").is_dir() else []
+    )
+    assert locks == [], f"lease lock files outlived their leases: {locks}"
+    return len(present)
 
 
 @pytest.mark.timeout(240)
@@ -199,13 +208,13 @@ def test_sigkill_at_random_moments_never_corrupts_or_duplicates(
                 assert max(names.values()) == 1, f"duplicate caches: {names}"
                 assert daemon.stop() == 0, daemon.tail()
 
-                gc = gitsync("gc", "--grace", "0s", "--data-dir", str(data))
+                temp_left = len(_temp_files(data))
+                gc = gitsync("gc", "--data-dir", str(data))
                 assert gc.returncode == 0, gc.stderr
-                blobs, temp, temp_bytes = _check_store(data)
+                blobs = _check_store(data)
                 log.append(
                     f"round {n:2d}: {change:<40} killed after {delay:4.2f} s: {where:<15}"
-                    f" blobs {blobs:3d}; left by kills: {temp} temp files,"
-                    f" {temp_bytes / 2**20:.1f} MiB"
+                    f" blobs {blobs:3d}; gc: {gc.stdout.strip()} ({temp_left} temp files before)"
                 )
             cli = gitsync("status", "--format", "json", "--data-dir", str(data))
             assert cli.returncode == 0, cli.stderr

@@ -6,6 +6,7 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,22 @@ from gitsync.providers.local.blobs import (
     SizeMismatchError,
     compute_digest,
     parse_digest,
+    temp_lease,
 )
+
+
+class RecordingLease:
+    """A lease that records what it holds and can refuse (as a failed transaction would)."""
+
+    def __init__(self, lease_id: str = "0123456789abcdef") -> None:
+        self.lease_id = lease_id
+        self.held: list[str] = []
+        self.refuse = False
+
+    def hold(self, digests: Collection[str]) -> None:
+        if self.refuse:
+            raise RuntimeError("state database unavailable")
+        self.held.extend(digests)
 
 
 def _digest(data: bytes) -> str:
@@ -230,3 +246,54 @@ def test_sweep_temp_removes_only_old_leftovers(tmp_path: Path) -> None:
     in_progress.abort()
     stale.abort()
     assert store.temp_files() == []
+
+
+def test_a_leased_store_claims_a_digest_before_it_touches_the_file(tmp_path: Path) -> None:
+    lease = RecordingLease()
+    store = BlobStore(tmp_path).with_lease(lease)
+    existing = store.put_bytes(b"already here")
+    assert set(lease.held) == {existing}  # (the real lease makes repeated claims no-ops)
+    past = time.time() - 3600
+    os.utime(store.path(existing), (past, past))
+    lease.refuse = True
+    # With the claim refused nothing may happen on disk: the claim comes first.
+    new = _digest(b"new")
+    with pytest.raises(RuntimeError):
+        store.writer(new, size=3)
+    with pytest.raises(RuntimeError):
+        store.put_bytes(b"new")
+    with pytest.raises(RuntimeError):
+        store.ingest(new, lambda: pytest.fail("fill ran before the claim"))
+    with pytest.raises(RuntimeError):
+        store.claim(existing)
+    assert store.temp_files() == []
+    assert not store.has(new)
+    assert store.path(existing).stat().st_mtime == past  # not even touched
+    lease.refuse = False
+    assert store.claim(existing) is True
+    with store.writer(new, size=3) as writer:
+        (temp,) = store.temp_files()
+        assert temp_lease(temp.name) == lease.lease_id  # gc can tell whose write it is
+        writer.write(b"new")
+    assert set(lease.held) == {existing, new}
+    assert BlobStore(tmp_path).lease is None  # the plain store is unchanged
+
+
+def test_sweep_temp_removes_files_of_ended_leases_at_once(tmp_path: Path) -> None:
+    live, dead = RecordingLease("a" * 16), RecordingLease("b" * 16)
+    base = BlobStore(tmp_path)
+    live_write = base.with_lease(live).writer(_digest(b"live"), size=4)
+    dead_write = base.with_lease(dead).writer(_digest(b"dead"), size=4)
+    untagged = base.writer(_digest(b"untagged"), size=8)
+    dead_write.write(b"de")
+    assert len(base.temp_files()) == 3
+
+    assert base.sweep_temp(older_than=3600, live_leases=lambda: {live.lease_id}) == 1
+    left = {temp_lease(p.name) for p in base.temp_files()}
+    assert left == {live.lease_id, None}  # the live write, and the young untagged one
+    assert base.sweep_temp(older_than=3600, live_leases=frozenset) == 1  # now the live one
+    (remaining,) = base.temp_files()
+    assert temp_lease(remaining.name) is None
+    for writer in (live_write, dead_write, untagged):
+        writer.abort()  # a writer whose file gc removed aborts cleanly
+    assert base.temp_files() == []

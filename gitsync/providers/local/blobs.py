@@ -11,7 +11,8 @@ within one file system).
 Layout under `root`::
 
     blobs/sha256/<hex>                 a verified blob; never modified once renamed in
-    blobs/sha256/.tmp-<hex>-<random>   a write in progress (or left by a crash)
+    blobs/sha256/.tmp-<hex>-<random>[~<lease>]
+                                       a write in progress (or left by a crash)
     layers/sha256/<hex>.json           facts about a verified layer blob: its diff_id
                                        and expanded size, so a reused layer is not
                                        decompressed again
@@ -21,22 +22,25 @@ same moment serialise on a per-digest lock (`ingest`); the second one finds the
 blob present and reuses it, so it is fetched once. Across processes, writes
 stay correct (same content, atomic rename) but may both download.
 
-Protocol for a `gc` that runs while pulls run:
+Protocol for a `gc` that runs while pulls run (the roots and the locking are
+the state database's, see `leases`; this module does the file side):
 
-1. gc notes a cutoff time *before* it reads the set of referenced digests. The
-   cutoff must be no later than the start of any pull still running (the state
-   database knows which pulls are in progress; without that, use gc's start
-   time minus a grace period longer than any pull).
-2. A pull *claims* every blob it reuses (`claim`): under a shared `flock` on the
-   blob it sets the blob's mtime to now. A blob it writes has a fresh mtime
-   anyway. So every blob a running pull will reference has mtime >= cutoff.
-3. gc deletes a blob only through `delete_if_older(digest, cutoff)`: under an
-   exclusive `flock` it re-reads the mtime and unlinks only if it is older than
-   the cutoff and the path still names the inode it locked. A claim that loses
-   the race sees the file unlinked (st_nlink == 0) and reports the blob as
-   absent, so the pull fetches it again instead of trusting a deleted file.
-4. Temporary files are never collected by the blob sweep; `sweep_temp` removes
-   only those older than a bound much longer than any write (crash leftovers).
+1. A pull works through a store bound to its lease (`with_lease`). Before such
+   a store creates a blob's temporary file (`writer`) or looks at an existing
+   blob to reuse it (`claim`, and so `ingest` and `put_bytes`), it records the
+   lease's claim on the digest (`BlobLease.hold`), committed.
+2. gc removes a blob only inside a state-database write transaction that found
+   no snapshot and no live lease holding the digest. Claims are write
+   transactions too, so a claim either came first (the blob stays) or comes
+   after the removal (the claim sees the file absent and the pull fetches it).
+3. With a grace period, gc also keeps blobs written or claimed (mtime) less than
+   that long ago: `delete_if_older` re-reads the mtime under an exclusive
+   `flock` that `claim` takes shared, and unlinks only the inode it checked.
+   A claim that loses that race sees st_nlink == 0 and reports the blob absent.
+4. A temporary file carries its writer's lease id in its name
+   (`.tmp-<hex>-<random>~<lease>`), so `sweep_temp` removes those of leases
+   that ended or died at once; one without a lease id (a store used without a
+   lease) goes only once older than a bound far longer than any write.
 """
 
 from __future__ import annotations
@@ -50,10 +54,10 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Self
+from typing import BinaryIO, Protocol, Self
 
 from gitsync.errors import PermanentError
 
@@ -61,6 +65,7 @@ from gitsync.errors import PermanentError
 DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
 _TMP_PREFIX = ".tmp-"
+_TMP_LEASE_RE = re.compile(r"~([0-9a-f]{16})$")  # the writer's lease id, at the end of the name
 
 
 class BlobStoreError(PermanentError):
@@ -137,6 +142,22 @@ def compute_digest(data: bytes, algorithm: str = "sha256") -> str:
     return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
 
 
+class BlobLease(Protocol):
+    """What a store bound to a lease needs of it (`leases.Lease` is the real one)."""
+
+    @property
+    def lease_id(self) -> str: ...
+
+    def hold(self, digests: Collection[str]) -> None:
+        """Record, committed, that these digests are in use; before their files are touched."""
+
+
+def temp_lease(name: str) -> str | None:
+    """The lease id a temporary file's name carries, or None."""
+    match = _TMP_LEASE_RE.search(name)
+    return None if match is None else match.group(1)
+
+
 @dataclass(frozen=True, slots=True)
 class LayerInfo:
     """What verifying a layer taught us: its uncompressed digest and size."""
@@ -161,7 +182,7 @@ class BlobWriter:
         self.written = 0
         final = store.path(digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = final.parent / f"{_TMP_PREFIX}{final.name}-{secrets.token_hex(6)}"
+        self._tmp = final.parent / store.temp_name(final.name)
         self._file: BinaryIO | None = open(self._tmp, "xb")  # noqa: SIM115 - closed in commit/abort
         self._verified = False
         self.committed = False
@@ -254,13 +275,28 @@ _LOCKS: dict[tuple[str, str], _LockEntry] = {}
 class BlobStore:
     """Blobs by digest under `root`; see the module docstring for layout and gc protocol."""
 
-    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, lease: BlobLease | None = None) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.lease = lease
         self._key_root = str(self.root.resolve())
 
     def __repr__(self) -> str:
         return f"BlobStore({str(self.root)!r})"
+
+    def with_lease(self, lease: BlobLease) -> BlobStore:
+        """The same store, claiming every digest for `lease` before touching its files."""
+        return BlobStore(self.root, fsync=self.fsync, lease=lease)
+
+    def hold(self, digests: Collection[str]) -> None:
+        """Claim digests for this store's lease ahead of use (one transaction for many)."""
+        if self.lease is not None and digests:
+            self.lease.hold(digests)
+
+    def temp_name(self, name: str) -> str:
+        """A fresh temporary name next to `name`, tagged with the lease when there is one."""
+        tag = f"~{self.lease.lease_id}" if self.lease is not None else ""
+        return f"{_TMP_PREFIX}{name}-{secrets.token_hex(6)}{tag}"
 
     # -- paths and reading ---------------------------------------------------
 
@@ -311,6 +347,7 @@ class BlobStore:
 
     def writer(self, digest: str, *, size: int | None) -> BlobWriter:
         """A verifying writer; use as a context manager (commit on success, abort on error)."""
+        self.hold((digest,))  # before the temporary file exists: gc must know it is wanted
         return BlobWriter(store=self, digest=digest, size=size)
 
     def put_bytes(self, data: bytes, *, digest: str | None = None) -> str:
@@ -374,7 +411,7 @@ class BlobStore:
         """Record a layer's facts atomically (before the blob itself is published)."""
         path = self._info_path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f"{_TMP_PREFIX}{path.name}-{secrets.token_hex(6)}"
+        tmp = path.parent / self.temp_name(path.name)
         tmp.write_text(
             json.dumps({"diff_id": info.diff_id, "expanded_size": info.expanded_size}),
             encoding="utf-8",
@@ -384,10 +421,13 @@ class BlobStore:
     # -- gc support ----------------------------------------------------------
 
     def claim(self, digest: str) -> bool:
-        """Mark a present blob as in use now (mtime := now); False if it is absent.
+        """Mark a present blob as in use now; False if it is absent.
 
-        Runs under a shared flock so it cannot interleave with `delete_if_older`.
+        With a lease, the lease's claim on the digest is recorded first, so gc keeps
+        the blob from then on. The mtime := now, under a shared flock so it cannot
+        interleave with `delete_if_older`, is what a gc with a grace period goes by.
         """
+        self.hold((digest,))
         try:
             fd = os.open(self.path(digest), os.O_RDONLY)
         except FileNotFoundError:
@@ -438,24 +478,34 @@ class BlobStore:
         finally:
             os.close(fd)
 
-    def sweep_temp(self, *, older_than: float, now: float | None = None) -> int:
-        """Remove temporary files left by crashes, if older than `older_than` seconds."""
+    def sweep_temp(
+        self,
+        *,
+        older_than: float,
+        now: float | None = None,
+        live_leases: Callable[[], Collection[str]] | None = None,
+    ) -> int:
+        """Remove temporary files left by crashes and by writers whose lease ended.
+
+        A file tagged with a lease goes at once unless that lease is among
+        `live_leases()` (called after the listing, so a lease seen live there was
+        live when its file was found); one without a tag, or any file when
+        `live_leases` is None, only once older than `older_than` seconds.
+        """
         now = time.time() if now is None else now
+        found = self.temp_files()
+        live = frozenset(live_leases()) if live_leases is not None else None
         removed = 0
-        for sub in ("blobs", "layers"):
-            base = self.root / sub
-            if not base.is_dir():
-                continue
-            for folder in base.iterdir():
-                if not folder.is_dir():
-                    continue
-                for entry in os.scandir(folder):
-                    if not entry.name.startswith(_TMP_PREFIX):
-                        continue
-                    with contextlib.suppress(FileNotFoundError):
-                        if now - entry.stat().st_mtime > older_than:
-                            os.unlink(entry.path)
-                            removed += 1
+        for path in found:
+            lease = temp_lease(path.name)
+            with contextlib.suppress(FileNotFoundError):
+                if live is not None and lease is not None:
+                    stale = lease not in live
+                else:
+                    stale = now - path.stat().st_mtime > older_than
+                if stale:
+                    path.unlink()
+                    removed += 1
         return removed
 
     def temp_files(self) -> list[Path]:

@@ -57,7 +57,9 @@ Decisions, and why:
   into an existing layout replaces entries with the same ref name and keeps the
   others, so several caches can share one bundle.
 
-An export is a use of the cache: it sets the cache's last matched time.
+An export is a use of the cache: it sets the cache's last matched time. It
+holds a lease on the snapshot's blobs while it copies, so `gc` keeps them even
+if the cache is deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ from gitsync.errors import PermanentError
 from gitsync.model import CacheStatus, ObservedCache
 from gitsync.providers.local.blobs import BlobNotFoundError, parse_digest
 from gitsync.providers.local.provider import LocalProvider
+from gitsync.providers.local.state import SnapshotRecord
 
 __all__ = [
     "ANNOTATION_CONTAINERD_NAME",
@@ -169,12 +172,41 @@ def export_cache(
             f"cache {cache.name} ({cache.cache_id}) is {cache.status.value} and has no snapshot"
             " yet; export it once it is Ready"
         )
-    snapshot = provider.state.snapshot(cache.snapshot_id)
-    if snapshot is None:
-        raise ExportError(
-            f"snapshot {cache.snapshot_id} of cache {cache.name} vanished while exporting"
-            " (the cache was updated or deleted meanwhile); run the export again"
+    vanished = ExportError(
+        f"snapshot {cache.snapshot_id} of cache {cache.name} vanished while exporting"
+        " (the cache was updated or deleted meanwhile); run the export again"
+    )
+    # A lease on the snapshot's blobs: a `gc` after the cache is deleted or updated
+    # mid-export must not remove what is still being copied (see `leases`).
+    with provider.leases.acquire(purpose=f"export {cache.cache_id} ({cache.name})") as lease:
+        if not lease.hold_snapshot(cache.snapshot_id):
+            raise vanished
+        snapshot = provider.state.snapshot(cache.snapshot_id)
+        if snapshot is None:
+            raise vanished
+        return _export(
+            provider=provider,
+            cache=cache,
+            snapshot=snapshot,
+            dest=dest,
+            link=link,
+            fsync=fsync,
+            clock=clock,
+            started=started,
         )
+
+
+def _export(
+    *,
+    provider: LocalProvider,
+    cache: ObservedCache,
+    snapshot: SnapshotRecord,
+    dest: Path,
+    link: bool,
+    fsync: bool,
+    clock: Callable[[], float],
+    started: float,
+) -> ExportResult:
     existing = _prepare(dest)
     writer = _LayoutWriter(provider=provider, dest=dest, link=link, fsync=fsync)
     descriptors: list[dict[str, object]] = []

@@ -19,12 +19,19 @@ next writable instance (there is one per data dir, see `datadir`) marks it
 Failed with an "Interrupted" event and the planner rebuilds it. `create` is
 idempotent by name and owner, so a repeated create never duplicates a cache.
 
-Layout of the data dir: `state.db` (SQLite, see `state`), `store/` (blobs).
+Garbage: deleting a cache drops its snapshot; `gc` then removes every blob
+that no snapshot references and no live lease holds (see `leases`): a pull
+holds a lease on the blobs it writes or reuses until its snapshot commits, so
+`gc` can run at any time, and frees a deleted cache's blobs at once.
+
+Layout of the data dir: `state.db` (SQLite, see `state`), `store/` (blobs),
+`leases/` (one locked file per lease in progress).
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -40,7 +47,8 @@ from gitsync.providers.local.auth import (
     TokenCache,
     load_pull_secret,
 )
-from gitsync.providers.local.blobs import BlobStore, DigestMismatchError
+from gitsync.providers.local.blobs import BlobNotFoundError, BlobStore, DigestMismatchError
+from gitsync.providers.local.leases import LOCK_DIR, Lease, LeaseManager
 from gitsync.providers.local.pull import (
     DEFAULT_MAX_WORKERS,
     LayerVerificationError,
@@ -64,15 +72,18 @@ log = logging.getLogger("gitsync.providers.local")
 GIB = 1024**3
 STATE_FILE = "state.db"
 STORE_DIR = "store"
-TEMP_FILE_MAX_AGE_SECONDS = 24 * 3600  # far longer than any single blob write
+TEMP_FILE_MAX_AGE_SECONDS = 24 * 3600  # for temp files without a lease: far longer than a write
+GC_BATCH = 500  # digests per gc transaction: pulls wait for it, so keep it short
 
 
 @dataclass(frozen=True, slots=True)
 class GcResult:
     removed_blobs: int
     freed_bytes: int
-    kept_blobs: int
+    kept_blobs: int  # referenced by a snapshot, held by a lease, or inside --grace
+    leased_blobs: int  # of kept_blobs: held only by a live lease (a pull or export running)
     removed_temp_files: int
+    dropped_leases: int  # leases whose process stopped, or that expired
 
 
 def _mib(n: int) -> str:
@@ -122,6 +133,7 @@ class LocalProvider:
         self.data_dir = data_dir
         self.state = StateStore(data_dir / STATE_FILE)
         self.blobs = BlobStore(data_dir / STORE_DIR)
+        self.leases = LeaseManager(state=self.state, folder=data_dir / LOCK_DIR, clock=clock)
         self.platform = Platform.parse(platform)
         self._secrets_dir = secrets_dir
         self._base_credentials = (
@@ -182,11 +194,12 @@ class LocalProvider:
         )
 
     def delete(self, current: ObservedCache) -> None:
-        # Blobs stay until `gc`: another cache may share them, and gc decides that safely.
+        # Blobs stay until `gc`, which frees those no other snapshot or lease keeps.
         self.state.delete_cache(current.cache_id)
         log.info("deleted cache %s", current.cache_id, extra={"cache": current.name})
 
     def close(self) -> None:
+        self.leases.close()
         self.state.close()
 
     def current(self) -> tuple[ObservedCache, ...]:
@@ -201,10 +214,24 @@ class LocalProvider:
     def _build(
         self, cache_id: str, spec: CacheSpec, *, failed: CacheStatus, verb: str
     ) -> ObservedCache:
+        lease: Lease | None = None
         try:
             try:
-                result = self._pull(cache_id, spec)
-                self._claim_all(result)
+                lease = self.leases.acquire(purpose=f"pull {cache_id} ({spec.name})")
+                result = self._pull(cache_id, spec, lease)
+                pulled = {str(image.reference): image for image in result.images}
+                self.state.commit_snapshot(
+                    cache_id,
+                    content_bytes=result.content_bytes,
+                    images=[
+                        _image_record(written, pulled[imageref.normalize(written)])
+                        for written in _unique(spec.images)
+                    ],
+                    blob_digests=result.blob_digests,
+                    retention_days=spec.retention_days,
+                    lease_id=lease.lease_id,
+                    check=lambda: self._require_blobs(result),
+                )
             except OSError as exc:
                 # A full or failing data disk: nothing half-written is kept (blobs are
                 # renamed into place only when complete); try again when there is room.
@@ -217,17 +244,9 @@ class LocalProvider:
                 cache_id, type_="Warning", reason=_failure_reason(exc), message=str(exc)
             )
             raise
-        pulled = {str(image.reference): image for image in result.images}
-        self.state.commit_snapshot(
-            cache_id,
-            content_bytes=result.content_bytes,
-            images=[
-                _image_record(written, pulled[imageref.normalize(written)])
-                for written in _unique(spec.images)
-            ],
-            blob_digests=result.blob_digests,
-            retention_days=spec.retention_days,
-        )
+        finally:
+            if lease is not None:
+                lease.release()  # after a commit, a no-op in the database: it ended there
         self.state.add_event(
             cache_id,
             type_="Normal",
@@ -268,7 +287,7 @@ class LocalProvider:
             )
         return credentials
 
-    def _pull(self, cache_id: str, spec: CacheSpec) -> PullResult:
+    def _pull(self, cache_id: str, spec: CacheSpec, lease: Lease) -> PullResult:
         refs = [imageref.parse(image) for image in _unique(spec.images)]
         credentials = self._credentials(cache_id, spec)
         client = self._client_factory(
@@ -282,7 +301,7 @@ class LocalProvider:
             return pull_images(
                 refs,
                 client=client,
-                store=self.blobs,
+                store=self.blobs.with_lease(lease),
                 platform=self.platform,
                 limit_bytes=spec.image_cache_size_gib * self._gib_bytes,
                 max_workers=self._workers,
@@ -291,13 +310,17 @@ class LocalProvider:
         finally:
             client.close()
 
-    def _claim_all(self, result: PullResult) -> None:
-        """Refresh every blob's mtime so a concurrent `gc` keeps them; fail if one vanished."""
-        missing = [d for d in result.blob_digests if not self.blobs.claim(d)]
+    def _require_blobs(self, result: PullResult) -> None:
+        """Inside the snapshot's transaction: every blob is there, or the commit is refused.
+
+        Only a lease that lapsed (its process hung past the lease's expiry) lets gc take
+        a blob a pull still needs; this catches that case instead of committing a hole.
+        """
+        missing = [d for d in result.blob_digests if not self.blobs.has(d)]
         if missing:
             raise TemporaryError(
-                f"{len(missing)} blobs were removed by a concurrent gc while pulling "
-                f"(first: {missing[0]}); the next pass fetches them again"
+                f"{len(missing)} blobs were removed by gc while pulling after this pull's"
+                f" lease lapsed (first: {missing[0]}); the next pass fetches them again"
             )
 
     def _cache(self, cache_id: str) -> ObservedCache:
@@ -340,30 +363,62 @@ class LocalProvider:
                 extra={"cache": cache.name},
             )
 
-    def gc(self, *, grace_seconds: float = 3600.0) -> GcResult:
-        """Remove blobs no snapshot references, safely while pulls run (see `blobs`)."""
+    def gc(self, *, grace_seconds: float = 0.0) -> GcResult:
+        """Remove blobs that no snapshot references and no live lease holds.
+
+        Safe while pulls run in this or other processes (see `leases`): leases of
+        stopped processes and expired ones are dropped first, then each batch of
+        digests is checked against the roots and removed in one transaction.
+        `grace_seconds` > 0 also keeps blobs written or reused less than that ago.
+        """
+        try:
+            return self._gc(grace_seconds)
+        except OSError as exc:
+            raise TemporaryError(
+                f"gc cannot clean the store in {self.data_dir}: {exc.strerror or exc}"
+                f"{f' ({exc.filename})' if exc.filename else ''}"
+            ) from exc
+        except sqlite3.Error as exc:
+            raise TemporaryError(f"gc cannot use {self.state.path}: {exc}") from exc
+
+    def _gc(self, grace_seconds: float) -> GcResult:
         now = self._clock()
-        cutoff = now - grace_seconds
-        for cache in self.state.caches():
-            if cache.status in (CacheStatus.PENDING, CacheStatus.UPDATING):
-                started = self.state.updated_at(cache.cache_id)
-                if started is not None:
-                    cutoff = min(cutoff, started.timestamp())
-        referenced = self.state.referenced_digests()
-        removed = freed = kept = 0
-        for digest in list(self.blobs.iter_digests()):
-            if digest in referenced:
-                kept += 1
-                continue
-            size = self.blobs.size(digest) if self.blobs.has(digest) else 0
-            if self.blobs.delete_if_older(digest, cutoff):
-                removed += 1
+        dropped = self.leases.drop_dead()
+        cutoff = now - grace_seconds if grace_seconds > 0 else None
+        removed = freed = kept = leased = 0
+
+        def remove(digest: str) -> bool:
+            nonlocal freed
+            try:
+                size = self.blobs.size(digest)
+            except BlobNotFoundError:
+                return False
+            gone = (
+                self.blobs.delete(digest)
+                if cutoff is None
+                else self.blobs.delete_if_older(digest, cutoff)
+            )
+            if gone:
                 freed += size
-            else:
-                kept += 1
-        temp = self.blobs.sweep_temp(older_than=TEMP_FILE_MAX_AGE_SECONDS, now=now)
+            return gone
+
+        digests = sorted(self.blobs.iter_digests())
+        for start in range(0, len(digests), GC_BATCH):
+            batch = digests[start : start + GC_BATCH]
+            outcome = self.state.sweep(batch, remove)
+            removed += len(outcome.removed)
+            kept += len(batch) - len(outcome.removed)
+            leased += outcome.leased
+        temp = self.blobs.sweep_temp(
+            older_than=TEMP_FILE_MAX_AGE_SECONDS, now=now, live_leases=self.state.lease_ids
+        )
         return GcResult(
-            removed_blobs=removed, freed_bytes=freed, kept_blobs=kept, removed_temp_files=temp
+            removed_blobs=removed,
+            freed_bytes=freed,
+            kept_blobs=kept,
+            leased_blobs=leased,
+            removed_temp_files=temp,
+            dropped_leases=len(dropped),
         )
 
 

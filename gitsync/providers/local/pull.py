@@ -24,7 +24,9 @@ The first failure anywhere cancels the rest: queued work is dropped, and
 in-flight transfers stop at their next chunk, their temporary files removed.
 
 Manifests and indexes are kept byte for byte in the store too, so that a later
-export reproduces the same digests. Progress is reported through a callback
+export reproduces the same digests. A store bound to a lease (`BlobStore.with_lease`)
+claims every digest for the lease before its file is written or reused, so a
+concurrent `gc` keeps it (see `leases`). Progress is reported through a callback
 called from worker threads (one call at a time); keep it quick.
 """
 
@@ -418,6 +420,16 @@ class _Pull:
             top = self.client.get_manifest(ref, cancel=self.cancel)
         resolved = self.client.resolve_manifest(
             ref, top, platform=self.platform, fetch=lambda d: self._manifest(ref, d)
+        )
+        # The store's lease claims each digest before its file is touched anyway; claiming
+        # the whole image here makes that one transaction instead of one per blob.
+        self.store.hold(
+            [
+                *((resolved.index.digest,) if resolved.index is not None else ()),
+                resolved.manifest.digest,
+                resolved.config.digest,
+                *(layer.digest for layer in resolved.layers),
+            ]
         )
         if resolved.index is not None:
             self.store.put_bytes(resolved.index.data, digest=resolved.index.digest)

@@ -15,9 +15,19 @@ Tables mirror the cloud's objects:
   current snapshot; while an update pulls or after it fails, the old snapshot
   still serves.
 - `snapshot_blobs`: which blob digests each snapshot references, for `gc`.
+- `leases` and `lease_blobs`: blobs an operation in progress (a pull, an
+  export) uses before any snapshot references them, as containerd's leases do:
+  `gc` keeps what snapshots reference and what live leases hold, and nothing
+  else. A lease expires unless renewed, so one left by a killed process lets
+  go on its own (see `leases`).
 - `events`: the cloud's event shape, deduplicated by (cache, type, reason,
   message) with a count and first/last timestamps.
-- `meta`: small key/value facts (the applied revision, the last error).
+- `meta`: small key/value facts (the applied revision, the last error, the
+  schema version).
+
+Schema versions: 1 had no leases; 2 adds them. Opening a data dir upgrades it
+in one transaction; a data dir written by a newer gitsync is refused rather
+than misread.
 """
 
 from __future__ import annotations
@@ -26,16 +36,18 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from gitsync.errors import PermanentError
 from gitsync.model import CacheEvent, CacheSpec, CacheStatus, ObservedCache
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
+# Version 1, created as it always was (CREATE … IF NOT EXISTS), then upgraded by _MIGRATIONS.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS caches (
     id TEXT PRIMARY KEY,
@@ -88,6 +100,28 @@ CREATE TABLE IF NOT EXISTS meta (
 );
 """
 
+# Statements that take version N-1 to N, run in one transaction with the version bump.
+# Lease times are Unix seconds (REAL): gc compares them with its clock, to the second.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "CREATE TABLE IF NOT EXISTS leases ("
+        " id TEXT PRIMARY KEY,"
+        " purpose TEXT NOT NULL,"
+        " owner TEXT NOT NULL,"
+        " created_at REAL NOT NULL,"
+        " expires_at REAL NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS lease_blobs ("
+        " lease_id TEXT NOT NULL REFERENCES leases(id) ON DELETE CASCADE,"
+        " digest TEXT NOT NULL,"
+        " PRIMARY KEY (lease_id, digest))",
+        "CREATE INDEX IF NOT EXISTS lease_blobs_digest ON lease_blobs(digest)",
+    ),
+}
+
+
+class SchemaVersionError(PermanentError):
+    """The state database was written by a newer gitsync, whose schema this one cannot read."""
+
 
 def _ts(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
@@ -109,6 +143,27 @@ def new_cache_id() -> str:
     """`imc-` and 8 lower-case alphanumerics, the shape of the cloud's ids."""
     alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
     return "imc-" + "".join(secrets.choice(alphabet) for _ in range(8))
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRecord:
+    """A lease as stored: who holds it, for what, until when (Unix seconds), and how much."""
+
+    lease_id: str
+    purpose: str
+    owner: str
+    created_at: float
+    expires_at: float
+    blobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class SweepOutcome:
+    """What one gc batch found: digests kept for a snapshot or a lease, and those removed."""
+
+    referenced: int
+    leased: int
+    removed: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +202,47 @@ class StateStore:
         self._snapshot: tuple[ObservedCache, ...] | None = None
         self._data_version: int | None = None
         self._dirty: set[str] = set()
-        self._db.execute(
-            "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', ?)",
-            (str(SCHEMA_VERSION),),
-        )
+        try:
+            self._migrate()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _schema_version(self) -> int:
+        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        # No version row: a database just created from _SCHEMA, which is version 1.
+        if row is None or row["value"] is None:
+            return 1
+        try:
+            return int(row["value"])
+        except ValueError as exc:
+            raise SchemaVersionError(
+                f"{self.path}: schema_version {row['value']!r} in its meta table is not a"
+                " number; this is not a gitsync state database, or it is damaged"
+            ) from exc
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, all steps and the new version in one transaction."""
+        if self._schema_version() == SCHEMA_VERSION:
+            return  # the usual case: no write, so other processes' caches stay valid
+        with self.transaction(touches=None) as db:
+            current = self._schema_version()  # again, under the write lock
+            if current == SCHEMA_VERSION:
+                return  # another process upgraded it meanwhile
+            if current > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{self.path} has schema version {current}, newer than this gitsync"
+                    f" understands ({SCHEMA_VERSION}); upgrade gitsync, or give it another"
+                    " --data-dir"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+            db.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
 
     def now(self) -> datetime:
         return self._clock.now(UTC).replace(microsecond=0)
@@ -253,12 +345,22 @@ class StateStore:
         images: Sequence[dict[str, object]],
         blob_digests: Iterable[str],
         retention_days: int,
+        lease_id: str | None = None,
+        check: Callable[[], None] | None = None,
     ) -> str:
-        """Record a finished pull and make it the cache's snapshot, Ready, in one transaction."""
+        """Record a finished pull and make it the cache's snapshot, Ready, in one transaction.
+
+        `check` runs inside the transaction, before anything is written: gc removes
+        blobs only inside transactions too, so what `check` sees present stays present
+        until the snapshot references it; raising aborts the commit. The pull's lease
+        (`lease_id`) ends in the same transaction, as the snapshot now keeps its blobs.
+        """
         now = self.now()
         snapshot_id = "snap-" + secrets.token_hex(6)
         expires = now + timedelta(days=retention_days) if retention_days > 0 else None
         with self.transaction(touches=cache_id) as db:
+            if check is not None:
+                check()
             db.execute(
                 "INSERT INTO snapshots(id, cache_id, created_at, content_bytes, images)"
                 " VALUES (?, ?, ?, ?, ?)",
@@ -276,6 +378,8 @@ class StateStore:
             )
             if old is not None and old["snapshot_id"]:
                 db.execute("DELETE FROM snapshots WHERE id = ?", (old["snapshot_id"],))
+            if lease_id is not None:
+                db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
         return snapshot_id
 
     def delete_cache(self, cache_id: str) -> None:
@@ -438,6 +542,125 @@ class StateStore:
         with self._lock:
             rows = self._db.execute("SELECT DISTINCT digest FROM snapshot_blobs").fetchall()
         return frozenset(r["digest"] for r in rows)
+
+    # ---------------------------------------------------------------- leases
+
+    def create_lease(
+        self, lease_id: str, *, purpose: str, owner: str, now: float, expires_at: float
+    ) -> None:
+        with self.transaction(touches=None) as db:
+            db.execute(
+                "INSERT INTO leases(id, purpose, owner, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (lease_id, purpose, owner, now, expires_at),
+            )
+
+    def hold_blobs(self, lease_id: str, digests: Collection[str], *, expires_at: float) -> bool:
+        """Add digests to a lease and extend it; False (and nothing held) if the lease is gone."""
+        with self.transaction(touches=None) as db:
+            renewed = db.execute(
+                "UPDATE leases SET expires_at = MAX(expires_at, ?) WHERE id = ?",
+                (expires_at, lease_id),
+            ).rowcount
+            if not renewed:
+                return False
+            db.executemany(
+                "INSERT OR IGNORE INTO lease_blobs(lease_id, digest) VALUES (?, ?)",
+                [(lease_id, d) for d in sorted(set(digests))],
+            )
+        return True
+
+    def hold_snapshot(self, lease_id: str, snapshot_id: str, *, expires_at: float) -> bool:
+        """Hold every blob a snapshot references; False if the snapshot or the lease is gone."""
+        with self.transaction(touches=None) as db:
+            renewed = db.execute(
+                "UPDATE leases SET expires_at = MAX(expires_at, ?) WHERE id = ?",
+                (expires_at, lease_id),
+            ).rowcount
+            found = db.execute("SELECT 1 FROM snapshots WHERE id = ?", (snapshot_id,)).fetchone()
+            if not renewed or found is None:
+                return False
+            db.execute(
+                "INSERT OR IGNORE INTO lease_blobs(lease_id, digest)"
+                " SELECT ?, digest FROM snapshot_blobs WHERE snapshot_id = ?",
+                (lease_id, snapshot_id),
+            )
+        return True
+
+    def renew_leases(self, lease_ids: Collection[str], *, expires_at: float) -> set[str]:
+        """Extend leases; returns the ids no longer in the table (gc dropped them)."""
+        ids = sorted(set(lease_ids))
+        if not ids:
+            return set()
+        with self.transaction(touches=None) as db:
+            db.executemany(
+                "UPDATE leases SET expires_at = MAX(expires_at, ?) WHERE id = ?",
+                [(expires_at, lease_id) for lease_id in ids],
+            )
+            sql = (
+                "SELECT id FROM leases"  # noqa: S608  # placeholders only
+                f" WHERE id IN ({', '.join('?' * len(ids))})"
+            )
+            present = {row["id"] for row in db.execute(sql, ids)}
+        return set(ids) - present
+
+    def release_lease(self, lease_id: str) -> None:
+        with self.transaction(touches=None) as db:
+            db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+
+    def drop_leases(self, lease_ids: Collection[str]) -> None:
+        """Forget leases whose holders are gone or expired; their blobs lose this root."""
+        if not lease_ids:
+            return
+        with self.transaction(touches=None) as db:
+            db.executemany("DELETE FROM leases WHERE id = ?", [(i,) for i in sorted(lease_ids)])
+
+    def leases(self) -> tuple[LeaseRecord, ...]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT l.*, (SELECT COUNT(*) FROM lease_blobs b WHERE b.lease_id = l.id) AS blobs"
+                " FROM leases l ORDER BY l.created_at, l.id"
+            ).fetchall()
+        return tuple(
+            LeaseRecord(
+                lease_id=r["id"],
+                purpose=r["purpose"],
+                owner=r["owner"],
+                created_at=float(r["created_at"]),
+                expires_at=float(r["expires_at"]),
+                blobs=int(r["blobs"]),
+            )
+            for r in rows
+        )
+
+    def lease_ids(self) -> frozenset[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT id FROM leases").fetchall()
+        return frozenset(r["id"] for r in rows)
+
+    def sweep(self, digests: Sequence[str], remove: Callable[[str], bool]) -> SweepOutcome:
+        """gc's step: in one write transaction, `remove` every digest no snapshot or lease holds.
+
+        Pulls record a lease's claim on a digest (a write transaction) before they
+        create or reuse its file, so no claim can commit between this transaction's
+        reading of the roots and its removals: a claim either came first and keeps
+        the blob, or comes after and finds the file gone (and fetches it again).
+        Keep batches small: pulls wait for this transaction to end.
+        """
+        if not digests:
+            return SweepOutcome(referenced=0, leased=0, removed=())
+        marks = ", ".join("?" * len(digests))
+        # Only "?" placeholders are formatted into the SQL; the digests travel as parameters.
+        snapshot_sql = f"SELECT DISTINCT digest FROM snapshot_blobs WHERE digest IN ({marks})"  # noqa: S608
+        lease_sql = f"SELECT DISTINCT digest FROM lease_blobs WHERE digest IN ({marks})"  # noqa: S608
+        removed: list[str] = []
+        with self.transaction(touches=None) as db:
+            referenced = {row["digest"] for row in db.execute(snapshot_sql, tuple(digests))}
+            leased = {row["digest"] for row in db.execute(lease_sql, tuple(digests))} - referenced
+            for digest in digests:
+                if digest not in referenced and digest not in leased and remove(digest):
+                    removed.append(digest)
+        return SweepOutcome(referenced=len(referenced), leased=len(leased), removed=tuple(removed))
 
     def integrity_check(self) -> str:
         with self._lock:
