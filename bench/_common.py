@@ -1,11 +1,15 @@
-"""Helpers the benchmarks share: the machine's description, percentiles, a skopeo pull.
+"""Helpers the benchmarks share: the machine's description, percentiles, a skopeo pull,
+finding a Python tool's console script.
 
 The leading underscore keeps `bench/run_all.py` from running this file as a benchmark.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 
@@ -18,6 +22,18 @@ def cpu_model() -> str:
     except OSError:
         pass
     return "unknown CPU"
+
+
+def console_script(name: str) -> str | None:
+    """The console script `name` installed beside the running interpreter, else on PATH.
+
+    `venv/bin/python bench/run_all.py` runs without the virtualenv activated, so its
+    scripts (check-jsonschema…) are not on PATH; the ones on PATH may be another version.
+    """
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which(name)
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _common import console_script
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "gitsync" / "schemas" / "imagecache.schema.json"
 FILES = 1_000
@@ -214,9 +216,12 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="generate into this folder and keep it")
     args = parser.parse_args()
 
-    checker = shutil.which("check-jsonschema")
+    checker = console_script("check-jsonschema")
     if checker is None:
-        sys.exit("check-jsonschema is not on PATH (pip install check-jsonschema)")
+        sys.exit(
+            f"check-jsonschema is neither beside {sys.executable} nor on PATH "
+            "(pip install check-jsonschema)"
+        )
     scratch = Path(tempfile.mkdtemp(prefix="gitsync-bench-"))
     root = args.keep or scratch
     try:

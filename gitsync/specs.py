@@ -861,6 +861,25 @@ try:
 except ImportError:  # PyYAML built without libyaml: slower, same results
     _Loader = yaml.SafeLoader
 
+# libyaml 0.2.6 (bundled since PyYAML 6.0.4) has a nesting limit of its own, 1000 levels, and
+# its scanner reads a line up to 1024 characters ahead of the events it has handed out; so on
+# `[[[[…` it stops before gitsync has seen the 65th level, with a bare scanner error at column
+# 1001. `_documents` then goes on with the pure-Python parser (no limit of its own, same events
+# and marks), skipping the documents already yielded, so that MAX_DEPTH decides at the 65th
+# level whatever libyaml is installed. Only files nested 1000 deep pay for the re-read: at
+# worst one 1 MiB file parsed again at the pure-Python speed (about 2 s).
+_LIBYAML_DEPTH: Final = "exceeded maximum nesting depth"
+
+
+def _skip_documents(get_event: Callable[[], Any], documents: int) -> None:
+    """Read past the first `documents` documents of a fresh parser's event stream."""
+    while documents:
+        event = get_event()
+        if event is None:
+            return
+        if type(event) is DocumentEndEvent:
+            documents -= 1
+
 
 def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  # one hot loop, kept flat for speed
     """Each YAML document of `data` as plain values with positions, in one iterative pass.
@@ -870,7 +889,8 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
     (anchors, aliases, tags, merge keys, duplicate keys) leaves it early.
     """
     loader = _Loader(data)
-    get_event = loader.get_event
+    get_event: Callable[[], Any] = loader.get_event
+    finished = 0  # documents yielded: where a re-read with the pure-Python parser resumes
     plain_cache = _PLAIN_CACHE
     document: _Document | None = None
     stack: list[_Frame] = []
@@ -884,7 +904,16 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
     expanded = 0  # nodes that aliases added
     try:
         while True:
-            event = get_event()
+            try:
+                event = get_event()
+            except yaml.MarkedYAMLError as exc:
+                if exc.problem != _LIBYAML_DEPTH or isinstance(loader, yaml.SafeLoader):
+                    raise
+                loader.dispose()
+                loader = yaml.SafeLoader(data)
+                get_event = loader.get_event
+                _skip_documents(get_event, finished)
+                continue  # its next event starts the unfinished document again, fresh state
             if event is None:
                 return
             cls = type(event)
@@ -1009,6 +1038,7 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
                 stack, top, anchors, aliases, nodes, expanded = [], None, {}, 0, 0, 0
                 continue
             elif cls is DocumentEndEvent:
+                finished += 1
                 if document is not None:
                     yield document
                 document = None

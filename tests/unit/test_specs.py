@@ -344,6 +344,19 @@ def test_runaway_nesting_is_refused(tmp_path: Path, text: str, line: int, column
     assert _rows(result.diagnostics) == [("deep.yaml", line, column, E, "yaml-depth")]
 
 
+@HANG_GUARD
+def test_runaway_nesting_after_valid_documents_reports_each_problem_once(tmp_path: Path) -> None:
+    """libyaml ≥ 0.2.6 stops at its own limit first; the documents before still count once."""
+    deep = "x: " + "[" * 10_000
+    _write(tmp_path / "deep.yaml", _cache("a", images="[nginx]") + "---\n" + deep + "\n")
+    result = specs.load_repository([tmp_path], root=tmp_path)
+    assert _rows(result.diagnostics) == [
+        ("deep.yaml", 6, 12, W, "mutable-tag"),
+        ("deep.yaml", 8, 3 + specs.MAX_DEPTH, E, "yaml-depth"),  # the mapping is level 1
+    ]
+    assert [cache.name for cache in result.caches] == ["a"]
+
+
 def test_nesting_just_under_the_limit_is_fine(tmp_path: Path) -> None:
     depth = specs.MAX_DEPTH
     _write(tmp_path / "deep.yaml", "x: " + "[" * (depth - 1) + "]" * (depth - 1) + "\n")
