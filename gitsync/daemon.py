@@ -28,6 +28,7 @@ from gitsync.errors import GitSyncError
 from gitsync.metrics import (
     DaemonMetrics,
     ExpositionRegistry,
+    RequestCounts,
     StateExposition,
     StateView,
     UsageMetrics,
@@ -129,6 +130,9 @@ class Daemon:
             ),
             branch=branch,
             webhook_secret=webhook_secret,
+        )
+        registry.register(
+            RequestCounts(webhooks=self.server.webhook_counts, triggers=self.queue.counts_by_source)
         )
         del version  # build_info is set by DaemonMetrics
 
