@@ -13,7 +13,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from oci_images import (
     small_layer,
     zeros_layer,
 )
+from waiting import wait_until
 
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.model import CacheSpec, CacheStatus
@@ -345,16 +345,20 @@ def test_kill_9_during_a_pull_then_apply_converges(pusher: Pusher, tmp_path: Pat
     )
     data = tmp_path / "data"
     process = _gitsync("apply", "--repo", str(tree), data=data, cwd=tmp_path)
-    deadline = time.monotonic() + 60
     blobs = data / "store" / "blobs" / "sha256"
-    while time.monotonic() < deadline and process.poll() is None:
-        if blobs.is_dir() and any(
+
+    def writing_or_ended() -> bool:
+        if process.poll() is not None:
+            return True
+        return blobs.is_dir() and any(
             p.name.startswith(".tmp-") or len(p.name) == 64 for p in blobs.iterdir()
-        ):
-            break
-        time.sleep(0.01)
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGKILL)
+        )
+
+    wait_until(
+        writing_or_ended, timeout=60, what="the pull to write its first layer", interval=0.01
+    )
+    assert process.poll() is None, "apply ended before a layer was written: no kill mid-pull"
+    os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
 
     done = _gitsync("apply", "--repo", str(tree), data=data, cwd=tmp_path)
