@@ -50,6 +50,7 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -232,10 +233,13 @@ class Stored:
 
 @dataclass(frozen=True)
 class HistoryEntry:
+    """One committed write, as watches replay it; `at` is when (time.monotonic, this process)."""
+
     rv: int
     resource: Resource
     type: str
     obj: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
 
 class KubeAPI(kmock.KubernetesScaffold):
