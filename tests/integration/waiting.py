@@ -18,7 +18,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    probe: Callable[[], T],
+    probe: Callable[[], T | None],
     *,
     timeout: float,
     what: str,
