@@ -35,6 +35,7 @@ from gitsync.liveness import Heartbeat, default_timeout
 from gitsync.metrics import (
     DaemonMetrics,
     ExpositionRegistry,
+    RequestCounts,
     StateExposition,
     StateView,
     UsageMetrics,
@@ -148,6 +149,9 @@ class Daemon:
             ),
             branch=branch,
             webhook_secret=webhook_secret,
+        )
+        registry.register(
+            RequestCounts(webhooks=self.server.webhook_counts, triggers=self.queue.counts_by_source)
         )
         del version  # build_info is set by DaemonMetrics
 

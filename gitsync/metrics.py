@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -114,6 +114,61 @@ class DaemonMetrics:
         self.spec_valid.set(1 if valid else 0)
         for severity in ("error", "warning", "info"):
             self.spec_diagnostics.labels(severity=severity).set(counts.get(severity, 0))
+
+
+# Label values of gitsync_webhook_requests_total{hook,outcome}, as gitsync.server counts them.
+WEBHOOK_HOOKS = ("github", "gitlab", "generic")
+WEBHOOK_OUTCOMES = ("triggered", "ignored", "ping", "unauthorized", "refused", "invalid")
+
+
+class RequestCounts(Collector):
+    """Webhook requests by outcome and pass triggers by source, read at scrape time.
+
+    The HTTP server and the trigger queue count these anyway (under their own
+    locks, before they answer); this collector only reads their tallies, so
+    a scrape shows every count whose request has been answered. Every known
+    label combination is rendered, zeros included, so `increase()` sees the
+    first request too.
+    """
+
+    def __init__(
+        self,
+        *,
+        webhooks: Callable[[], Mapping[tuple[str, str], int]],
+        triggers: Callable[[], Mapping[str, int]],
+    ) -> None:
+        self._webhooks = webhooks
+        self._triggers = triggers
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families({}, {})
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families(self._webhooks(), self._triggers())
+
+    @staticmethod
+    def _families(
+        webhooks: Mapping[tuple[str, str], int], triggers: Mapping[str, int]
+    ) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "gitsync_webhook_requests_total",
+            "Webhook requests by hook and outcome (triggered, ignored, ping, unauthorized,"
+            " refused: size or framing, invalid: bad JSON or no ref).",
+            labels=("hook", "outcome"),
+        )
+        known = {(hook, outcome) for hook in WEBHOOK_HOOKS for outcome in WEBHOOK_OUTCOMES}
+        for hook, outcome in sorted(known | set(webhooks)):
+            requests.add_metric((hook, outcome), webhooks.get((hook, outcome), 0))
+        yield requests
+        passes = CounterMetricFamily(
+            "gitsync_triggers_total",
+            "Requests for a reconcile pass, by source (start, interval, webhook, watch, leader,"
+            " other); triggers that arrive while a pass is due coalesce into it.",
+            labels=("source",),
+        )
+        for source, count in sorted(triggers.items()):
+            passes.add_metric((source,), count)
+        yield passes
 
 
 _STARTUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)

@@ -311,8 +311,12 @@ class _Handler(BaseHTTPRequestHandler):
             return ("invalid", 0)
         return ("length", int(values[0]))
 
-    def _read_body(self) -> bytes:
-        """The request body within the limit, or answer 400/411/413 and raise `_BodyRefused`."""
+    def _read_body(self, *, on_refusal: Callable[[], None] | None = None) -> bytes:
+        """The request body within the limit, or answer 400/411/413 and raise `_BodyRefused`.
+
+        `on_refusal` runs before the answer goes out, so what it counts is
+        already counted when the client reads the answer.
+        """
         kind, length = self._framing()
         if kind == "none":
             self._body_consumed = True
@@ -321,27 +325,36 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(
                 HTTPStatus.LENGTH_REQUIRED,
                 "a Content-Length header is required; chunked request bodies are not accepted",
+                before=on_refusal,
             )
         if kind == "invalid":
             self._refuse(
                 HTTPStatus.BAD_REQUEST,
                 "send one Content-Length with a decimal byte count and no Transfer-Encoding",
+                before=on_refusal,
             )
         limit = self.server.max_body_bytes
         if length > limit:
             self._refuse(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 f"request body of {length} bytes is over the limit of {limit} bytes",
+                before=on_refusal,
             )
         body = self.rfile.read(length)
         if len(body) != length:
             # The client went away mid-body: nobody is left to answer.
             self._force_close = True
+            if on_refusal is not None:
+                on_refusal()
             raise _BodyRefused
         self._body_consumed = True
         return body
 
-    def _refuse(self, status: HTTPStatus, message: str) -> NoReturn:
+    def _refuse(
+        self, status: HTTPStatus, message: str, *, before: Callable[[], None] | None = None
+    ) -> NoReturn:
+        if before is not None:
+            before()
         self._send_json(status, {"error": message})
         raise _BodyRefused
 
@@ -504,8 +517,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError(f"match hook returned HTTP status {status}; expected 200-599")
         self._send_json(status, answer)
 
-    def _json_object(self, body: bytes, *, form_field: str | None = None) -> dict[str, object]:
-        """Parse a JSON object (or a form field holding one), or answer 400."""
+    def _json_object(
+        self,
+        body: bytes,
+        *,
+        form_field: str | None = None,
+        on_refusal: Callable[[], None] | None = None,
+    ) -> dict[str, object]:
+        """Parse a JSON object (or a form field holding one), or answer 400 (after `on_refusal`)."""
         content_type = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         try:
             if form_field is not None and content_type == "application/x-www-form-urlencoded":
@@ -515,6 +534,8 @@ class _Handler(BaseHTTPRequestHandler):
                 text = body
             document = json.loads(text)
         except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested input
+            if on_refusal is not None:
+                on_refusal()
             self._send_json(
                 HTTPStatus.BAD_REQUEST, {"error": f"request body is not valid JSON: {_echo(exc)}"}
             )
@@ -523,6 +544,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(
                 HTTPStatus.BAD_REQUEST,
                 f"request body must be a JSON object, got {type(document).__name__}",
+                before=on_refusal,
             )
         return document
 
@@ -534,12 +556,12 @@ class _Handler(BaseHTTPRequestHandler):
     def _authenticated_body(
         self, hook: str, secret: bytes, check: Callable[[bytes, bytes], bool]
     ) -> bytes:
-        """The body, if the signature or token is right; otherwise answer 401 (or 4xx)."""
-        try:
-            body = self._read_body()
-        except _BodyRefused:
-            self._count(hook, "refused")
-            raise
+        """The body, if the signature or token is right; otherwise answer 401 (or 4xx).
+
+        Every outcome is counted before it is answered (here and below), so a
+        client that has its answer can read the count from /metrics at once.
+        """
+        body = self._read_body(on_refusal=lambda: self._count(hook, "refused"))
         if not check(secret, body):
             self._count(hook, "unauthorized")
             logger.debug("webhook %s from %s: authentication failed", hook, self.client_address[0])
@@ -615,11 +637,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _webhook_json(
         self, hook: str, body: bytes, *, form_field: str | None = None
     ) -> dict[str, object]:
-        try:
-            return self._json_object(body, form_field=form_field)
-        except _BodyRefused:
-            self._count(hook, "invalid")
-            raise
+        return self._json_object(
+            body, form_field=form_field, on_refusal=lambda: self._count(hook, "invalid")
+        )
 
     # --- registry mirror ------------------------------------------------------------------
 
@@ -897,10 +917,11 @@ class ControlServer:
         return self._httpd.server_name, self._httpd.server_port
 
     def webhook_counts(self) -> dict[tuple[str, str], int]:
-        """Webhook requests by (hook, outcome), for metrics.
+        """Webhook requests by (hook, outcome), for gitsync_webhook_requests_total.
 
         Outcomes: triggered, ignored, ping, unauthorized, refused (size or
-        framing), invalid (bad JSON or no ref).
+        framing), invalid (bad JSON or no ref). Each is counted before the
+        request is answered.
         """
         httpd = self._httpd or self._stopped
         return httpd.counts_snapshot() if httpd is not None else {}

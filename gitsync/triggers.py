@@ -10,6 +10,14 @@ Why the reasons are kept at all: the loop logs them ("webhook:github",
 "poll", "watch") so an operator can see what started a pass. Their number is
 capped, because a caller that puts ever-new strings must not grow memory.
 
+Why triggers are also counted by source: `gitsync_triggers_total{source}` is
+how an operator (and a test of the running process) sees what asked for
+passes, including triggers that coalesced into a pass already due. The
+count moves inside `put`, before the caller answers anyone (a webhook's 202),
+so a client that got its answer can read the metric at once. The source is
+the reason's part before ":" when it is one of `TRIGGER_SOURCES`, else
+"other", so the label's values stay few whatever callers put.
+
 Why jitter: many controllers that start together (a rollout, a node reboot)
 would otherwise poll the git server in lockstep.
 """
@@ -20,6 +28,16 @@ import random
 import threading
 
 DEFAULT_MAX_REASONS = 32
+
+# Label values of gitsync_triggers_total{source}: the daemon's first pass, the poll timer
+# (a `wait` that timed out), webhooks, the folder watch, winning the lease, anything else.
+TRIGGER_SOURCES = ("start", "interval", "webhook", "watch", "leader", "other")
+
+
+def trigger_source(reason: str) -> str:
+    """The bounded source of a reason: "webhook:github" is "webhook"; unknown ones are "other"."""
+    source = reason.split(":", 1)[0]
+    return source if source in TRIGGER_SOURCES else "other"
 
 
 class TriggerQueue:
@@ -40,6 +58,7 @@ class TriggerQueue:
         self._closed = False
         self._received = 0
         self._passes = 0
+        self._by_source = dict.fromkeys(TRIGGER_SOURCES, 0)
 
     def put(self, reason: str) -> None:
         """Ask for one more pass. Ignored once the queue is closed (the daemon is stopping)."""
@@ -47,6 +66,7 @@ class TriggerQueue:
             if self._closed:
                 return
             self._received += 1
+            self._by_source[trigger_source(reason)] += 1
             if reason in self._pending or len(self._pending) < self._max_reasons:
                 self._pending[reason] = None
             # Past the cap the pass is still due (the set is non-empty); only the text is dropped.
@@ -57,15 +77,19 @@ class TriggerQueue:
 
         Returns the coalesced reasons and clears them, so triggers that arrive
         while the caller runs its pass make up exactly one later result.
-        Returns `()` on timeout (the caller's poll is due) and, without
-        waiting, once the queue is closed: pending reasons are then dropped,
-        because a stopping daemon must not start another pass.
+        Returns `()` on timeout (the caller's poll is due, counted as an
+        "interval" trigger) and, without waiting, once the queue is closed:
+        pending reasons are then dropped, because a stopping daemon must not
+        start another pass.
         """
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be None or at least 0 seconds, got {timeout}")
         with self._cond:
             self._cond.wait_for(lambda: self._closed or bool(self._pending), timeout)
-            if self._closed or not self._pending:
+            if self._closed:
+                return ()
+            if not self._pending:
+                self._by_source["interval"] += 1
                 return ()
             reasons = tuple(self._pending)
             self._pending.clear()
@@ -94,6 +118,11 @@ class TriggerQueue:
         """Triggers accepted by `put` since the queue was made (for metrics)."""
         with self._cond:
             return self._received
+
+    def counts_by_source(self) -> dict[str, int]:
+        """Triggers so far by source, zeros included; unlike `received`, timed-out waits count."""
+        with self._cond:
+            return dict(self._by_source)
 
     @property
     def passes(self) -> int:

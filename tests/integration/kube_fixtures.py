@@ -34,7 +34,11 @@ emulator's store with the smallest faithful subset the gitsync code uses:
   unless `force=true`. `metadata.managedFields` is rendered in the FieldsV1
   shape;
 - the `status` subresource for resources declared with one: writes to the
-  main resource leave `.status` alone, writes to `/status` change only it.
+  main resource leave `.status` alone, writes to `/status` change only it;
+- admission (`kube_validation`): every object is pruned, defaulted and
+  validated before it is stored, ImageCaches against the CRD users install
+  (`manifests/crd-imagecache.yaml`), which also gives their names, scope and
+  subresource here; invalid objects get the real server's 422 `Invalid`.
 
 Everything runs on kmock's asyncio loop in one background thread
 (`KubeServer`), so the synchronous code under test sees an ordinary server on
@@ -50,6 +54,7 @@ import copy
 import json
 import re
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -60,19 +65,21 @@ from typing import Any
 import kmock
 import kubernetes.client
 import yaml
+from kube_validation import Admission, load_crd
 
 Resource = tuple[str, str]  # (group, plural); one version per resource here
 ObjKey = tuple[str, str, str | None, str]  # group, plural, namespace, name
 FieldPath = tuple[str, ...]
 Owner = tuple[str, str]  # (manager, operation)
 
+IMAGECACHE = load_crd()  # the CRD users install: names, scope, subresource and schema
 KINDS: dict[Resource, tuple[str, str, bool, bool]] = {
     # (group, plural): (apiVersion, kind, namespaced, has status subresource)
-    ("eks.cloud.tencent.com", "imagecaches"): (
-        "eks.cloud.tencent.com/v1",
-        "ImageCache",
-        False,
-        True,
+    (IMAGECACHE.group, IMAGECACHE.plural): (
+        IMAGECACHE.api_version,
+        IMAGECACHE.kind,
+        IMAGECACHE.namespaced,
+        IMAGECACHE.has_status,
     ),
     ("", "pods"): ("v1", "Pod", True, True),
     ("", "events"): ("v1", "Event", True, False),
@@ -232,10 +239,13 @@ class Stored:
 
 @dataclass(frozen=True)
 class HistoryEntry:
+    """One committed write, as watches replay it; `at` is when (time.monotonic, this process)."""
+
     rv: int
     resource: Resource
     type: str
     obj: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
 
 class KubeAPI(kmock.KubernetesScaffold):
@@ -255,13 +265,23 @@ class KubeAPI(kmock.KubernetesScaffold):
         # Called with each request before the store serves it (to compact history at a chosen
         # moment, say); kmock's own reactions answer instead of the store, these run alongside.
         self.before: list[Callable[[kmock.Request], None]] = []
+        self.admission = {
+            resource: Admission(
+                kind=kind,
+                group=resource[0],
+                schema=IMAGECACHE.schema
+                if resource == (IMAGECACHE.group, IMAGECACHE.plural)
+                else None,
+            )
+            for resource, (_, kind, _, _) in KINDS.items()
+        }
         for group, plural in KINDS:
             self.resources[f"{group}/v1/{plural}" if group else f"v1/{plural}"] = {
                 "namespaced": KINDS[(group, plural)][2],
                 "kind": KINDS[(group, plural)][1],
                 "singular": plural.rstrip("s"),
                 "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
-                "shortnames": ["imc"] if plural == "imagecaches" else [],
+                "shortnames": list(IMAGECACHE.short_names) if plural == IMAGECACHE.plural else [],
                 "categories": [],
                 "subresources": ["status"] if KINDS[(group, plural)][3] else [],
             }
@@ -338,6 +358,13 @@ class KubeAPI(kmock.KubernetesScaffold):
         if not isinstance(data, dict):
             raise _err(400, "BadRequest", "the body must be an object")
         return data
+
+    def _admit(
+        self, request: kmock.Request, resource: Resource, obj: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The object as the API server would store it: pruned, defaulted, or a 400/422."""
+        strict = request.params.get("fieldValidation") == "Strict"
+        return self.admission[resource].admit(obj, strict=strict)
 
     def _next_rv(self) -> int:
         self.rv += 1
@@ -532,7 +559,8 @@ class KubeAPI(kmock.KubernetesScaffold):
                 meta.pop(server_field, None)
             if namespaced:
                 meta["namespace"] = key[2]
-            meta.update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
+            obj = self._admit(request, resource, obj)
+            obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
             stored = Stored(obj)
             manager = request.params.get("fieldManager") or "unknown"
             stored.owners[(manager, "Update")] = _leaf_paths(obj) - IDENTITY_PATHS
@@ -571,7 +599,7 @@ class KubeAPI(kmock.KubernetesScaffold):
                 new.pop("status", None)
                 if "status" in before:
                     new["status"] = before["status"]
-            stored.obj = new
+            stored.obj = self._admit(request, resource, new)
             self._touch(stored, before=before)
             self._record(resource, "MODIFIED", self._render(stored))
             rendered = self._render(stored)
@@ -616,7 +644,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         elif KINDS[resource][3]:
             body = {k: v for k, v in body.items() if k != "status"}
         body.get("metadata", {}).pop("managedFields", None)
-        stored.obj = merge_patch(stored.obj, body)
+        stored.obj = self._admit(request, resource, merge_patch(stored.obj, body))
         manager = request.params.get("fieldManager") or "unknown"
         touched = _leaf_paths(body) - IDENTITY_PATHS
         for owner in stored.owners:
@@ -640,11 +668,16 @@ class KubeAPI(kmock.KubernetesScaffold):
         meta = config.get("metadata", {})
         if meta.get("name") not in (None, key[3]):
             raise _err(400, "BadRequest", "metadata.name does not match the URL")
+        # Fields the schema does not declare are dropped before ownership is worked out.
+        strict = request.params.get("fieldValidation") == "Strict"
+        config = self.admission[resource].prune(config, strict=strict)
         applied = _leaf_paths(config) - IDENTITY_PATHS - {("metadata", f) for f in SERVER_METADATA}
         me: Owner = (manager, "Apply")
         stored = self.objects.get(key)
         if stored is None:
-            return self._apply_create(resource, key, config, applied, me)
+            return self._apply_create(
+                request, resource, key=key, config=config, applied=applied, me=me
+            )
         sent_rv = meta.get("resourceVersion")
         if sent_rv is not None and sent_rv != stored.obj["metadata"]["resourceVersion"]:
             raise _err(409, "Conflict", "the object has been modified")
@@ -659,23 +692,28 @@ class KubeAPI(kmock.KubernetesScaffold):
             detail = "; ".join(f'conflict with "{m}": .{p}' for m, p in sorted(conflicts))
             raise _err(409, "Conflict", f"Apply failed with {len(conflicts)} conflicts: {detail}")
         before = copy.deepcopy(stored.obj)
+        new = copy.deepcopy(stored.obj)  # changed and admitted before anything is stored
+        previously = stored.owners.get(me, set())
+        still_owned = set().union(*(p for o, p in stored.owners.items() if o != me)) - applied
+        for path in previously - applied - still_owned:
+            _remove(new, path)
+        for path in applied:
+            _set(new, path, _get(config, path))
+        new = self._admit(request, resource, new)
         for owner in stored.owners:
             if owner != me:  # forced or equal values: the applier owns them now
                 stored.owners[owner] = stored.owners[owner] - applied
-        previously = stored.owners.get(me, set())
-        still_owned = set().union(*(p for o, p in stored.owners.items() if o != me))
-        for path in previously - applied - still_owned:
-            _remove(stored.obj, path)
-        for path in applied:
-            _set(stored.obj, path, _get(config, path))
         stored.owners[me] = set(applied)
+        stored.obj = new
         self._touch(stored, before=before)
         self._record(resource, "MODIFIED", self._render(stored))
         return self._render(stored)
 
     def _apply_create(
         self,
+        request: kmock.Request,
         resource: Resource,
+        *,
         key: ObjKey,
         config: dict[str, Any],
         applied: set[FieldPath],
@@ -691,6 +729,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         )
         if namespaced:
             obj["metadata"]["namespace"] = key[2]
+        obj = self._admit(request, resource, obj)
         stored = Stored(obj, {me: set(applied)})
         self._touch(stored, before=None)
         self.objects[key] = stored

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from oci_images import Pusher, free_port, small_layer
+from waiting import wait_until
 
 SECRET = "whsec-planted-7f3a9c"  # a marked secret: it must never show up in any output
 AUTHOR = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
@@ -52,14 +53,16 @@ class Daemon:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.base + path, timeout=5)
 
-    def hook(self, body: bytes, *, signature: str | None = None, event: str = "push") -> int:
+    def hook(
+        self, body: bytes, *, signature: str | None = None, event: str = "push"
+    ) -> httpx.Response:
         digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
         headers = {
             "X-GitHub-Event": event,
             "X-Hub-Signature-256": f"sha256={digest}" if signature is None else signature,
             "Content-Type": "application/json",
         }
-        return httpx.post(self.base + "/hooks/github", content=body, headers=headers).status_code
+        return httpx.post(self.base + "/hooks/github", content=body, headers=headers, timeout=5)
 
     def push(self, message: str, *, branch: str = "main") -> str:
         git("add", "-A", cwd=self.work)
@@ -67,7 +70,7 @@ class Daemon:
         git("push", "-q", "origin", f"HEAD:{branch}", cwd=self.work)
         revision = git("rev-parse", "HEAD", cwd=self.work)
         body = json.dumps({"ref": f"refs/heads/{branch}", "after": revision}).encode()
-        assert self.hook(body) == 202
+        assert self.hook(body).status_code == 202
         return revision
 
     def status(self) -> dict[str, object]:
@@ -89,6 +92,15 @@ class Daemon:
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
         return None
+
+    def metrics(self, prefix: str) -> dict[str, float]:
+        """Every sample whose name starts with `prefix`, keyed by name and labels as printed."""
+        samples = {}
+        for line in self.get("/metrics").text.splitlines():
+            if line.startswith(prefix):
+                series, _, value = line.rpartition(" ")
+                samples[series] = float(value)
+        return samples
 
 
 def caches_of(status: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -136,16 +148,18 @@ def daemon(tmp_path: Path, pusher: Pusher) -> Iterator[Daemon]:
         )  # fmt: skip
     running = Daemon(process, f"http://127.0.0.1:{port}", work, data, log)
     running.images = images  # type: ignore[attr-defined]
+
+    def ready() -> bool:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            return running.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert process.poll() is None, log.read_text()[-3000:]
-            try:
-                if running.get("/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
+        wait_until(
+            ready, timeout=30, what="/readyz", detail=lambda: log.read_text()[-3000:], interval=0.1
+        )
         yield running
     finally:
         if process.poll() is None:
@@ -193,7 +207,7 @@ def test_the_daemon_keeps_caches_equal_to_git(daemon: Daemon) -> None:
     web_id = caches_of(status)["web"]["id"]
     with sqlite3.connect(daemon.data / "state.db") as db:
         db.execute("DELETE FROM caches WHERE id = ?", (web_id,))
-    assert daemon.hook(json.dumps({"ref": "refs/heads/main"}).encode()) == 202
+    assert daemon.hook(json.dumps({"ref": "refs/heads/main"}).encode()).status_code == 202
     status = daemon.wait_for(
         "the restored cache",
         lambda s: (
@@ -220,15 +234,40 @@ def test_the_daemon_keeps_caches_equal_to_git(daemon: Daemon) -> None:
 
 
 def test_webhook_signatures_and_branches(daemon: Daemon) -> None:
+    """Forged and off-branch webhooks are answered and counted, and queue no pass.
+
+    The server counts a request and queues its trigger before it answers, so
+    both counters are read as soon as the answers are in: no waiting.
+    """
     daemon.wait_for("the first pass", lambda s: s["appliedRevision"] is not None)
+    webhook = 'gitsync_webhook_requests_total{hook="github",outcome="%s"}'
+    triggers = "gitsync_triggers_total"
+    before = daemon.metrics("gitsync_")
+    assert before[triggers + '{source="start"}'] == 1
+
     body = json.dumps({"ref": "refs/heads/main"}).encode()
-    assert daemon.hook(body, signature="sha256=" + "0" * 64) == 401
-    assert daemon.hook(body, signature="") == 401
-    passes_before = daemon.metric('gitsync_reconciles_total{result="success"}')
-    other = json.dumps({"ref": "refs/heads/feature"}).encode()
-    assert daemon.hook(other) == 202  # accepted, but ignored: another branch
-    time.sleep(1.0)
-    assert daemon.metric('gitsync_reconciles_total{result="success"}') == passes_before
+    forged = daemon.hook(body, signature="sha256=" + "0" * 64)
+    unsigned = daemon.hook(body, signature="")
+    other = daemon.hook(json.dumps({"ref": "refs/heads/feature"}).encode())
+    assert forged.status_code == unsigned.status_code == 401
+    assert "X-Hub-Signature-256" in forged.json()["error"]
+    assert other.status_code == 202  # accepted, but ignored: another branch
+    assert other.json() == {"triggered": False, "reason": "ignored: push to refs/heads/feature"}
+
+    after = daemon.metrics("gitsync_")
+    moved = {k: after[k] - before[k] for k in after if k.startswith(("gitsync_webhook", triggers))}
+    assert {k: v for k, v in moved.items() if v} == {
+        webhook % "unauthorized": 2,
+        webhook % "ignored": 1,
+    }
+
+    # The same counters see a signed push to the branch at once: they are live.
+    triggered = daemon.hook(body)
+    assert triggered.status_code == 202
+    assert triggered.json() == {"triggered": True}
+    last = daemon.metrics("gitsync_")
+    assert last[webhook % "triggered"] == after[webhook % "triggered"] + 1
+    assert last[triggers + '{source="webhook"}'] == after[triggers + '{source="webhook"}'] + 1
     assert daemon.get("/healthz").status_code == 200
     assert daemon.get("/nothing").status_code == 404
 

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from oci_images import (
     random_layer,
     small_layer,
 )
+from waiting import wait_until
 
 from gitsync.model import CacheSpec, CacheStatus
 from gitsync.providers.local.export import (
@@ -342,10 +342,12 @@ def test_containerd_imports_the_export_under_the_full_image_names(
             ["containerd", "--config", str(work / "config.toml")], stdout=log, stderr=log
         )
     try:
-        for _ in range(200):
-            if (work / "sock").exists():
-                break
-            time.sleep(0.05)
+        wait_until(
+            (work / "sock").exists,
+            timeout=10,
+            what="containerd's socket",
+            detail=lambda: (work / "log").read_text(errors="replace")[-2000:],
+        )
         ctr = ["ctr", "--address", str(work / "sock"), "-n", "k8s.io", "images"]
         _run(*ctr, "import", "--snapshotter", "native", str(archive))
         listed = _run(*ctr, "ls").stdout.decode().splitlines()[1:]

@@ -9,13 +9,15 @@ release on stop.
 
 from __future__ import annotations
 
-import threading
+import itertools
+import math
 import time
 from collections.abc import Callable, Iterator
 
 import kmock
 import pytest
 from kube_fixtures import KubeServer
+from waiting import wait_until
 
 from gitsync import leader as leader_module
 from gitsync.errors import ConfigError
@@ -225,54 +227,103 @@ def test_settings_that_cannot_work_are_refused(kube: KubeServer) -> None:
     client.close()
 
 
+def lease_writes(kube: KubeServer) -> list[tuple[float, str]]:
+    """Every write of the Lease the stand-in committed, in order: (when, holderIdentity)."""
+    with kube.api.lock:
+        return [
+            (entry.at, str(entry.obj.get("spec", {}).get("holderIdentity") or ""))
+            for entry in kube.api.history
+            if entry.resource == ("coordination.k8s.io", "leases")
+        ]
+
+
+def leadership(
+    events: list[tuple[float, str, str]], writes: list[tuple[float, str]]
+) -> list[tuple[str, float, float]]:
+    """Each elector's terms as leader, (identity, start, end), widened to be sure of them.
+
+    A term starts no later than the Lease write that named the elector holder
+    (it cannot lead before that write is committed) and ends no earlier than its
+    `on_stopped_leading` callback (called once it has stopped). Two terms that
+    overlap here may or may not have overlapped in truth; two that overlapped
+    in truth always overlap here, however briefly, whatever the scheduling.
+    """
+    acquired = [
+        (at, holder)
+        for (at, holder), previous in zip(writes, ["", *(h for _, h in writes)], strict=False)
+        if holder and holder != previous
+    ]
+    terms: list[tuple[str, float, float]] = []
+    open_terms: dict[str, float] = {}
+    for at, who, what in sorted(events):
+        if what == "started":
+            claims = [t for t, holder in acquired if holder == who and t <= at]
+            assert claims, f"{who} started leading without a Lease write naming it"
+            open_terms[who] = claims[-1]
+        else:
+            terms.append((who, open_terms.pop(who), at))
+    terms += [(who, start, math.inf) for who, start in open_terms.items()]
+    return terms
+
+
 def test_two_running_instances_hand_over_without_overlap(kube: KubeServer) -> None:
+    """Real threads: one leads, stops and releases, the other takes over; never both.
+
+    Overlap is judged from records, not by sampling `is_leader`: the stand-in
+    keeps every Lease write with its time and the electors' callbacks log when
+    each term ended, so a term of one that overlaps a term of the other is
+    found however short it was.
+    """
     clients = [kube.client(user_agent=f"gitsync-{n}") for n in ("a", "b")]
-    events: list[str] = []
+    events: list[tuple[float, str, str]] = []  # (time.monotonic(), identity, started|stopped)
+
+    def log(identity: str, what: str) -> Callable[[], None]:
+        return lambda: events.append((time.monotonic(), identity, what))
+
     electors = [
         LeaderElector(
             api_client=client,
             namespace=NAMESPACE,
             identity=name,
-            lease_duration=1.5,
-            renew_deadline=1.0,
-            retry_period=0.1,
-            on_started_leading=lambda n=name: events.append(f"{n} started"),  # type: ignore[misc]
-            on_stopped_leading=lambda n=name: events.append(f"{n} stopped"),  # type: ignore[misc]
+            # Short enough to hand over quickly, long enough that a busy machine does not
+            # make a lease expire between two renewals (the handover here is a release).
+            lease_duration=4.0,
+            renew_deadline=3.0,
+            retry_period=0.2,
+            on_started_leading=log(name, "started"),
+            on_stopped_leading=log(name, "stopped"),
         )
         for client, name in zip(clients, ("a", "b"), strict=True)
     ]
-    overlap: list[float] = []
-    watching = threading.Event()
-
-    def monitor() -> None:
-        while not watching.is_set():
-            if all(e.is_leader for e in electors):
-                overlap.append(time.monotonic())
-            time.sleep(0.002)
-
-    sampler = threading.Thread(target=monitor)
-    sampler.start()
     try:
         for elector in electors:
             elector.start()
-        deadline = time.monotonic() + 5
-        while not any(e.is_leader for e in electors):
-            assert time.monotonic() < deadline, "nobody became leader"
-            time.sleep(0.01)
-        first = next(e for e in electors if e.is_leader)
+        first = wait_until(
+            lambda: next((e for e in electors if e.is_leader), None),
+            timeout=10,
+            what="one of the two to become leader",
+        )
         other = electors[1] if first is electors[0] else electors[0]
         first.stop()  # releases the lease on the way out
-        assert other.wait_until_leading(timeout=5), "the other instance did not take over"
+        assert other.wait_until_leading(timeout=10), "the other instance did not take over"
     finally:
-        watching.set()
-        sampler.join()
         for elector in electors:
             elector.stop()
         for client in clients:
             client.close()
-    assert overlap == []
-    assert events[:3] == [
-        f"{first.identity} started",
-        f"{first.identity} stopped",
-        f"{other.identity} started",
+
+    assert [(who, what) for _, who, what in events] == [
+        (first.identity, "started"),
+        (first.identity, "stopped"),
+        (other.identity, "started"),
+        (other.identity, "stopped"),
     ]
+    writes = lease_writes(kube)
+    # The holder changed hands only through a release (an empty holder), never by a
+    # write over a live holder: neither lease expired.
+    for (_, before), (_, after) in itertools.pairwise(writes):
+        assert not (before and after and before != after), f"{after} took the lease from {before}"
+    terms = leadership(events, writes)
+    assert [who for who, _, _ in terms] == [first.identity, other.identity]
+    for (a, a_start, a_end), (b, b_start, b_end) in itertools.combinations(terms, 2):
+        assert not (a_start < b_end and b_start < a_end), f"{a} and {b} led at the same time"

@@ -35,6 +35,7 @@ from oci_images import (
     small_layer,
     zeros_layer,
 )
+from waiting import wait_until
 
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.model import CacheSpec, CacheStatus
@@ -356,16 +357,20 @@ def test_kill_9_during_a_pull_then_apply_converges(pusher: Pusher, tmp_path: Pat
     )
     data = tmp_path / "data"
     process = _gitsync("apply", "--repo", str(tree), data=data, cwd=tmp_path)
-    deadline = time.monotonic() + 60
     blobs = data / "store" / "blobs" / "sha256"
-    while time.monotonic() < deadline and process.poll() is None:
-        if blobs.is_dir() and any(
+
+    def writing_or_ended() -> bool:
+        if process.poll() is not None:
+            return True
+        return blobs.is_dir() and any(
             p.name.startswith(".tmp-") or len(p.name) == 64 for p in blobs.iterdir()
-        ):
-            break
-        time.sleep(0.01)
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGKILL)
+        )
+
+    wait_until(
+        writing_or_ended, timeout=60, what="the pull to write its first layer", interval=0.01
+    )
+    assert process.poll() is None, "apply ended before a layer was written: no kill mid-pull"
+    os.kill(process.pid, signal.SIGKILL)
     process.communicate(timeout=30)
 
     done = _gitsync("apply", "--repo", str(tree), data=data, cwd=tmp_path)
@@ -419,15 +424,6 @@ def test_cli_apply_status_and_gc(pusher: Pusher, tmp_path: Path) -> None:
 
 
 # -- gc and leases ------------------------------------------------------------------------
-
-
-def _wait_until(what: str, predicate: Callable[[], bool], timeout: float = 60.0) -> None:
-    """Poll until `predicate` holds; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.02)
 
 
 class GateProxy:
@@ -631,8 +627,12 @@ def test_gc_while_a_pull_runs_in_another_process_keeps_what_the_pull_holds(
         (tree / "new.yaml").write_text(_cache_doc("new", f"{gate.host}/{d['repo_new']}:v1"))
         pull = _gitsync("apply", "--repo", str(tree), data=data, cwd=tmp_path)
         try:
-            _wait_until("the big layer to pause half-way", gate.held.is_set)
-            _wait_until("the small layer to be stored", lambda: d["fresh"] in _blob_files(data))
+            wait_until(gate.held.is_set, timeout=60, what="the big layer to pause half-way")
+            wait_until(
+                lambda: d["fresh"] in _blob_files(data),
+                timeout=60,
+                what="the small layer to be stored",
+            )
             (temp,) = _temp_files(data)  # the paused write, tagged with the pull's lease
             assert temp.name.startswith(".tmp-" + d["gated"].removeprefix("sha256:"))
             assert d["gated"] not in _blob_files(data)
@@ -675,8 +675,10 @@ def test_a_killed_pulls_lease_is_dropped_by_the_next_gc_with_its_blobs(
     with make_gate() as gate:
         (tree / "new.yaml").write_text(_cache_doc("new", f"{gate.host}/{d['repo_new']}:v1"))
         pull = _gitsync("apply", "--repo", str(tree), data=data, cwd=tmp_path)
-        _wait_until("the big layer to pause half-way", gate.held.is_set)
-        _wait_until("the small layer to be stored", lambda: d["fresh"] in _blob_files(data))
+        wait_until(gate.held.is_set, timeout=60, what="the big layer to pause half-way")
+        wait_until(
+            lambda: d["fresh"] in _blob_files(data), timeout=60, what="the small layer to be stored"
+        )
         os.kill(pull.pid, signal.SIGKILL)
         pull.communicate(timeout=30)
         assert _db_rows(data, "SELECT COUNT(*) FROM leases") == [(1,)]  # left behind
@@ -749,7 +751,7 @@ def test_a_running_lease_is_renewed_by_its_heartbeat_and_ends_with_release(
     def renewed() -> bool:
         return state.leases()[0].expires_at == 5060.0
 
-    _wait_until("the heartbeat to renew the lease", renewed)
+    wait_until(renewed, timeout=60, what="the heartbeat to renew the lease")
     dropped = manager.drop_dead()
     assert len(dropped) == 0  # renewed and locked: alive
     lease.hold(["sha256:" + "a" * 64])

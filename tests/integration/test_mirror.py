@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from oci_images import (
     small_layer,
 )
 from prometheus_client import CollectorRegistry
+from waiting import wait_until
 
 from gitsync.metrics import UsageMetrics
 from gitsync.model import CacheSpec, CacheStatus
@@ -573,10 +573,12 @@ def test_containerd_pulls_through_the_mirror_with_hosts_toml(
     with open(work / "log", "wb") as log:
         daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
     try:
-        for _ in range(200):
-            if (work / "sock").exists():
-                break
-            time.sleep(0.05)
+        wait_until(
+            (work / "sock").exists,
+            timeout=10,
+            what="containerd's socket",
+            detail=lambda: (work / "log").read_text(errors="replace")[-2000:],
+        )
 
         def ctr(*args: str) -> str:
             done = subprocess.run(

@@ -2,7 +2,9 @@
 
 Waits are bounded by events where possible; "no callback" is checked after a
 quiet window several times the debounce, then a real change proves the watch
-was alive all along (so a dead watch cannot pass a negative check).
+was alive all along (so a dead watch cannot pass a negative check). After a
+stop, a change made before it proves the watch was alive, and the threads it
+started must all have ended.
 """
 
 from __future__ import annotations
@@ -130,15 +132,25 @@ def test_a_failing_callback_does_not_end_the_watch(folder: Path) -> None:
 
 
 def test_stop_ends_callbacks_and_is_idempotent(folder: Path, counter: Counter) -> None:
+    running_before = set(threading.enumerate())
     watch = FolderWatch(folder, counter, debounce_seconds=DEBOUNCE)
     watch.start()
+    started = set(threading.enumerate()) - running_before
     with pytest.raises(RuntimeError, match="already started"):
         watch.start()
+    # The watch is alive before the stop: a change made now is seen.
+    (folder / "before-stop.yaml").write_text("x\n")
+    assert counter.wait_for(1) == 1
+
     watch.stop()
     watch.stop()
+    # Every thread the watch started has ended, the one that runs callbacks included,
+    # so nothing is left that could call back.
+    assert started
+    assert [t.name for t in started if t.is_alive()] == []
     (folder / "after-stop.yaml").write_text("x\n")
     time.sleep(QUIET)
-    assert counter.count == 0
+    assert counter.count == 1
 
 
 def test_a_missing_folder_cannot_be_watched(tmp_path: Path, counter: Counter) -> None:

@@ -47,6 +47,7 @@ from faultproxy import (
     converged_to,
 )
 from oci_images import Pusher, random_layer, small_layer
+from waiting import wait_until
 
 from gitsync.errors import TemporaryError
 
@@ -278,7 +279,16 @@ def test_git_remote_unreachable_keeps_the_last_state_and_goes_stale(
             before = daemon.wait_for(
                 "the first revision", lambda s: converged(s, first, {"kept": [images[0]]})
             )
-            time.sleep(1.5)  # a few more passes: fetches keep succeeding
+            # A few more passes: fetches keep succeeding.
+            fetches = daemon.metrics()["gitsync_source_fetch_duration_seconds_count"]
+            wait_until(
+                lambda: (
+                    daemon.metrics()["gitsync_source_fetch_duration_seconds_count"] >= fetches + 2
+                ),
+                timeout=30,
+                what="two more fetches",
+                detail=daemon.tail,
+            )
             fresh, metrics = stale()
             assert not fresh
             errors_before = metrics["gitsync_source_fetch_errors_total"]
@@ -409,23 +419,46 @@ def _state(data: Path) -> dict[str, str]:
         return dict(db.execute("SELECT name, status FROM caches").fetchall())
 
 
+def _passes_ended(daemon: DaemonProcess) -> float:
+    m = daemon.metrics()
+    return (
+        m['gitsync_reconciles_total{result="success"}']
+        + m['gitsync_reconciles_total{result="error"}']
+    )
+
+
 def test_a_full_disk_never_leaves_a_half_written_cache_ready(
     tmp_path: Path, pusher: Pusher, small_disk: _SmallDisk
 ) -> None:
     daemon, head, desired, big_layer = _full_disk_daemon(tmp_path, pusher, small_disk)
     try:
         _start_limited(daemon, small_disk)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def verdict() -> dict[str, str] | None:
             states = _state(small_disk.path) if (small_disk.path / "state.db").exists() else {}
+            settled = states.get("too-big") not in ("Pending", "Updating")
             if (
                 states.get("fits") == "Ready"
                 and "too-big" in states
-                and (states["too-big"] not in ("Pending", "Updating") or not daemon.alive())
+                and (settled or not daemon.alive())
             ):
-                break
-            time.sleep(0.1)
-        time.sleep(1.0)  # a few more passes: the verdict must not change
+                return states
+            return None
+
+        wait_until(
+            verdict,
+            timeout=30,
+            what="fits Ready and a verdict on too-big (or the daemon gone)",
+            detail=daemon.tail,
+        )
+        if daemon.alive():  # a few more passes must not change the verdict
+            ended = _passes_ended(daemon)
+            wait_until(
+                lambda: not daemon.alive() or _passes_ended(daemon) >= ended + 2,
+                timeout=30,
+                what="two more passes on the full disk",
+                detail=daemon.tail,
+            )
         states = _state(small_disk.path)
         print(f"after the disk filled: {states}; daemon alive: {daemon.alive()}")
         assert states.get("too-big") != "Ready"

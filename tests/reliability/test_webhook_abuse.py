@@ -9,7 +9,10 @@ What must hold (DESIGN.md, "HTTP endpoints" and "Safety rules"):
 * valid triggers coalesce: the passes they cause are a small bounded number,
   not one per request;
 * invalid requests (forged signatures, wrong tokens, other branches, bad JSON,
-  bodies over 1 MiB, chunked bodies) trigger nothing at all;
+  bodies over 1 MiB, chunked bodies) trigger nothing at all: each is counted
+  in `gitsync_webhook_requests_total` with its outcome, and
+  `gitsync_triggers_total` does not move (both are counted before the
+  answer is sent, so they are read as soon as the answers are in);
 * slow clients (slowloris: headers one byte at a time) are cut off by the
   per-request deadline, and do not slow the others down.
 
@@ -35,6 +38,7 @@ import httpx
 import pytest
 from faultproxy import DaemonProcess, GitRepo, cache_doc, converged, sign
 from oci_images import Pusher, small_layer
+from waiting import wait_until
 
 SECRET = "whsec-abuse-3b9e1f0c7d2a"
 BURST = 1_000
@@ -49,6 +53,7 @@ class Kind:
     name: str
     valid: bool  # a trigger the daemon must act on
     expected: int  # HTTP status
+    counted: tuple[str, str] | None  # (hook, outcome) of gitsync_webhook_requests_total
 
 
 def _github(body: bytes, *, signature: str | None, event: str = "push") -> dict[str, str]:
@@ -113,20 +118,20 @@ def _send(client: httpx.Client, kind: str) -> int:
 KINDS = {
     k.name: k
     for k in (
-        Kind("github-push", True, 202),
-        Kind("gitlab-push", True, 202),
-        Kind("generic", True, 202),
-        Kind("github-bad-signature", False, 401),
-        Kind("github-no-signature", False, 401),
-        Kind("gitlab-bad-token", False, 401),
-        Kind("generic-bad-signature", False, 401),
-        Kind("github-other-branch", False, 202),  # accepted and ignored
-        Kind("github-bad-json", False, 400),
-        Kind("github-no-ref", False, 400),
-        Kind("github-ping", False, 200),
-        Kind("oversized", False, 413),
-        Kind("chunked", False, 411),
-        Kind("wrong-method", False, 405),
+        Kind("github-push", True, 202, ("github", "triggered")),
+        Kind("gitlab-push", True, 202, ("gitlab", "triggered")),
+        Kind("generic", True, 202, ("generic", "triggered")),
+        Kind("github-bad-signature", False, 401, ("github", "unauthorized")),
+        Kind("github-no-signature", False, 401, ("github", "unauthorized")),
+        Kind("gitlab-bad-token", False, 401, ("gitlab", "unauthorized")),
+        Kind("generic-bad-signature", False, 401, ("generic", "unauthorized")),
+        Kind("github-other-branch", False, 202, ("github", "ignored")),  # accepted and ignored
+        Kind("github-bad-json", False, 400, ("github", "invalid")),
+        Kind("github-no-ref", False, 400, ("github", "invalid")),
+        Kind("github-ping", False, 200, ("github", "ping")),
+        Kind("oversized", False, 413, ("github", "refused")),
+        Kind("chunked", False, 411, ("github", "refused")),
+        Kind("wrong-method", False, 405, None),  # refused by routing, before any webhook code
     )
 }
 INVALID = [k for k in KINDS.values() if not k.valid]
@@ -282,6 +287,21 @@ def daemon(tmp_path: Path, pusher: Pusher) -> Iterator[DaemonProcess]:
         running.close()
 
 
+def _counts(daemon: DaemonProcess) -> tuple[Counter[tuple[str, str]], dict[str, float]]:
+    """gitsync_webhook_requests_total by (hook, outcome), gitsync_triggers_total by source."""
+    webhooks: Counter[tuple[str, str]] = Counter()
+    triggers: dict[str, float] = {}
+    for series, value in daemon.metrics().items():
+        name, _, labels = series.partition("{")
+        pairs = dict(p.split("=", 1) for p in labels.rstrip("}").split(",") if p)
+        values = {k: v.strip('"') for k, v in pairs.items()}
+        if name == "gitsync_webhook_requests_total":
+            webhooks[values["hook"], values["outcome"]] = int(value)
+        elif name == "gitsync_triggers_total":
+            triggers[values["source"]] = value
+    return webhooks, triggers
+
+
 def _passes(daemon: DaemonProcess) -> float:
     m = daemon.metrics()
     return (
@@ -314,14 +334,25 @@ def _mean_pass_seconds(daemon: DaemonProcess) -> float:
 
 
 def test_invalid_webhooks_trigger_nothing(daemon: DaemonProcess) -> None:
-    before = _settled(daemon)
+    webhooks_before, triggers_before = _counts(daemon)
+    assert triggers_before["start"] == 1  # the counter is live: the first pass was counted
     kinds = [k.name for k in INVALID for _ in range(20)]
     random.Random(1).shuffle(kinds)
     results = _fire(daemon.base, kinds)
     _check_statuses(results)
-    time.sleep(1.5)  # a triggered pass would have run by now
-    assert _passes(daemon) == before
     assert sum(results.values()) == len(kinds)
+
+    # Every request was answered, so every count is in: each one under its outcome, and
+    # not one trigger from any source (the poll timer is an hour away).
+    webhooks_after, triggers_after = _counts(daemon)
+    expected = Counter(KINDS[k].counted for k in kinds if KINDS[k].counted is not None)
+    assert webhooks_after - webhooks_before == expected
+    assert triggers_after == triggers_before
+
+    # A valid webhook moves the trigger counter at once: the check above could fail.
+    with httpx.Client(base_url=daemon.base, timeout=30) as client:
+        assert _send(client, "github-push") == 202
+    assert _counts(daemon)[1]["webhook"] == triggers_before["webhook"] + 1
     log = daemon.log_path.read_text()
     assert SECRET not in log
 
@@ -330,6 +361,7 @@ def test_a_burst_of_1000_mixed_webhooks_coalesces_and_healthz_stays_fast(
     daemon: DaemonProcess,
 ) -> None:
     before = _settled(daemon)
+    webhooks_before, triggers_before = _counts(daemon)
     kinds = _mix(BURST, valid_share=0.4, rng=random.Random(2))
     valid = sum(1 for k in kinds if KINDS[k].valid)
     with SlowClients(daemon.port, SLOW_CLIENTS) as slow:
@@ -343,10 +375,19 @@ def test_a_burst_of_1000_mixed_webhooks_coalesces_and_healthz_stays_fast(
         after = _settled(daemon)
         # The slow clients are cut off by the per-request deadline, however steadily
         # they trickle, while everyone else was served.
-        deadline = time.monotonic() + REQUEST_DEADLINE + 5
-        while len(slow.closed_after) < SLOW_CLIENTS and time.monotonic() < deadline:
-            time.sleep(0.2)
+        wait_until(
+            lambda: len(slow.closed_after) == SLOW_CLIENTS,
+            timeout=REQUEST_DEADLINE + 5,
+            what=f"the per-request deadline to cut off all {SLOW_CLIENTS} slow clients",
+            detail=lambda: f"{len(slow.closed_after)} were cut off",
+            interval=0.2,
+        )
     _check_statuses(results)
+    # Each request is counted under its outcome, and each valid one queued one trigger.
+    webhooks_after, triggers_after = _counts(daemon)
+    expected = Counter(KINDS[k].counted for k in kinds if KINDS[k].counted is not None)
+    assert webhooks_after - webhooks_before == expected
+    assert triggers_after["webhook"] - triggers_before["webhook"] == valid
     passes = after - before
     pass_seconds = _mean_pass_seconds(daemon)
     p95 = probe.p95()

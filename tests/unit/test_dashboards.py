@@ -77,6 +77,8 @@ CONTRACT_METRICS = frozenset(
         "gitsync_reconcile_duration_seconds_sum",
         "gitsync_reconcile_duration_seconds_count",
         "gitsync_reconciles_total",
+        "gitsync_triggers_total",
+        "gitsync_webhook_requests_total",
         "gitsync_last_reconcile_success_timestamp_seconds",
         "gitsync_cache_info",
         "gitsync_cache_desired",

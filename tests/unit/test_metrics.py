@@ -7,9 +7,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gitsync.metrics import DaemonMetrics, StateExposition, StateView, UsageMetrics
+from gitsync.metrics import (
+    WEBHOOK_HOOKS,
+    WEBHOOK_OUTCOMES,
+    DaemonMetrics,
+    ExpositionRegistry,
+    RequestCounts,
+    StateExposition,
+    StateView,
+    UsageMetrics,
+)
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
 from gitsync.pricing import PriceTable
+from gitsync.triggers import TRIGGER_SOURCES, TriggerQueue
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
 
@@ -130,3 +140,49 @@ def test_daemon_metrics_names() -> None:
     assert registry.get_sample_value("gitsync_reconciles_total", {"result": "success"}) == 1
     assert registry.get_sample_value("gitsync_reconciles_total", {"result": "error"}) == 0
     assert registry.get_sample_value("gitsync_source_fetch_errors_total") == 1
+
+
+def test_webhook_and_trigger_counts_are_read_at_scrape_time() -> None:
+    registry = ExpositionRegistry()
+    webhooks: dict[tuple[str, str], int] = {}
+    queue = TriggerQueue()
+    registry.register(RequestCounts(webhooks=lambda: webhooks, triggers=queue.counts_by_source))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    # Every known series exists from the start, at zero.
+    for hook in WEBHOOK_HOOKS:
+        for outcome in WEBHOOK_OUTCOMES:
+            assert value("gitsync_webhook_requests_total", hook=hook, outcome=outcome) == 0
+    for source in TRIGGER_SOURCES:
+        assert value("gitsync_triggers_total", source=source) == 0
+
+    webhooks[("github", "triggered")] = 2
+    webhooks[("gitlab", "unauthorized")] = 1
+    queue.put("start")
+    queue.put("webhook:github")
+    queue.put("webhook:gitlab")
+    queue.put("watch")
+    queue.put("poll")  # not a known source: counted as "other", never as a label of its own
+    assert queue.wait(0) == ("start", "webhook:github", "webhook:gitlab", "watch", "poll")
+    assert queue.wait(0) == ()  # timed out: the poll timer's turn
+    queue.close()
+    queue.put("webhook:generic")  # a stopping daemon takes no more triggers
+    assert queue.wait(0) == ()  # closed, not timed out
+
+    assert value("gitsync_webhook_requests_total", hook="github", outcome="triggered") == 2
+    assert value("gitsync_webhook_requests_total", hook="gitlab", outcome="unauthorized") == 1
+    assert value("gitsync_webhook_requests_total", hook="generic", outcome="refused") == 0
+    counts = {source: value("gitsync_triggers_total", source=source) for source in TRIGGER_SOURCES}
+    assert counts == {
+        "start": 1,
+        "interval": 1,
+        "webhook": 2,
+        "watch": 1,
+        "leader": 0,
+        "other": 1,
+    }
+    text = registry.exposition().decode()
+    assert "# TYPE gitsync_webhook_requests_total counter" in text
+    assert 'gitsync_triggers_total{source="webhook"} 2.0' in text

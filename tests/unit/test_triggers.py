@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gitsync.triggers import TriggerQueue, jittered_interval
+from gitsync.triggers import TRIGGER_SOURCES, TriggerQueue, jittered_interval, trigger_source
 
 # Generous bound for a thread to react; only a hang would exceed it.
 SANITY_SECONDS = 10.0
@@ -125,6 +125,30 @@ def test_distinct_reasons_are_capped_but_the_pass_stays_due() -> None:
 
     queue.put("delivery-3")  # the cap applies per pass, not for ever
     assert queue.wait(0) == ("delivery-3",)
+
+
+def test_triggers_are_counted_by_a_bounded_source() -> None:
+    queue = TriggerQueue(max_reasons=2)
+    for reason in ("start", "webhook:github", "webhook:github", "leader", "poll", "x" * 1000):
+        queue.put(reason)  # past the cap of reasons kept, triggers are still counted
+    assert queue.wait(SANITY_SECONDS) == ("start", "webhook:github")
+    assert queue.wait(0) == ()
+
+    assert queue.counts_by_source() == {
+        "start": 1,
+        "interval": 1,
+        "webhook": 2,
+        "watch": 0,
+        "leader": 1,
+        "other": 2,
+    }
+    assert set(queue.counts_by_source()) == set(TRIGGER_SOURCES)
+    assert [trigger_source(r) for r in ("webhook:gitlab", "watch", "webhook", "")] == [
+        "webhook",
+        "watch",
+        "webhook",
+        "other",
+    ]
 
 
 def test_max_reasons_must_be_positive() -> None:

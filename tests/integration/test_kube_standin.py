@@ -1,0 +1,374 @@
+"""The Kubernetes stand-in prunes, defaults and validates objects as a real API server does.
+
+These requests are raw HTTP, as any client would send them, so what is
+checked is the stand-in itself: unknown fields are dropped (or refused with
+`fieldValidation=Strict`), the CRD's defaults are filled in, and an invalid
+object is answered 422 with a Status of reason Invalid naming each field,
+and is not stored. The CRD is `manifests/crd-imagecache.yaml`, as users
+install it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kube_fixtures import KubeServer
+from kube_validation import StructuralSchema
+
+GROUP = "eks.cloud.tencent.com"
+CACHES = f"/apis/{GROUP}/v1/imagecaches"
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeServer]:
+    with KubeServer() as server:
+        yield server
+
+
+@pytest.fixture
+def http(kube: KubeServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=kube.url, timeout=10) as client:
+        yield client
+
+
+def cache(name: str = "web", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "ImageCache",
+        "metadata": {"name": name},
+        "spec": {"images": ["nginx:1.27.2"], **spec},
+    }
+
+
+def stored(kube: KubeServer, name: str) -> dict[str, Any]:
+    return kube.api.get(GROUP, "imagecaches", None, name)
+
+
+def test_unknown_fields_are_pruned_and_defaults_filled_in(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    body = cache(imageCacheSzie=50)  # the typo a provider might make
+    body["metadata"]["labelz"] = {"a": "b"}
+    body["extra"] = True
+    answer = http.post(CACHES, json=body)
+    assert answer.status_code < 300, answer.text
+
+    obj = stored(kube, "web")
+    assert "extra" not in obj
+    assert "labelz" not in obj["metadata"]
+    # The typo is gone and the schema's defaults are in: what a real cluster would hold.
+    assert obj["spec"] == {"images": ["nginx:1.27.2"], "imageCacheSize": 20, "retentionDays": 0}
+    assert answer.json()["spec"] == obj["spec"]
+
+    # The status keeps whatever the operator writes (x-kubernetes-preserve-unknown-fields).
+    status = {"phase": "Ready", "imcId": "imc-1", "anything": {"nested": [1, 2]}}
+    answer = http.patch(
+        f"{CACHES}/web/status",
+        json={"status": status},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert stored(kube, "web")["status"] == status
+
+
+def test_strict_field_validation_refuses_unknown_fields(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    answer = http.post(f"{CACHES}?fieldValidation=Strict", json=cache(imageCacheSzie=50))
+    assert answer.status_code == 400
+    assert answer.json()["reason"] == "BadRequest"
+    assert 'unknown field "spec.imageCacheSzie"' in answer.json()["message"]
+    assert kube.api.names(GROUP, "imagecaches") == set()
+
+
+LONG = "x" * 64
+
+INVALID: dict[str, tuple[dict[str, Any], str, str, str]] = {
+    # case: (object, field, cause reason, words of the message)
+    "capital and underscore in the name": (
+        cache("Web_1"),
+        "metadata.name",
+        "FieldValueInvalid",
+        "lowercase RFC 1123 subdomain",
+    ),
+    "name over 253 characters": (
+        cache("a" * 254),
+        "metadata.name",
+        "FieldValueInvalid",
+        "no more than 253 characters",
+    ),
+    "label value with a space": (
+        {**cache(), "metadata": {"name": "web", "labels": {"gitsync.io/owner": "ci x"}}},
+        "metadata.labels",
+        "FieldValueInvalid",
+        "a valid label must be an empty string",
+    ),
+    "label value over 63 characters": (
+        {**cache(), "metadata": {"name": "web", "labels": {"team": LONG}}},
+        "metadata.labels",
+        "FieldValueInvalid",
+        "no more than 63 characters",
+    ),
+    "label key with two slashes": (
+        {**cache(), "metadata": {"name": "web", "labels": {"a.io/b/c": "x"}}},
+        "metadata.labels",
+        "FieldValueInvalid",
+        "optional DNS subdomain prefix",
+    ),
+    "label key name part over 63 characters": (
+        {**cache(), "metadata": {"name": "web", "labels": {f"a.io/{LONG}": "x"}}},
+        "metadata.labels",
+        "FieldValueInvalid",
+        "name part must be no more than 63 characters",
+    ),
+    "label key with an invalid prefix": (
+        {**cache(), "metadata": {"name": "web", "labels": {"A_B/name": "x"}}},
+        "metadata.labels",
+        "FieldValueInvalid",
+        "prefix part a lowercase RFC 1123 subdomain",
+    ),
+    "annotations over 256 KiB": (
+        {**cache(), "metadata": {"name": "web", "annotations": {"big": "x" * 262_142}}},
+        "metadata.annotations",
+        "FieldValueTooLong",
+        "must have at most 262144 bytes",
+    ),
+    "size under the minimum": (
+        cache(imageCacheSize=10),
+        "spec.imageCacheSize",
+        "FieldValueInvalid",
+        "should be greater than or equal to 20",
+    ),
+    "size over the maximum": (
+        cache(imageCacheSize=32001),
+        "spec.imageCacheSize",
+        "FieldValueInvalid",
+        "should be less than or equal to 32000",
+    ),
+    "size as a string": (
+        cache(imageCacheSize="50"),
+        "spec.imageCacheSize",
+        "FieldValueTypeInvalid",
+        "must be of type integer",
+    ),
+    "negative retention": (
+        cache(retentionDays=-1),
+        "spec.retentionDays",
+        "FieldValueInvalid",
+        "should be greater than or equal to 0",
+    ),
+    "no images": (
+        {**cache(), "spec": {"imageCacheSize": 20}},
+        "spec.images",
+        "FieldValueRequired",
+        "Required value",
+    ),
+    "an empty image list": (
+        {**cache(), "spec": {"images": []}},
+        "spec.images",
+        "FieldValueInvalid",
+        "should have at least 1 items",
+    ),
+    "101 images": (
+        {**cache(), "spec": {"images": [f"nginx:{n}" for n in range(101)]}},
+        "spec.images",
+        "FieldValueTooMany",
+        "must have at most 100 items",
+    ),
+    "an image reference over 512 characters": (
+        {**cache(), "spec": {"images": ["a" * 513]}},
+        "spec.images[0]",
+        "FieldValueTooLong",
+        "may not be longer than 512",
+    ),
+    "a pull secret without a namespace": (
+        cache(imagePullSecrets=["regcred"]),
+        "spec.imagePullSecrets[0]",
+        "FieldValueInvalid",
+        "should match",
+    ),
+    "no spec": (
+        {k: v for k, v in cache().items() if k != "spec"},
+        "spec",
+        "FieldValueRequired",
+        "Required value",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID))
+def test_an_invalid_image_cache_is_422_and_not_stored(
+    kube: KubeServer, http: httpx.Client, case: str
+) -> None:
+    body, field, reason, words = INVALID[case]
+    answer = http.post(CACHES, json=body)
+
+    assert answer.status_code == 422, answer.text
+    status = answer.json()
+    assert (status["kind"], status["status"], status["reason"], status["code"]) == (
+        "Status",
+        "Failure",
+        "Invalid",
+        422,
+    )
+    name = body["metadata"]["name"]
+    assert status["message"].startswith(f'ImageCache.{GROUP} "{name}" is invalid: {field}: ')
+    assert (status["details"]["kind"], status["details"]["group"]) == ("ImageCache", GROUP)
+    causes = [(c["field"], c["reason"]) for c in status["details"]["causes"]]
+    assert (field, reason) in causes, status
+    assert any(words in c["message"] for c in status["details"]["causes"]), status
+    assert kube.api.names(GROUP, "imagecaches") == set()
+
+
+def test_valid_metadata_is_accepted(kube: KubeServer, http: httpx.Client) -> None:
+    body = cache("web.team-a")
+    body["metadata"]["labels"] = {
+        "app.kubernetes.io/managed-by": "gitsync",
+        "gitsync.io/owner": "ci-1.main_x",
+        "empty": "",
+    }
+    body["metadata"]["annotations"] = {"gitsync.io/prune": "disabled", "note": "x" * 200_000}
+    answer = http.post(CACHES, json=body)
+    assert answer.status_code < 300, answer.text
+    assert stored(kube, "web.team-a")["metadata"]["labels"] == body["metadata"]["labels"]
+
+
+def test_a_write_that_would_make_an_object_invalid_changes_nothing(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    assert http.post(CACHES, json=cache(imageCacheSize=30)).status_code < 300
+    before = stored(kube, "web")
+
+    merge = {"Content-Type": "application/merge-patch+json"}
+    answer = http.patch(f"{CACHES}/web", json={"spec": {"imageCacheSize": 5}}, headers=merge)
+    assert answer.status_code == 422
+    assert answer.json()["details"]["causes"][0]["field"] == "spec.imageCacheSize"
+
+    replaced = {**before, "spec": {"images": []}}
+    answer = http.put(f"{CACHES}/web", json=replaced)
+    assert answer.status_code == 422
+    assert answer.json()["details"]["causes"][0]["field"] == "spec.images"
+
+    apply = {"Content-Type": "application/apply-patch+yaml"}
+    invalid = cache(imageCacheSize=99999)
+    answer = http.patch(
+        f"{CACHES}/web?fieldManager=gitsync&force=true", json=invalid, headers=apply
+    )
+    assert answer.status_code == 422
+    assert "should be less than or equal to 32000" in answer.json()["message"]
+
+    assert stored(kube, "web") == before  # not even the resourceVersion moved
+
+
+def test_server_side_apply_prunes_before_it_takes_ownership(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    body = cache(imageCacheSize=30, imageCacheSzie=50)
+    answer = http.patch(
+        f"{CACHES}/web?fieldManager=gitsync",
+        json=body,
+        headers={"Content-Type": "application/apply-patch+yaml"},
+    )
+    assert answer.status_code < 300, answer.text
+    obj = stored(kube, "web")
+    assert obj["spec"] == {"images": ["nginx:1.27.2"], "imageCacheSize": 30, "retentionDays": 0}
+    (managed,) = obj["metadata"]["managedFields"]
+    assert managed["manager"] == "gitsync"
+    assert set(managed["fieldsV1"]["f:spec"]) == {"f:images", "f:imageCacheSize"}
+
+
+def test_built_in_kinds_get_the_metadata_rules_too(kube: KubeServer, http: httpx.Client) -> None:
+    secrets = "/api/v1/namespaces/apps/secrets"
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "Regcred"}}
+    answer = http.post(secrets, json=secret)
+    assert answer.status_code == 422
+    assert answer.json()["message"].startswith('Secret "Regcred" is invalid: metadata.name: ')
+    assert "group" not in answer.json()["details"]  # the core group has no name
+
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": "gitsync-leader", "colour": "blue"},
+        "spec": {"holderIdentity": "a"},
+    }
+    answer = http.post("/apis/coordination.k8s.io/v1/namespaces/default/leases", json=lease)
+    assert answer.status_code < 300, answer.text
+    held = kube.api.get("coordination.k8s.io", "leases", "default", "gitsync-leader")
+    assert "colour" not in held["metadata"]
+
+
+def test_the_schema_rules_a_future_crd_may_use() -> None:
+    """Enums, nullable, maps and nested preserved fields: none in today's CRD, all handled."""
+    schema = StructuralSchema(
+        {
+            "type": "object",
+            "properties": {
+                "spec": {
+                    "type": "object",
+                    "properties": {
+                        "mode": {"type": "string", "enum": ["fast", "cheap"], "default": "fast"},
+                        "note": {"type": "string", "nullable": True},
+                        "sizes": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {"gib": {"type": "integer", "minimum": 1}},
+                            },
+                        },
+                        "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                        "items": {
+                            "type": "array",
+                            "items": {"type": "object", "properties": {"n": {"type": "integer"}}},
+                        },
+                    },
+                },
+            },
+        }
+    )
+    obj = {
+        "apiVersion": "x/v1",
+        "kind": "X",
+        "metadata": {"name": "a"},
+        "spec": {
+            "note": None,
+            "sizes": {"small": {"gib": 2, "typo": 1}},
+            "extra": {"anything": {"goes": [1]}},
+            "items": [{"n": 1, "m": 2}],
+            "unknown": 1,
+        },
+    }
+    pruned, dropped = schema.prune(obj)
+    assert dropped == ["spec.sizes.small.typo", "spec.items[0].m", "spec.unknown"]
+    schema.default(pruned)
+    assert pruned == {
+        "apiVersion": "x/v1",
+        "kind": "X",
+        "metadata": {"name": "a"},
+        "spec": {
+            "mode": "fast",
+            "note": None,
+            "sizes": {"small": {"gib": 2}},
+            "extra": {"anything": {"goes": [1]}},
+            "items": [{"n": 1}],
+        },
+    }
+    assert schema.causes(pruned) == []
+
+    pruned["spec"]["mode"] = "slow"
+    pruned["spec"]["sizes"]["large"] = {"gib": 0}
+    pruned["spec"]["items"][0]["n"] = True  # a boolean is not an integer
+    causes = {(c.field, c.reason): c.message for c in schema.causes(pruned)}
+    assert causes == {
+        ("spec.items[0].n", "FieldValueTypeInvalid"): (
+            'Invalid value: "boolean": spec.items[0].n in body must be of type integer: "boolean"'
+        ),
+        ("spec.mode", "FieldValueNotSupported"): (
+            'Unsupported value: "slow": supported values: "fast", "cheap"'
+        ),
+        ("spec.sizes.large.gib", "FieldValueInvalid"): (
+            "Invalid value: 0: spec.sizes.large.gib in body should be greater than or equal to 1"
+        ),
+    }
