@@ -12,9 +12,10 @@ Which does what, and why:
 * GitPython reads a local repository in place: the commit HEAD names, and for
   `plan --revision` the commit a revision names (`repo.commit(rev)`, GitPython's
   rev-parse) and the files of its tree, walked from `commit.tree` with the blobs
-  read by one `git cat-file --batch`. Like git, it follows the caller's GIT_DIR,
-  GIT_OBJECT_DIRECTORY… (a pre-receive hook's quarantined objects are found). It
-  is imported on first use: the import runs `git version`, and fails without git,
+  read by one `git cat-file --batch`. Like git, it reads objects where the
+  caller's GIT_OBJECT_DIRECTORY and GIT_ALTERNATE_OBJECT_DIRECTORIES point, so
+  `plan` in a pre-receive hook sees the pushed commit in its quarantine. It is
+  imported on first use: the import runs `git version`, and fails without git,
   which a plain folder of specs does not need (and `validate` never loads it).
 * The daemon's clone (ls-remote, fetch, checkout, clean, gc and the rev-parse
   between them) is worked by the `git` command through `_run`, because GitPython
@@ -447,10 +448,15 @@ def head_revision(repo: Path) -> str | None:
         opened = _open_repo(repo)
     except SourceError:
         return None
+    import git  # noqa: PLC0415  # loaded by _open_repo
+
     with opened:
         try:
             return opened.head.commit.hexsha
         except ValueError:  # an unborn branch: `git init` and no commit yet
+            return None
+        except (git.exc.GitError, git.exc.ODBError) as exc:  # a damaged repository
+            log.debug("cannot read HEAD of %s: %s", repo, _gitpython_failure(exc, what="git"))
             return None
 
 
@@ -484,7 +490,7 @@ def export_revision(*, repo: str, revision: str, dest: Path) -> Checkout:
                 f"{where} is not a commit: give a branch, a tag, a commit id (abbreviated too) "
                 "or an expression such as HEAD~1"
             ) from exc
-        except git.exc.GitError as exc:
+        except (git.exc.GitError, git.exc.ODBError) as exc:
             raise _gitpython_failure(exc, what=f"reading {where}") from exc
         prefix = _folder_in_work_tree(local, opened.working_tree_dir)
         if prefix:
@@ -501,7 +507,7 @@ def export_revision(*, repo: str, revision: str, dest: Path) -> Checkout:
             tree = found
         try:
             _write_tree(tree, dest)
-        except git.exc.GitError as exc:
+        except (git.exc.GitError, git.exc.ODBError, ValueError) as exc:  # a damaged object
             raise _gitpython_failure(exc, what=f"reading {where}") from exc
         except OSError as exc:
             raise SourceError(f"cannot write {where} into {dest}: {exc.strerror or exc}") from exc

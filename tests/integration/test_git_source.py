@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -532,6 +533,39 @@ def test_export_of_a_local_revision_writes_that_commit_not_the_work_tree(
     assert calls == []  # read in place by GitPython: no clone, no runner call
 
 
+def test_export_in_a_pre_receive_hook_reads_the_quarantined_push(
+    tmp_path: Path, remote: Remote
+) -> None:
+    # git keeps pushed objects in a quarantine until the hook accepts them and tells
+    # the hook where (GIT_OBJECT_DIRECTORY); GitPython reads them there, as git does.
+    out = tmp_path / "exported"
+    program = (
+        "import sys; from pathlib import Path; from gitsync.sources.git import export_revision; "
+        "c = export_revision(repo='.', revision=sys.argv[1], dest=Path(sys.argv[2])); "
+        "print('exported', c.revision)"
+    )
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nread old new ref\n"
+        f'exec {shlex.quote(sys.executable)} -c "{program}" "$new" {shlex.quote(str(out))}\n'
+    )
+    hook.chmod(0o755)
+    pushed = remote.commit({"caches/api.yaml": "name: api\n"})
+
+    done = subprocess.run(
+        ["git", "push", "origin", "main"],
+        cwd=remote.work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"exported {pushed}" in done.stderr
+    assert files_of(out) == {"caches/web.yaml", "caches/api.yaml", "README.md"}
+
+
 def test_export_from_a_folder_in_the_work_tree_writes_that_folder(
     tmp_path: Path, remote: Remote
 ) -> None:
@@ -555,6 +589,16 @@ def test_export_of_a_revision_that_names_no_commit_says_so(
     with pytest.raises(SourceError, match=r"is not a commit: give a branch, a tag") as caught:
         export_revision(repo=str(remote.work), revision=revision, dest=tmp_path / "out")
     assert repr(revision) in str(caught.value)
+
+
+def test_export_of_a_damaged_repository_is_a_source_error(tmp_path: Path, remote: Remote) -> None:
+    blob = remote.git("rev-parse", "HEAD:caches/web.yaml")
+    (remote.work / ".git" / "objects" / blob[:2] / blob[2:]).unlink()  # loose: never packed
+    with pytest.raises(SourceError, match=r"reading revision 'HEAD' of .* failed: .*missing"):
+        export_revision(repo=str(remote.work), revision="HEAD", dest=tmp_path / "out")
+    commit = remote.git("rev-parse", "HEAD")
+    (remote.work / ".git" / "objects" / commit[:2] / commit[2:]).unlink()
+    assert head_revision(remote.work) is None
 
 
 def test_export_of_a_folder_outside_any_repository_is_a_source_error(tmp_path: Path) -> None:
