@@ -1,4 +1,4 @@
-"""Reading revisions of a cache repository with the `git` command.
+"""Reading revisions of a cache repository: GitPython reads, the `git` command fetches.
 
 Two users:
 
@@ -7,14 +7,38 @@ Two users:
 * the daemon calls `GitSource.fetch()` once per pass: a shallow clone kept in the
   data dir, brought to the newest commit of one tracked ref.
 
-Why the `git` command and not gitpython's object API: gitpython shells out to the
-same binary for every network operation anyway, and its timeouts cover only
-some calls. Here every git process runs in its own process group with a
-deadline; when the deadline passes the whole group (git, git-remote-https, ssh)
-is killed, so a dead server can never hang a pass. Errors become
-`SourceUnavailable` (a `TemporaryError`: the network, a timeout, a 5xx; retry
-later) or `SourceError` (a `PermanentError`: authentication, unknown host key,
-missing ref, not a repository; a human must act), decided from git's stderr.
+Which does what, and why:
+
+* GitPython reads a local repository in place: the commit HEAD names, and for
+  `plan --revision` the commit a revision names (`repo.commit(rev)`, GitPython's
+  rev-parse) and the files of its tree, walked from `commit.tree` with the blobs
+  read by one `git cat-file --batch`. Like git, it reads objects where the
+  caller's GIT_OBJECT_DIRECTORY and GIT_ALTERNATE_OBJECT_DIRECTORIES point, so
+  `plan` in a pre-receive hook sees the pushed commit in its quarantine. It is
+  imported on first use: the import runs `git version`, and fails without git,
+  which a plain folder of specs does not need (and `validate` never loads it).
+* The daemon's clone (ls-remote, fetch, checkout, clean, gc and the rev-parse
+  between them) is worked by the `git` command through `_run`, because GitPython
+  cannot give three things the clone needs. The deadline: every git process runs
+  in its own session, and at the deadline the whole group (git,
+  git-remote-https, ssh) is killed; GitPython's `kill_after_timeout` looks the
+  children up with pgrep or ps, which the slim image lacks, kills git alone, and
+  then waits on pipes the surviving helper holds, for ever if the server accepts
+  and never answers. The environment: GitPython starts each process from
+  os.environ and can only add to it, and `Repo()` itself honours GIT_WORK_TREE,
+  GIT_COMMON_DIR and GIT_OBJECT_DIRECTORY; the clone is private, so a checkout
+  and a `clean -ffdx` there must not follow a GIT_WORK_TREE or GIT_INDEX_FILE
+  inherited from a hook into someone's work tree, and `_run` removes them. The
+  layout: `Repo.clone_from` records the URL as `origin` in .git/config and cannot
+  start from a commit id; the clone keeps no remote (below). Each of these is the
+  same git process either way, so GitPython would not make them faster.
+  A URL given to `plan --revision` goes through a `GitSource` too, so it gets
+  the same credential handling and deadline.
+
+Errors become `SourceUnavailable` (a `TemporaryError`: the network, a timeout,
+a 5xx; retry later) or `SourceError` (a `PermanentError`: authentication,
+unknown host key, missing ref, not a repository; a human must act), decided
+from git's stderr; GitPython's exceptions are translated where they are caught.
 
 How the daemon's fetch stays cheap: when the ref is a branch or tag, one
 `git ls-remote` asks the remote where it points; when that is the commit
@@ -56,7 +80,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import io
 import ipaddress
 import logging
 import os
@@ -65,15 +88,18 @@ import shlex
 import signal
 import stat
 import subprocess
-import tarfile
 import threading
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from gitsync.errors import ConfigError, GitSyncError, PermanentError, TemporaryError
+
+if TYPE_CHECKING:
+    import git
 
 log = logging.getLogger(__name__)
 
@@ -378,52 +404,162 @@ def _ssh_host(url: str) -> tuple[str, int | None]:
     return host.rpartition("@")[2], None
 
 
-def _git(*args: str, cwd: Path | None = None, stdin: bytes | None = None) -> bytes:
-    """Run git for the one-shot helpers below; errors become Source errors."""
+def _open_repo(path: Path) -> git.Repo:
+    """GitPython's view of the repository that holds `path` (a work tree, a subfolder, a bare one).
+
+    GitPython is imported here, on first use: importing it runs `git version`, and
+    fails without git, which a plain folder of specs does not need.
+    """
     try:
-        done = _run(
-            ["git", *_SAFE_CONFIG, *args],
-            cwd=cwd,
-            env=_base_env(),
-            timeout=GIT_TIMEOUT_SECONDS,
-            stdin=stdin,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SourceUnavailable(
-            f"git {args[0]} did not finish within {GIT_TIMEOUT_SECONDS:.0f} s"
-        ) from exc
-    except FileNotFoundError as exc:
+        import git  # noqa: PLC0415  # see the docstring
+    except ImportError as exc:
+        if exc.name in {"git", "gitdb", "smmap"}:
+            raise SourceError(
+                "GitPython is not installed: pip install 'gitpython>=3.1.40'"
+            ) from exc
         raise SourceError("the git command is not installed or not on PATH") from exc
-    if done.returncode != 0:
+    try:
+        return git.Repo(path, search_parent_directories=True)
+    except git.exc.NoSuchPathError as exc:
+        raise SourceError(f"repository {path} does not exist") from exc
+    except git.exc.InvalidGitRepositoryError as exc:
         raise SourceError(
-            f"git {args[0]} failed: {redact_url(_stderr_detail(done.stderr, done.returncode))}"
-        )
-    return done.stdout
+            f"{path} is not in a git repository: give a git work tree (or a folder in one), "
+            "a bare repository or a URL"
+        ) from exc
+
+
+def _gitpython_failure(exc: Exception, *, what: str) -> SourceError:
+    """The SourceError for a git process GitPython ran that failed; no command line in it."""
+    import git  # noqa: PLC0415  # loaded already: only _open_repo's repositories get here
+
+    if isinstance(exc, git.exc.GitCommandNotFound):
+        return SourceError("the git command is not installed or not on PATH")
+    if isinstance(exc, git.exc.GitCommandError):
+        stderr = exc.stderr.removeprefix("\n  stderr: '").removesuffix("'")
+        status = exc.status if isinstance(exc.status, int) else -1
+        return SourceError(f"{what} failed: {redact_url(_stderr_detail(stderr.encode(), status))}")
+    return SourceError(f"{what} failed: {redact_url(str(exc))}")
 
 
 def head_revision(repo: Path) -> str | None:
-    """The commit checked out in a working tree, or None if it is not a git work tree."""
+    """The commit checked out in a work tree, or None: not a git work tree, or no commit yet."""
     try:
-        return _git("rev-parse", "--verify", "HEAD", cwd=repo).decode().strip()
+        opened = _open_repo(repo)
     except SourceError:
         return None
+    import git  # noqa: PLC0415  # loaded by _open_repo
+
+    with opened:
+        try:
+            return opened.head.commit.hexsha
+        except ValueError:  # an unborn branch: `git init` and no commit yet
+            return None
+        except (git.exc.GitError, git.exc.ODBError) as exc:  # a damaged repository
+            log.debug("cannot read HEAD of %s: %s", repo, _gitpython_failure(exc, what="git"))
+            return None
 
 
 def export_revision(*, repo: str, revision: str, dest: Path) -> Checkout:
-    """Write the files of `revision` of `repo` (a local path or a URL) into `dest`."""
-    local = Path(repo)
+    """The files of `revision` of `repo` (a local path or a URL), written under `dest`.
+
+    A local repository is read in place with GitPython, and `revision` is anything
+    its rev-parse takes (a branch, a tag, a commit id, abbreviated too, `HEAD~1`).
+    Given a folder inside a work tree, only that folder of the revision is written,
+    as `git archive` does. A URL is fetched into `dest` by a `GitSource`, with its
+    credential handling and deadline; `revision` is then a branch, a tag, a full
+    ref name or a full commit id.
+    """
     dest.mkdir(parents=True, exist_ok=True)
-    if local.is_dir():
-        commit = _git("rev-parse", "--verify", f"{revision}^{{commit}}", cwd=local).decode().strip()
-        archive = _git("archive", "--format=tar", commit, cwd=local)
-        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-            tar.extractall(dest, filter="data")
-        return Checkout(path=dest, revision=commit)
-    _git("init", "--quiet", str(dest))
-    _git("fetch", "--quiet", "--depth", "1", "--", repo, revision, cwd=dest)
-    _git("checkout", "--quiet", "--detach", "FETCH_HEAD", cwd=dest)
-    commit = _git("rev-parse", "HEAD", cwd=dest).decode().strip()
-    return Checkout(path=dest, revision=commit)
+    local = Path(repo)
+    if not local.is_dir():
+        source = GitSource(
+            url=repo, ref=revision, cache_dir=dest, timeout_seconds=GIT_TIMEOUT_SECONDS
+        )
+        fetched = source.fetch()
+        return Checkout(path=fetched.tree, revision=fetched.revision)
+    with _open_repo(local) as opened:
+        import git  # noqa: PLC0415  # loaded by _open_repo, which turns its absence into a SourceError
+
+        where = f"revision {revision!r} of {local}"
+        try:
+            commit = opened.commit(revision)
+            tree = commit.tree  # reads the commit: a full id that names nothing fails here
+        except (git.exc.BadName, git.exc.BadObject, ValueError) as exc:
+            raise SourceError(
+                f"{where} is not a commit: give a branch, a tag, a commit id (abbreviated too) "
+                "or an expression such as HEAD~1"
+            ) from exc
+        except (git.exc.GitError, git.exc.ODBError) as exc:
+            raise _gitpython_failure(exc, what=f"reading {where}") from exc
+        prefix = _folder_in_work_tree(local, opened.working_tree_dir)
+        if prefix:
+            try:
+                found = tree / prefix
+            except KeyError:
+                found = None
+            if found is None or found.type != "tree":
+                raise SourceError(
+                    f"folder {prefix!r} does not exist in revision {commit.hexsha[:12]} of "
+                    f"{opened.working_tree_dir}; give the repository root or a folder that "
+                    "the revision has"
+                )
+            tree = found
+        try:
+            _write_tree(tree, dest)
+        except (git.exc.GitError, git.exc.ODBError, ValueError) as exc:  # a damaged object
+            raise _gitpython_failure(exc, what=f"reading {where}") from exc
+        except OSError as exc:
+            raise SourceError(f"cannot write {where} into {dest}: {exc.strerror or exc}") from exc
+        return Checkout(path=dest, revision=commit.hexsha)
+
+
+def _folder_in_work_tree(folder: Path, work_tree: str | os.PathLike[str] | None) -> str:
+    """`folder` relative to the work tree root, '' for the root itself or a bare repository."""
+    if work_tree is None:
+        return ""
+    try:
+        relative = folder.resolve().relative_to(Path(work_tree).resolve())
+    except ValueError:  # GIT_WORK_TREE names another folder: take the whole tree, as git does
+        return ""
+    return "" if relative == Path() else relative.as_posix()
+
+
+def _write_tree(tree: git.Tree, dest: Path) -> None:
+    """Write the files of a git tree under `dest`: blobs from the object database, no checkout.
+
+    A git tree can be made by hand (`git mktree`) with names git would never check
+    out; those are refused, so nothing lands outside `dest` or in a `.git` folder.
+    Every file is created new (O_EXCL, O_NOFOLLOW), and symbolic links are made
+    last, so no write goes through a link the tree itself holds.
+    """
+    links: list[tuple[Path, str]] = []
+    pending = [(tree, dest)]
+    while pending:
+        current, folder = pending.pop()
+        try:
+            entries = list(current)
+        except ValueError as exc:  # GitPython ≥ 3.2 checks the names as it parses a tree
+            raise SourceError(f"refusing to write a path git never checks out: {exc}") from exc
+        for entry in entries:
+            name = entry.name
+            if name in {"", ".", ".."} or "/" in name or "\0" in name or name.lower() == ".git":
+                raise SourceError(f"refusing to write a path git never checks out: {entry.path!r}")
+            target = folder / name
+            if entry.type == "tree":
+                target.mkdir()
+                pending.append((entry, target))
+            elif entry.type != "blob":  # a submodule: an empty folder, as in a checkout
+                target.mkdir()
+            elif stat.S_ISLNK(entry.mode):
+                links.append((target, os.fsdecode(entry.data_stream.read())))
+            else:
+                mode = 0o777 if entry.mode & 0o111 else 0o666  # the umask applies, as in git
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                with os.fdopen(os.open(target, flags, mode), "wb") as file:
+                    entry.stream_data(file)
+    for target, link in links:
+        os.symlink(link, target)
 
 
 # ---------------------------------------------------------------- credentials

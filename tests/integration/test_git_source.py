@@ -1,18 +1,22 @@
 """GitSource against real git: a bare remote and a working clone in tmp_path.
 
 Commits are pushed from the tests, then `fetch()` is checked for what it
-returns and for which git commands it ran (every git process goes through
-`gitsync.sources.git._run`, which the `calls` fixture records). HTTPS runs
-against `git http-backend` behind a Basic-auth HTTP server on 127.0.0.1; SSH
-has no server here, so a fake `ssh` on PATH plays the host that fails.
+returns and for which git commands it ran (every git process of the daemon's
+clone goes through `gitsync.sources.git._run`, which the `calls` fixture
+records). HTTPS runs against `git http-backend` behind a Basic-auth HTTP server
+on 127.0.0.1; SSH has no server here, so a fake `ssh` on PATH plays the host
+that fails. The one-shot readers (`export_revision`, `head_revision`) read local
+repositories through GitPython, and URLs through a GitSource.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shlex
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,13 +27,15 @@ from typing import Any
 import pytest
 
 import gitsync.sources.git as gitmod
-from gitsync.errors import PermanentError, TemporaryError
+from gitsync.errors import ConfigError, PermanentError, TemporaryError
 from gitsync.sources.git import (
     FOLDER_REVISION_PREFIX,
     GitCredentials,
     GitSource,
     SourceError,
     SourceUnavailable,
+    export_revision,
+    head_revision,
 )
 
 TOKEN = "ghp_PLANTED-s3cret-token-0451"  # a planted secret: must never show up anywhere
@@ -346,6 +352,35 @@ def test_local_work_tree_counts_only_committed_state(tmp_path: Path, remote: Rem
     assert "caches/draft.yaml" in files_of(result.tree)
 
 
+def test_the_clone_ignores_git_variables_inherited_from_a_hook(
+    tmp_path: Path, remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = tmp_path / "users-checkout"
+    git("init", "--quiet", "-b", "main", str(other), cwd=tmp_path)
+    (other / "kept.txt").write_text("committed\n")
+    git("add", "kept.txt", cwd=other)
+    git("commit", "--quiet", "-m", "theirs", cwd=other)
+    (other / "untracked.txt").write_text("a clean -ffdx there would delete me\n")
+    index = (other / ".git" / "index").read_bytes()
+    head = git("rev-parse", "HEAD", cwd=other)
+    # What git sets for a hook it runs (GIT_INDEX_FILE for pre-commit), and more.
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    monkeypatch.setenv("GIT_OBJECT_DIRECTORY", str(other / ".git" / "objects"))
+
+    result = source(tmp_path, remote.bare).fetch()
+
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
+        monkeypatch.delenv(name)
+    assert files_of(result.tree) == {"caches/web.yaml", "README.md"}
+    assert result.revision == remote.git("rev-parse", "HEAD")
+    assert (other / "untracked.txt").exists()
+    assert (other / ".git" / "index").read_bytes() == index
+    assert git("rev-parse", "HEAD", cwd=other) == head
+    assert git("for-each-ref", "--format=%(refname)", cwd=other) == "refs/heads/main"
+
+
 # ------------------------------------------------------------------ a plain folder
 
 
@@ -387,6 +422,39 @@ def test_plain_folder_with_path_and_missing_folder(tmp_path: Path) -> None:
         source(tmp_path, tmp_path / "nowhere").fetch()
 
 
+def test_a_plain_folder_needs_neither_git_nor_gitpython(tmp_path: Path) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "web.yaml").write_text("name: web\n")
+    repo = Remote(tmp_path)  # before PATH loses git
+    repo.commit({"web.yaml": "name: web\n"})
+    empty_bin = tmp_path / "no-git-here"
+    empty_bin.mkdir()
+    script = f"""
+import sys
+from pathlib import Path
+from gitsync.sources.git import GitSource, SourceError, export_revision, head_revision
+result = GitSource(url={str(folder)!r}, cache_dir=Path({str(tmp_path / "cache")!r})).fetch()
+assert result.revision.startswith("sha256:"), result
+assert "git" not in sys.modules, "GitPython was imported for a plain folder"
+assert head_revision(Path({str(folder)!r})) is None
+try:
+    export_revision(repo={str(repo.work)!r}, revision="HEAD", dest=Path({str(tmp_path / "out")!r}))
+except SourceError as exc:
+    print(exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PATH": str(empty_bin)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "the git command is not installed or not on PATH"
+
+
 # ------------------------------------------------------------------ failures
 
 
@@ -423,6 +491,164 @@ def test_a_remote_that_never_answers_times_out(tmp_path: Path) -> None:
         src = source(tmp_path, f"http://127.0.0.1:{port}/repo.git", timeout_seconds=0.5)
         with pytest.raises(SourceUnavailable, match=r"did not finish within 0\.5 s"):
             src.fetch()
+
+
+# ------------------------------------------------------------------ one-shot reads
+
+
+def test_export_of_a_local_revision_writes_that_commit_not_the_work_tree(
+    tmp_path: Path, remote: Remote, calls: list[Call]
+) -> None:
+    first = remote.git("rev-parse", "HEAD")
+    remote.git("tag", "-a", "v1", "-m", "release 1")
+    tool = remote.work / "tool.sh"
+    tool.write_text("#!/bin/sh\n")
+    tool.chmod(0o755)
+    (remote.work / "link.yaml").symlink_to("caches/web.yaml")
+    second = remote.commit(
+        {"caches/api.yaml": "name: api\n", ".gitattributes": "README.md export-ignore\n"}
+    )
+    (remote.work / "caches" / "draft.yaml").write_text("name: draft\n")  # not committed
+
+    head = export_revision(repo=str(remote.work), revision="HEAD", dest=tmp_path / "head")
+
+    assert head.revision == second
+    assert head.path == tmp_path / "head"
+    # What a checkout has: export-ignore is an archive setting, not part of the commit.
+    assert files_of(head.path) == {
+        "caches/web.yaml",
+        "caches/api.yaml",
+        "README.md",
+        "tool.sh",
+        "link.yaml",
+        ".gitattributes",
+    }
+    assert os.access(head.path / "tool.sh", os.X_OK)
+    assert not os.access(head.path / "README.md", os.X_OK)
+    assert os.readlink(head.path / "link.yaml") == "caches/web.yaml"
+    for revision in ("v1", first[:8], "HEAD~1", "main^", first.upper()):
+        old = export_revision(repo=str(remote.work), revision=revision, dest=tmp_path / revision)
+        assert old.revision == first, revision
+        assert files_of(old.path) == {"caches/web.yaml", "README.md"}, revision
+    assert calls == []  # read in place by GitPython: no clone, no runner call
+
+
+def test_export_in_a_pre_receive_hook_reads_the_quarantined_push(
+    tmp_path: Path, remote: Remote
+) -> None:
+    # git keeps pushed objects in a quarantine until the hook accepts them and tells
+    # the hook where (GIT_OBJECT_DIRECTORY); GitPython reads them there, as git does.
+    out = tmp_path / "exported"
+    program = (
+        "import sys; from pathlib import Path; from gitsync.sources.git import export_revision; "
+        "c = export_revision(repo='.', revision=sys.argv[1], dest=Path(sys.argv[2])); "
+        "print('exported', c.revision)"
+    )
+    hook = remote.bare / "hooks" / "pre-receive"
+    hook.write_text(
+        "#!/bin/sh\nread old new ref\n"
+        f'exec {shlex.quote(sys.executable)} -c "{program}" "$new" {shlex.quote(str(out))}\n'
+    )
+    hook.chmod(0o755)
+    pushed = remote.commit({"caches/api.yaml": "name: api\n"})
+
+    done = subprocess.run(
+        ["git", "push", "origin", "main"],
+        cwd=remote.work,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert f"exported {pushed}" in done.stderr
+    assert files_of(out) == {"caches/web.yaml", "caches/api.yaml", "README.md"}
+
+
+def test_export_from_a_folder_in_the_work_tree_writes_that_folder(
+    tmp_path: Path, remote: Remote
+) -> None:
+    first = remote.git("rev-parse", "HEAD")
+    remote.commit({"caches/new/api.yaml": "name: api\n"})
+
+    sub = export_revision(repo=str(remote.work / "caches"), revision="HEAD", dest=tmp_path / "a")
+    assert files_of(sub.path) == {"web.yaml", "new/api.yaml"}  # like `git archive` there
+    with pytest.raises(SourceError, match=r"folder 'caches/new' does not exist in revision"):
+        export_revision(repo=str(remote.work / "caches" / "new"), revision=first, dest=tmp_path)
+    bare = export_revision(repo=str(remote.bare), revision="main", dest=tmp_path / "b")
+    assert (bare.revision, files_of(bare.path)) == (first, {"caches/web.yaml", "README.md"})
+
+
+@pytest.mark.parametrize(
+    "revision", ["no-such-branch", "0123456789abcdef0123456789abcdef01234567", "HEAD^{tree}"]
+)
+def test_export_of_a_revision_that_names_no_commit_says_so(
+    tmp_path: Path, remote: Remote, revision: str
+) -> None:
+    with pytest.raises(SourceError, match=r"is not a commit: give a branch, a tag") as caught:
+        export_revision(repo=str(remote.work), revision=revision, dest=tmp_path / "out")
+    assert repr(revision) in str(caught.value)
+
+
+def test_export_of_a_damaged_repository_is_a_source_error(tmp_path: Path, remote: Remote) -> None:
+    blob = remote.git("rev-parse", "HEAD:caches/web.yaml")
+    (remote.work / ".git" / "objects" / blob[:2] / blob[2:]).unlink()  # loose: never packed
+    with pytest.raises(SourceError, match=r"reading revision 'HEAD' of .* failed: .*missing"):
+        export_revision(repo=str(remote.work), revision="HEAD", dest=tmp_path / "out")
+    commit = remote.git("rev-parse", "HEAD")
+    (remote.work / ".git" / "objects" / commit[:2] / commit[2:]).unlink()
+    assert head_revision(remote.work) is None
+
+
+def test_export_of_a_folder_outside_any_repository_is_a_source_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SourceError, match="is not in a git repository"):
+        export_revision(repo=str(tmp_path / "plain"), revision="HEAD", dest=tmp_path / "out")
+
+
+@pytest.mark.parametrize("name", ["..", ".git", ".GIT"])
+def test_export_refuses_tree_entries_git_never_checks_out(
+    tmp_path: Path, remote: Remote, name: str
+) -> None:
+    # `git mktree` writes any name; fsck and checkout refuse these, and so must we.
+    blob = remote.git("hash-object", "-w", "caches/web.yaml")
+    inner = subprocess.run(
+        ["git", "mktree"],
+        cwd=remote.work,
+        input=f"100644 blob {blob}\tescaped.yaml\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    outer = subprocess.run(
+        ["git", "mktree"],
+        cwd=remote.work,
+        input=f"040000 tree {inner}\t{name}\n100644 blob {blob}\tweb.yaml\n",
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    commit = remote.git("commit-tree", outer, "-m", "crafted")
+    dest = tmp_path / "out" / "tree"
+
+    with pytest.raises(SourceError, match="refusing to write a path git never checks out") as no:
+        export_revision(repo=str(remote.work), revision=commit, dest=dest)
+    assert f"{name}'" in str(no.value)
+    assert not (tmp_path / "out" / "escaped.yaml").exists()
+    assert not (dest / name / "escaped.yaml").exists()
+
+
+def test_head_revision_of_work_trees_folders_and_empty_repositories(
+    tmp_path: Path, remote: Remote
+) -> None:
+    head = remote.git("rev-parse", "HEAD")
+    assert head_revision(remote.work) == head
+    assert head_revision(remote.work / "caches") == head
+    (tmp_path / "plain").mkdir()
+    assert head_revision(tmp_path / "plain") is None
+    git("init", "--quiet", str(tmp_path / "empty"), cwd=tmp_path)
+    assert head_revision(tmp_path / "empty") is None  # no commit yet
 
 
 # ------------------------------------------------------------------ HTTPS with a token
@@ -563,6 +789,23 @@ def test_token_in_the_url_is_moved_out_of_it(
     assert TOKEN not in src.url
     src.fetch()
     assert_secret_absent(TOKEN, calls, tmp_path / "cache")
+
+
+def test_export_of_a_url_sends_the_token_through_askpass_only(
+    tmp_path: Path, remote: Remote, http_remote: GitHttpServer, calls: list[Call]
+) -> None:
+    url = http_remote.url("remote.git").replace("http://", f"http://{USER}:{TOKEN}@")
+
+    checkout = export_revision(repo=url, revision="main", dest=tmp_path / "out")
+
+    assert checkout.revision == remote.git("rev-parse", "HEAD")
+    assert files_of(checkout.path) == {"caches/web.yaml", "README.md"}
+    expected = base64.b64encode(f"{USER}:{TOKEN}".encode()).decode()
+    assert f"Basic {expected}" in http_remote.authorizations
+    assert {call.command for call in calls} >= {"ls-remote", "fetch"}
+    assert_secret_absent(TOKEN, calls, tmp_path / "out")
+    with pytest.raises(ConfigError, match="not a valid git ref"):  # no rev-parse on a URL
+        export_revision(repo=url, revision="main~1", dest=tmp_path / "other")
 
 
 def test_a_configured_credential_helper_never_stores_the_token(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import shlex
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -259,3 +260,39 @@ def test_a_token_is_never_sent_over_plain_http_beyond_loopback(url: str) -> None
 def test_loopback_http_and_https_may_carry_a_token(url: str) -> None:
     src = GitSource(url=url, cache_dir=Path("/x"), credentials=GitCredentials(https_token=TOKEN))
     assert src.url == url
+
+
+class _Entry:
+    """The part of a GitPython tree entry `_write_tree` reads, for names no parser lets by."""
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name, self.path, self.type, self.mode = name, path, "blob", 0o100644
+
+    def __iter__(self) -> Iterator[_Entry]:
+        return iter([self])
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".git", ".Git", "a/b", "nul\0byte"])
+def test_tree_entries_git_never_checks_out_are_refused_before_any_write(
+    tmp_path: Path, name: str
+) -> None:
+    # GitPython ≥ 3.2 refuses these while parsing the tree; older ones pass them on.
+    with pytest.raises(SourceError, match="refusing to write a path git never checks out"):
+        gitmod._write_tree(_Entry(name, name), tmp_path)  # type: ignore[arg-type]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_gitpython_failures_become_source_errors_without_secrets() -> None:
+    import git  # noqa: PLC0415
+
+    failed = git.exc.GitCommandError(
+        ["git", "cat-file", "--batch"],
+        128,
+        f"fatal: unable to read alternate https://bob:{TOKEN}@git.example.test/o.git\n",
+    )
+    error = gitmod._gitpython_failure(failed, what="reading revision 'main' of /repo")
+    assert str(error).startswith("reading revision 'main' of /repo failed: fatal: unable to")
+    assert TOKEN not in str(error)
+    assert "cat-file" not in str(error)  # git's message, not GitPython's command line
+    missing = git.exc.GitCommandNotFound(["git"], FileNotFoundError("git"))
+    assert "not installed" in str(gitmod._gitpython_failure(missing, what="x"))
