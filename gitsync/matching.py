@@ -5,7 +5,7 @@ Why a pure function: the same decision answers `gitsync match`,
 the same image, so it must not depend on where it is asked, and a table of
 cases can pin down every rule without a server or a store.
 
-The policy (DESIGN.md, after the cloud's image-cache documentation):
+The policy (docs/architecture.md, after the cloud's image-cache documentation):
 
 * Only Ready caches are candidates. Pending, Updating, Failed and UpdateFailed
   caches never serve a pod, whatever they hold.
@@ -104,7 +104,7 @@ class MatchDecision:
     manual: bool = False
 
     def to_json(self) -> dict[str, object]:
-        """The `gitsync match --format json` and `POST /api/v1/match` shape of DESIGN.md."""
+        """The `gitsync match --format json` and match API shape (docs/architecture.md)."""
         return {
             "result": self.result.value,
             "cache": self.cache,
@@ -165,7 +165,7 @@ def match(
 
 
 def parse_match_request(body: Mapping[str, object]) -> tuple[tuple[str, ...], str | None]:
-    """The images and manual cache of a `POST /api/v1/match` body (DESIGN.md).
+    """The images and manual cache of a `POST /api/v1/match` body (docs/architecture.md).
 
     `{"images": ["nginx:1.27.2", …], "cache": "web-base"}`, `cache` optional.
     Raises ValueError saying what would be valid; the references themselves are

@@ -1,4 +1,4 @@
-"""Prometheus metrics of the metric contract in DESIGN.md, on an injected registry.
+"""Prometheus metrics of the metric contract in docs/architecture.md, on an injected registry.
 
 Two kinds, as in prometheus/client_python's own advice:
 

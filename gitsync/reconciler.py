@@ -1,6 +1,6 @@
 """One reconcile pass: load → validate → observe → plan → apply → record.
 
-The safety rules of DESIGN.md live here and in the planner:
+The safety rules of docs/architecture.md live here and in the planner:
 
 - An invalid revision is never applied, in whole or in part: validation runs on
   the whole tree before the provider is even observed, and the last applied

@@ -1,7 +1,7 @@
 """Rendering of diagnostics and plans for people and for tools: pure text in, text out.
 
 The CLI and the HTTP API print what these functions return, so the formats are
-defined once. Text and JSON shapes here are contracts (DESIGN.md): CI jobs grep
+defined once. Text and JSON shapes here are contracts (docs/architecture.md): CI jobs grep
 `path:line:col: severity: message [rule]` and tools parse the JSON.
 """
 
@@ -276,7 +276,7 @@ def _iso(moment: datetime | None) -> str | None:
 
 
 def cache_dict(cache: ObservedCache, *, controller_id: str) -> dict[str, object]:
-    """One cache in the `gitsync status --format json` shape (DESIGN.md; add, never rename)."""
+    """One cache in the `gitsync status --format json` shape (add, never rename)."""
     return {
         "name": cache.name,
         "id": cache.cache_id,

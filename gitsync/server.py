@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_BODY_BYTES: Final = 1 << 20  # DESIGN.md: bodies over 1 MiB answer 413
+DEFAULT_MAX_BODY_BYTES: Final = 1 << 20  # docs/architecture.md: bodies over 1 MiB answer 413
 DEFAULT_REQUEST_TIMEOUT_SECONDS: Final = 10.0
 DEFAULT_MAX_CONNECTIONS: Final = 128
 # After refusing a body we read and drop a bounded amount of it before closing, so the
@@ -821,7 +821,7 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class ControlServer:
-    """The daemon's HTTP listener; see the module docstring and DESIGN.md for the endpoints.
+    """The daemon's HTTP listener; endpoints in docs/architecture.md.
 
     `branch` is what the daemon follows: a branch name, a tag name, or a full
     ref. Webhook pushes to other refs are answered 202 and ignored.

@@ -27,7 +27,7 @@ defaults, and why:
 - `partial`: `ImageCachePartialHit`. Also partial: a hit *plus* a kubelet
   `Pulling` event whose message is `Pulling image "…"`, the one signal every
   runtime emits when it really downloads an image, i.e. the runtime pulled the
-  difference (DESIGN's definition of partial).
+  difference (docs/architecture.md's definition of partial).
 - `miss`: `ImageCacheMiss`, `ImageCacheNotMatched`; and a pod that became
   Ready with none of the above, because Tencent documents that "if this event
   is not displayed, no appropriate image cache has been matched".

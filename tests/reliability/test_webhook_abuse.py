@@ -1,6 +1,6 @@
 """Webhook abuse against `gitsync run`: floods, forgeries, oversized bodies, slow clients.
 
-What must hold (DESIGN.md, "HTTP endpoints" and "Safety rules"):
+What must hold (docs/architecture.md, "HTTP endpoints" and "Safety rules"):
 
 * 1,000 requests in a burst from several threads, valid and invalid mixed,
   each get the status the contract promises (202, 401, 400, 411, 413, ...);

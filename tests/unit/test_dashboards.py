@@ -57,7 +57,7 @@ KEYWORDS = GROUPING | frozenset(
     {"and", "or", "unless", "bool", "offset", "atan2", "inf", "nan", "start", "end"}
 )
 
-# Exposed names of DESIGN.md's metric contract (counters get `_total`,
+# Exposed names of docs/architecture.md's metric contract (counters get `_total`,
 # histograms `_bucket`/`_sum`/`_count`), plus the gauge the rules can use
 # when gitsync exposes it (gitsync_source_interval_seconds, proposed).
 CONTRACT_METRICS = frozenset(
@@ -605,7 +605,7 @@ def test_every_expression_uses_only_contract_metrics() -> None:
         for selector in selectors(expression.raw)
         if selector.name not in CONTRACT_METRICS | records
     ]
-    assert not unknown, "names outside DESIGN.md's metric contract:\n" + "\n".join(unknown)
+    assert not unknown, "names outside the metric contract:\n" + "\n".join(unknown)
 
 
 def test_rules_read_counters_only_through_rate_or_increase() -> None:

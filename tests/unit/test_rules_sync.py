@@ -13,7 +13,7 @@ and the tests below fail, with that command in the message, when someone edits
 one file and not the other. The generator lives here, beside the test that
 enforces it, so there is one small thing to read and nothing else to install.
 
-The remaining tests hold the rules to DESIGN.md's alert contract: the alert
+The remaining tests hold the rules to docs/architecture.md's alert contract: the alert
 names, the labels and annotations every alert carries, runbook links that
 resolve to a section of docs/runbooks.md, and recording-rule names of the
 form level:metric:operation.
