@@ -4,38 +4,60 @@ This is the only module (with `config`) that reads flags and the environment.
 Heavy backends are imported inside the branch that needs them, so
 `gitsync validate` starts fast: it is the command CI runs on every pull request.
 
-Exit codes follow DESIGN.md's CLI contract: 0 success, 1 failure or invalid
-input, 2 usage error (and, for `plan --detailed-exitcode`, 2 = changes).
+Exit codes: 0 success, 1 failure or invalid input, 2 usage error (and, for
+`plan --detailed-exitcode`, 2 = changes). `apply` exits 0 once the provider has
+accepted every action, as `kubectl apply` does; `apply --wait` waits for Ready
+caches, as `helm upgrade --wait` does. No command prints a traceback: an
+unexpected exception is one line naming the command and the error, exit 1
+(`--debug` or GITSYNC_DEBUG=1 adds the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import signal
 import sys
 import tempfile
+import threading
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from gitsync import __version__
-from gitsync.config import Settings, SettingsResolver, env_name, optional_path, resolve_settings
+from gitsync.config import (
+    Settings,
+    SettingsResolver,
+    env_name,
+    format_duration,
+    optional_path,
+    parse_bool,
+    resolve_settings,
+)
 from gitsync.errors import ConfigError, GitSyncError, PermanentError
-from gitsync.model import ObservedState
+from gitsync.model import CacheStatus, ObservedCache, ObservedState
 
 if TYPE_CHECKING:
     from gitsync.daemon import Daemon
     from gitsync.providers.base import Provider
-    from gitsync.reconciler import Reconciler
+    from gitsync.reconciler import PassResult, Reconciler
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_CHANGES = 2
 EXIT_NO_MATCH = 3
+EXIT_SIGNAL_BASE = 128  # killed by signal N: 128 + N, as shells report it
+
+# Backends whose create and update return once the cache is built; the others
+# (an operator, the cloud) accept the change and build it afterwards.
+SYNCHRONOUS_PROVIDERS = frozenset({"local"})
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -130,12 +152,29 @@ def _add_repo(parser: argparse.ArgumentParser, *, default_note: str) -> None:
     parser.add_argument("--path", help="only this folder of the repository")
 
 
+_DEBUG_HELP = "on an unexpected error, show the traceback (also GITSYNC_DEBUG=1)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but `--interval -5s` hands `-5s` to the flag, whose check explains it.
+
+    argparse takes only plain negative numbers (`-5`, `-0.5`) as values; `-5s`
+    would be an unknown option and `--interval` would "expect one argument".
+    No gitsync option starts with a dash and a digit, so nothing is shadowed.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\.?[0-9]")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="gitsync",
         description="A Git repository as the single source of truth for container-image caches.",
     )
     parser.add_argument("--version", action="version", version=f"gitsync {__version__}")
+    parser.add_argument("--debug", action="store_true", default=False, help=_DEBUG_HELP)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     validate = commands.add_parser(
@@ -163,11 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     apply = commands.add_parser(
         "apply",
-        help="one reconcile pass, then exit (0 converged, 1 failed)",
-        description="Bring the provider's caches to a revision of the repository, once.",
+        help="one reconcile pass, then exit (0 applied, 1 failed)",
+        description=(
+            "Bring the provider's caches to a revision of the repository, once. On the "
+            "kubernetes and tencentcloud backends the caches build after apply returns: "
+            "exit 0 means every change was accepted; --wait waits until they are Ready."
+        ),
     )
     _add_repo(apply, default_note="default: .")
     apply.add_argument("--revision", help="commit, branch or tag (default: the working tree)")
+    apply.add_argument(
+        "--wait",
+        action="store_true",
+        default=None,
+        help="wait until every cache of the revision is Ready; exit 1 if one fails or at --timeout",
+    )
+    apply.add_argument("--timeout", help="how long --wait waits, e.g. 90s, 1h30m (default: 10m)")
 
     run = commands.add_parser(
         "run",
@@ -217,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", help="also keep blobs written or reused less than this ago, e.g. 1h (default: 0)"
     )
 
+    for sub in (validate, plan, apply, run, status, match, export, gc):
+        # Also after the command; SUPPRESS keeps the subcommand from resetting a global --debug.
+        sub.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+        )
     for sub in (plan, apply, run, status, gc, match, export):
         _add_common(sub)
     for sub in (plan, apply, run):
@@ -238,6 +293,20 @@ def _flag(args: argparse.Namespace, env: Mapping[str, str], name: str, default: 
     """A command's own setting: flag, then GITSYNC_<FLAG>, then --config, then `default`."""
     resolver = SettingsResolver(flags=vars(args), env=env, config_path=_config_path(args, env))
     return resolver.text(f"--{name}", default)
+
+
+def _duration(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    name: str,
+    default: str,
+    *,
+    allow_zero: bool = False,
+    minimum: timedelta | None = None,
+) -> timedelta:
+    """A duration setting (`90s`, `1h30m`, `2d`); a bad one names the flag and its source."""
+    resolver = SettingsResolver(flags=vars(args), env=env, config_path=_config_path(args, env))
+    return resolver.duration(f"--{name}", default, allow_zero=allow_zero, minimum=minimum)
 
 
 def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
@@ -528,8 +597,11 @@ def _reconciler(settings: Settings, provider: Provider) -> Reconciler:
 def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from gitsync import logs  # noqa: PLC0415
     from gitsync.datadir import DataDirLock  # noqa: PLC0415
+    from gitsync.reconciler import cache_states, desired_names  # noqa: PLC0415
 
     settings = _settings(args, env)
+    wait = parse_bool(_flag(args, env, "wait", "false"), what="--wait")
+    timeout = _duration(args, env, "timeout", "10m")  # checked even without --wait
     logs.configure(stream=sys.stderr, json_format=not sys.stderr.isatty())
     with DataDirLock(settings.data_dir), _checkout(args, env) as (tree, revision):
         provider = _open_provider(args, env, settings, writable=True, progress=True)
@@ -539,26 +611,192 @@ def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             provider.close()
     if sys.stderr.isatty():
         sys.stderr.write("\n")
+    if not _accepted(result) or result.plan is None:
+        return EXIT_FAILED
+    at = revision or "the working tree"
+    names = desired_names(result.plan)
+    if result.observed_after is not None:
+        states = cache_states(result.observed_after, names, owner=settings.controller_id)
+    elif settings.provider in SYNCHRONOUS_PROVIDERS:  # the reconciler logged why
+        print("gitsync apply: applied, but the caches cannot be read back", file=sys.stderr)
+        return EXIT_FAILED
+    else:  # unknown until the next observation; --wait makes it
+        states = dict.fromkeys(names)
+    finished = _finished(states, synchronous=settings.provider in SYNCHRONOUS_PROVIDERS, at=at)
+    if finished is not None:
+        return finished
+    building = _not_ready(states)
+    if not wait:
+        print(
+            f"applied at {at}; still building: {_listing(states, building)} "
+            "(gitsync apply --wait waits until they are Ready)"
+        )
+        return EXIT_OK
+    return _wait_for_ready(args, env, settings, states=states, timeout=timeout, at=at)
+
+
+def _finished(
+    states: Mapping[str, ObservedCache | None], *, synchronous: bool, at: str
+) -> int | None:
+    """The exit code when the caches' states settle it; None while they are still building."""
+    from gitsync.reconciler import BROKEN  # noqa: PLC0415  # keep `validate` fast
+
+    broken = [c for c in states.values() if c is not None and c.status in BROKEN]
+    building = _not_ready(states)
+    if broken:
+        _print_broken(broken)
+        return EXIT_FAILED
+    if not building:
+        print(f"converged at {at}")
+        return EXIT_OK
+    if synchronous:  # the pass built them: a cache not Ready now is not coming
+        print(f"gitsync apply: not converged: {_listing(states, building)}", file=sys.stderr)
+        return EXIT_FAILED
+    return None
+
+
+def _accepted(result: PassResult) -> bool:
+    """Valid, not refused, and every action taken by the provider; prints why not."""
     for d in result.diagnostics:
         if d.severity.value == "error":
             print(f"{d.location}: error: {d.message} [{d.rule}]", file=sys.stderr)
     if result.error:
         print(f"gitsync apply: {result.error}", file=sys.stderr)
-    if result.converged:
-        print(f"converged at {revision or 'the working tree'}")
+        return False
+    held = [o.action.name for o in result.outcomes if not o.ok]
+    if held:  # backoff held an action back: the revision is not applied in full
+        print(f"gitsync apply: not applied yet: {', '.join(held)}", file=sys.stderr)
+        return False
+    return result.valid
+
+
+def _not_ready(states: Mapping[str, ObservedCache | None]) -> list[str]:
+    return [n for n, c in states.items() if c is None or c.status is not CacheStatus.READY]
+
+
+def _listing(states: Mapping[str, ObservedCache | None], names: Sequence[str]) -> str:
+    """`web (Pending), api (not listed yet)`."""
+    return ", ".join(
+        f"{n} ({c.status.value if (c := states.get(n)) is not None else 'not listed yet'})"
+        for n in names
+    )
+
+
+def _print_broken(broken: Sequence[ObservedCache]) -> None:
+    for cache in broken:
+        warnings = [e for e in cache.events if e.type == "Warning"]
+        why = f": {warnings[-1].reason}: {warnings[-1].message}" if warnings else ""
+        print(f"gitsync apply: cache {cache.name} is {cache.status.value}{why}", file=sys.stderr)
+
+
+def _wait_for_ready(
+    args: argparse.Namespace,
+    env: Mapping[str, str],
+    settings: Settings,
+    *,
+    states: Mapping[str, ObservedCache | None],
+    timeout: timedelta,
+    at: str,
+) -> int:
+    """`apply --wait` after an accepted pass; the data dir is not held while waiting."""
+    from gitsync.reconciler import WaitOutcome, wait_until_ready  # noqa: PLC0415
+
+    provider = _open_provider(args, env, settings, writable=False)
+    try:
+        with _stop_on_signals() as stop:
+            # Said once the handlers are in place: from here a signal ends the wait cleanly.
+            print(
+                f"applied at {at}; waiting up to {format_duration(timeout)} for "
+                f"{_listing(states, _not_ready(states))}",
+                file=sys.stderr,
+                flush=True,
+            )
+            waited = wait_until_ready(
+                provider=provider,
+                names=list(states),
+                owner=settings.controller_id,
+                timeout_seconds=timeout.total_seconds(),
+                sleep=stop.event.wait,
+                on_progress=_wait_progress(states),
+            )
+    finally:
+        provider.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if waited.outcome is WaitOutcome.READY:
+        print(f"converged at {at}")
         return EXIT_OK
-    if result.valid and result.observed_after is not None and not result.error:
-        waiting = [
-            f"{c.name} ({c.status.value})"
-            for c in result.observed_after.caches
-            if c.owner == settings.controller_id and c.status.value != "Ready"
-        ]
+    if waited.outcome is WaitOutcome.FAILED:
+        _print_broken(waited.failed)
+        return EXIT_FAILED
+    left = _listing(waited.caches, waited.building)
+    if waited.outcome is WaitOutcome.STOPPED:
+        signum = stop.signum or signal.SIGTERM
         print(
-            f"gitsync apply: not converged yet: {', '.join(waiting) or 'caches pending'}; "
-            "run apply again",
+            f"gitsync apply: stopped by {signal.Signals(signum).name} while waiting; "
+            f"the provider keeps building {left}",
             file=sys.stderr,
         )
+        return EXIT_SIGNAL_BASE + signum
+    last_error = f"; last error: {waited.error}" if waited.error else ""
+    print(
+        f"gitsync apply: timed out after {format_duration(timeout)} waiting for {left}{last_error}",
+        file=sys.stderr,
+    )
     return EXIT_FAILED
+
+
+class _Stop:
+    """Set by SIGTERM or SIGINT while `apply --wait` waits."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+        self.event.set()
+
+
+@contextmanager
+def _stop_on_signals() -> Iterator[_Stop]:
+    """SIGTERM and Ctrl-C end the wait between two polls instead of killing the process."""
+    stop = _Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop  # signals reach only the main thread; nothing to install
+        return
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _wait_progress(
+    initial: Mapping[str, ObservedCache | None],
+) -> Callable[[Mapping[str, ObservedCache | None], float], None]:
+    """One rewritten line on a terminal; otherwise a line per status change (CI logs)."""
+    tty = sys.stderr.isatty()
+    shown = {n: c.status.value if c is not None else "" for n, c in initial.items()}
+
+    def show(states: Mapping[str, ObservedCache | None], elapsed: float) -> None:
+        if tty:
+            waiting = _not_ready(states)
+            ready = len(states) - len(waiting)
+            line = f"  {ready}/{len(states)} Ready after {elapsed:.0f}s"
+            line += f"; waiting for {_listing(states, waiting)}" if waiting else ""
+            width = shutil.get_terminal_size().columns - 1
+            sys.stderr.write(f"\r{line[:width]}\x1b[K")
+            sys.stderr.flush()
+            return
+        for name, cache in states.items():
+            status = cache.status.value if cache is not None else ""
+            if status and shown.get(name) != status:
+                print(f"  {name}: {status} after {elapsed:.0f}s", file=sys.stderr)
+            shown[name] = status
+
+    return show
 
 
 def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -583,13 +821,13 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync.config import parse_duration  # noqa: PLC0415
     from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415
 
     settings = _settings(args, env)
     if settings.provider != "local":
         raise ConfigError("gc: only the local backend keeps blobs; use --provider local")
-    grace = parse_duration(_flag(args, env, "grace", "0"), what="--grace")
+    # 0 (the default): leases alone protect pulls in progress; a grace keeps young blobs too.
+    grace = _duration(args, env, "grace", "0", allow_zero=True)
     provider = _open_provider(args, env, settings, writable=False)
     try:
         if not isinstance(provider, LocalProvider):
@@ -610,7 +848,6 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from prometheus_client import disable_created_metrics  # noqa: PLC0415
 
     from gitsync import logs  # noqa: PLC0415
-    from gitsync.config import parse_duration  # noqa: PLC0415
     from gitsync.daemon import Daemon  # noqa: PLC0415
     from gitsync.datadir import DataDirLock  # noqa: PLC0415
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry  # noqa: PLC0415
@@ -625,16 +862,13 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     repo = _flag(args, env, "repo", "")
     if not repo:
         raise ConfigError("run: --repo is required (a repository URL or folder)")
-    interval = parse_duration(_flag(args, env, "interval", "60s"), what="--interval")
-    if interval.total_seconds() < 1:
-        raise ConfigError(f"--interval: {interval} is too short; use at least 1s")
+    interval = _duration(args, env, "interval", "60s", minimum=timedelta(seconds=1))
     host, port = _listen_address(_flag(args, env, "listen", "127.0.0.1:9108"))
-    liveness = _flag(args, env, "liveness-timeout", "")
-    liveness_timeout = (
-        parse_duration(liveness, what="--liveness-timeout").total_seconds() if liveness else None
+    liveness_timeout = (  # unset: the daemon derives it from the interval
+        _duration(args, env, "liveness-timeout", "", minimum=timedelta(seconds=1)).total_seconds()
+        if _flag(args, env, "liveness-timeout", "")
+        else None
     )
-    if liveness_timeout is not None and liveness_timeout < 1:
-        raise ConfigError(f"--liveness-timeout: {liveness} is too short; use at least 1s")
     branch = _flag(args, env, "branch", "main")
     credentials = GitCredentials(
         https_token=_read_secret(_flag(args, env, "git-token-file", ""), what="--git-token-file"),
@@ -779,16 +1013,49 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     environment: Mapping[str, str] = os.environ if env is None else env
     parser = build_parser()
     args: Any = parser.parse_args(argv)
+    command = f"gitsync {args.command}"
+    try:
+        debug = bool(args.debug) or parse_bool(
+            environment.get(env_name("--debug"), ""), what=env_name("--debug")
+        )
+    except ConfigError as exc:
+        print(f"{command}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         return COMMANDS[args.command](args, environment)
-    except ConfigError as exc:
-        print(f"gitsync {args.command}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except PermanentError as exc:
-        print(f"gitsync {args.command}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except GitSyncError as exc:
-        print(f"gitsync {args.command}: {exc} (temporary; try again)", file=sys.stderr)
-        return EXIT_FAILED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_SIGNAL_BASE + signal.SIGINT
+    except BrokenPipeError:
+        _silence_stdout()  # the reader went away (`| head`): nothing left to say
+        return EXIT_FAILED
+    except Exception as exc:  # an unexpected one is a bug: one line, not a traceback
+        message, code = _explain(exc, debug=debug)
+        if debug:
+            traceback.print_exception(exc, file=sys.stderr)
+        print(f"{command}: {message}", file=sys.stderr)
+        return code
+
+
+def _explain(exc: Exception, *, debug: bool) -> tuple[str, int]:
+    """What to say about an exception that ended a command, and the exit code."""
+    if isinstance(exc, ConfigError):
+        return str(exc), EXIT_USAGE
+    if isinstance(exc, PermanentError):
+        return str(exc), EXIT_FAILED
+    if isinstance(exc, GitSyncError):
+        return f"{exc} (temporary; try again)", EXIT_FAILED
+    detail = " ".join(str(exc).split())  # one line, whatever the message holds
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return (
+        f"unexpected error: {type(exc).__name__}{': ' + detail if detail else ''}{hint}",
+        EXIT_FAILED,
+    )
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so flushing it at exit does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a file descriptor (tests capture it)
+        pass

@@ -12,10 +12,13 @@ front (`max-delete-ratio: 0.3`), plus a `pricing:` table (see `pricing.PriceTabl
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,18 +43,115 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "gitsync"
 
 
-def parse_duration(text: str, *, what: str) -> timedelta:
-    """`90s`, `15m`, `2h`, `3d`, or a bare number of seconds, like Flux's intervals."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_NS_PER_UNIT = {
+    "ns": 1,
+    "us": 10**3,
+    "\N{MICRO SIGN}s": 10**3,
+    "\N{GREEK SMALL LETTER MU}s": 10**3,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+}
+# Longest units first, so `ms` is not read as `m` followed by a stray `s`.
+_DURATION_PART = re.compile(
+    r"(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?(?P<unit>"
+    + "|".join(sorted(_NS_PER_UNIT, key=len, reverse=True))
+    + ")"
+)
+_BARE_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# A century: far beyond any interval or timeout anyone means, and far inside what
+# timedelta, datetime arithmetic and threading waits (about 292 years) can hold,
+# jitter included.
+MAX_DURATION = timedelta(days=36500)
+_MAX_NS = MAX_DURATION // timedelta(microseconds=1) * 1000
+_DURATION_HINT = "use a number and a unit (ns, us, ms, s, m, h, d), e.g. 90s, 1h30m, 500ms, 2d"
+
+
+def parse_duration(
+    text: str,
+    *,
+    what: str,
+    allow_zero: bool = False,
+    minimum: timedelta | None = None,
+) -> timedelta:
+    """A length of time as Go's `time.ParseDuration` (and so Flux) writes it, plus days.
+
+    `90s`, `1h30m`, `1.5h`, `500ms`, `2d`, `1d12h`; a bare number is seconds, as
+    gitsync always accepted. Negative values, `inf`, `nan`, values past
+    `MAX_DURATION` and (unless `allow_zero`) zero are errors naming `what`, the
+    flag. Sub-microsecond remainders round up, so a non-zero duration never
+    becomes zero.
+    """
     raw = text.strip()
-    try:
-        if raw and raw[-1] in units:
-            return timedelta(seconds=float(raw[:-1]) * units[raw[-1]])
-        return timedelta(seconds=float(raw))
-    except ValueError as exc:
+    shown = repr(raw if len(raw) <= 40 else raw[:37] + "...")
+    body = raw[1:] if raw[:1] in ("+", "-") else raw
+    nanoseconds = _duration_ns(body)
+    if nanoseconds is None:
+        raise ConfigError(f"{what}: {shown} is not a duration; {_DURATION_HINT}")
+    if raw.startswith("-") and nanoseconds > 0:
+        raise ConfigError(f"{what}: {shown} is negative; use a positive duration, e.g. 60s")
+    if nanoseconds > _MAX_NS:
         raise ConfigError(
-            f"{what}: {text!r} is not a duration; use a number with s, m, h or d (e.g. 60s, 2d)"
-        ) from exc
+            f"{what}: {shown} is too long; the most gitsync accepts is "
+            f"{format_duration(MAX_DURATION)} (100 years)"
+        )
+    if nanoseconds == 0 and not allow_zero:
+        raise ConfigError(f"{what}: {shown} is zero; use a positive duration, e.g. 60s")
+    value = timedelta(microseconds=math.ceil(nanoseconds / 1000))
+    if minimum is not None and value < minimum and not (allow_zero and nanoseconds == 0):
+        raise ConfigError(f"{what}: {shown} is too short; use at least {format_duration(minimum)}")
+    return value
+
+
+def _duration_ns(body: str) -> Fraction | None:
+    """Nanoseconds in an unsigned duration, or None when it is not one."""
+    if _BARE_SECONDS.fullmatch(body):
+        return _decimal(body) * _NS_PER_UNIT["s"]
+    total, position = Fraction(0), 0
+    while position < len(body):
+        part = _DURATION_PART.match(body, position)
+        if part is None or not (part["whole"] or part["fraction"]):
+            return None  # also refuses a lone "." and a unit without a number
+        number = _decimal(part.group(0)[: part.start("unit") - part.start()])
+        total += number * _NS_PER_UNIT[part["unit"]]
+        if total > _MAX_NS:
+            return total  # too long already; no need to read a pathological rest
+        position = part.end()
+    return total if position > 0 else None
+
+
+def _decimal(text: str) -> Fraction:
+    """`12.5` exactly; digits past the 18th of the fraction are below a nanosecond."""
+    whole, _, fraction = text.partition(".")
+    whole = whole.lstrip("0")
+    if len(whole) > 24:  # larger than any duration gitsync accepts, in any unit
+        return Fraction(10**24)
+    fraction = fraction[:18]
+    value = Fraction(int(whole or "0"))
+    if fraction:
+        value += Fraction(int(fraction), 10 ** len(fraction))
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Go-style text for `value`: `1h30m`, `2d`, `1.5s`, `500ms`."""
+    micros = value // timedelta(microseconds=1)
+    if micros == 0:
+        return "0s"
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    if micros < 10**6:
+        return f"{sign}{micros // 1000}ms" if micros % 1000 == 0 else f"{sign}{micros}us"
+    days, micros = divmod(micros, 86400 * 10**6)
+    hours, micros = divmod(micros, 3600 * 10**6)
+    minutes, micros = divmod(micros, 60 * 10**6)
+    seconds, micros = divmod(micros, 10**6)
+    text = "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
+    if seconds or micros:
+        fraction = f".{micros:06d}".rstrip("0") if micros else ""
+        text += f"{seconds}{fraction}s"
+    return sign + text
 
 
 def parse_bool(text: str, *, what: str) -> bool:
@@ -104,10 +204,26 @@ class SettingsResolver:
             return value  # type: ignore[no-any-return]  # store_true flags arrive as bool
         env_key = env_name(flag)
         if env_key in self._env:
-            return convert(self._env[env_key])
+            return _from(env_key, convert, self._env[env_key])
         if key in self._file:
-            return convert(str(self._file[key]))
+            where = f"{key!r} in config file {self._config_path}"
+            return _from(where, convert, str(self._file[key]))
         return default
+
+    def duration(
+        self,
+        flag: str,
+        default: str,
+        *,
+        allow_zero: bool = False,
+        minimum: timedelta | None = None,
+    ) -> timedelta:
+        """A duration setting (see `parse_duration`); errors name the flag and where it was set."""
+        return self.get(
+            flag,
+            default=parse_duration(default, what=flag, allow_zero=allow_zero, minimum=minimum),
+            convert=lambda s: parse_duration(s, what=flag, allow_zero=allow_zero, minimum=minimum),
+        )
 
     def text(self, flag: str, default: str = "") -> str:
         """A setting as written, for flags the caller interprets itself."""
@@ -120,6 +236,14 @@ class SettingsResolver:
         if not isinstance(table, Mapping):
             raise ConfigError(f"{self._config_path}: 'pricing' must be a mapping of unit prices")
         return PriceTable.from_mapping(table, source=f"{self._config_path}: pricing")
+
+
+def _from(where: str, convert: Callable[[str], T], text: str) -> T:
+    """`convert(text)`; a ConfigError also says which variable or file gave the value."""
+    try:
+        return convert(text)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (set by {where})") from exc
 
 
 def _read_config_file(path: Path) -> Mapping[str, Any]:
@@ -146,10 +270,11 @@ def resolve_settings(
     ratio = r.get("--max-delete-ratio", default=0.5, convert=_ratio)
     if not 0.0 <= ratio <= 1.0:
         raise ConfigError(f"--max-delete-ratio: {ratio} must be between 0 and 1")
+    # Zero is fine: rebuild at expiry, as without the flag.
     renew = r.get(
         "--renew-before",
         default=None,
-        convert=lambda s: parse_duration(s, what="--renew-before"),
+        convert=lambda s: parse_duration(s, what="--renew-before", allow_zero=True),
     )
     return Settings(
         provider=provider,

@@ -10,16 +10,23 @@ The safety rules of docs/architecture.md live here and in the planner:
   blocks the others, and each failure backs off exponentially with jitter so a
   broken registry is not hammered every pass.
 
+On the asynchronous backends (Kubernetes, Tencent Cloud) a pass ends when the
+provider has accepted the actions; the operator or the cloud builds the caches
+later. `wait_until_ready` is what `gitsync apply --wait` does after the pass:
+poll `observe()` until every desired cache is Ready, one is broken, time is up,
+or the caller asks it to stop.
+
 The reconciler owns no clock, randomness or logging configuration of its own:
 they are injected, so tests drive time and jitter.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -34,6 +41,7 @@ from gitsync.model import (
     CacheSpec,
     CacheStatus,
     Diagnostic,
+    ObservedCache,
     ObservedState,
     Plan,
 )
@@ -359,3 +367,113 @@ def keep_names(record: ControllerRecord, observed: ObservedState) -> frozenset[s
 
 def _iso(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------ waiting
+
+BROKEN = frozenset({CacheStatus.FAILED, CacheStatus.UPDATE_FAILED})
+# Of several owned copies of one name (a duplicate being deleted, say), the most advanced
+# one says how the name is doing: a stale Failed copy must not fail a build in progress.
+_PROGRESS = {
+    CacheStatus.READY: 0,
+    CacheStatus.UPDATING: 1,
+    CacheStatus.PENDING: 2,
+    CacheStatus.UPDATE_FAILED: 3,
+    CacheStatus.FAILED: 4,
+}
+
+
+def desired_names(the_plan: Plan) -> tuple[str, ...]:
+    """The caches a plan wants to exist (every action but a delete), sorted."""
+    return tuple(sorted({a.name for a in the_plan.actions if a.kind is not ActionKind.DELETE}))
+
+
+def cache_states(
+    observed: ObservedState, names: Collection[str], *, owner: str
+) -> dict[str, ObservedCache | None]:
+    """Each name's owned cache, the most advanced copy; None when the provider lists none yet."""
+    states: dict[str, ObservedCache | None] = dict.fromkeys(names)
+    for cache in observed.caches:
+        if cache.name not in states or cache.owner != owner:
+            continue
+        best = states[cache.name]
+        if best is None or _PROGRESS[cache.status] < _PROGRESS[best.status]:
+            states[cache.name] = cache
+    return states
+
+
+class WaitOutcome(enum.StrEnum):
+    READY = "ready"  # every desired cache is Ready
+    FAILED = "failed"  # at least one is Failed or UpdateFailed
+    TIMED_OUT = "timed out"
+    STOPPED = "stopped"  # the caller asked to stop (a signal)
+
+
+@dataclass(frozen=True, slots=True)
+class WaitResult:
+    outcome: WaitOutcome
+    caches: Mapping[str, ObservedCache | None]  # as last observed
+    seconds: float
+    error: str | None = None  # the last failed observation, if the last one failed
+
+    @property
+    def failed(self) -> tuple[ObservedCache, ...]:
+        return tuple(c for c in self.caches.values() if c is not None and c.status in BROKEN)
+
+    @property
+    def building(self) -> tuple[str, ...]:
+        """Names not Ready (and not broken): still Pending, Updating or not listed yet."""
+        return tuple(
+            name
+            for name, c in self.caches.items()
+            if c is None or c.status in (CacheStatus.PENDING, CacheStatus.UPDATING)
+        )
+
+
+def wait_until_ready(
+    *,
+    provider: Provider,
+    names: Collection[str],
+    owner: str,
+    timeout_seconds: float,
+    sleep: Callable[[float], bool],
+    clock: Callable[[], float] = time.monotonic,
+    poll_seconds: float = 0.5,
+    max_poll_seconds: float = 5.0,
+    on_progress: Callable[[Mapping[str, ObservedCache | None], float], None] | None = None,
+) -> WaitResult:
+    """Poll `provider.observe()` until every cache in `names` is Ready, or one is broken.
+
+    Polls start every `poll_seconds` and double up to `max_poll_seconds`: a
+    quick build is seen quickly, a slow one costs few API calls. `sleep(s)`
+    waits up to `s` seconds and returns True when the caller wants to stop
+    (a signal arrived); `clock` is monotonic. There is always one observation
+    at or after the deadline before a timeout is declared. A TemporaryError
+    from `observe` is retried at the next poll; a PermanentError propagates.
+    """
+    started = clock()
+    deadline = started + timeout_seconds
+    interval = poll_seconds
+    states: dict[str, ObservedCache | None] = dict.fromkeys(names)
+    error: str | None = None
+    while True:
+        try:
+            observed = provider.observe()
+        except TemporaryError as exc:
+            error = str(exc)
+            log.warning("cannot observe the %s provider (will retry): %s", provider.name, exc)
+        else:
+            error = None
+            states = cache_states(observed, names, owner=owner)
+            if on_progress is not None:
+                on_progress(states, clock() - started)
+            if all(c is not None and c.status is CacheStatus.READY for c in states.values()):
+                return WaitResult(WaitOutcome.READY, states, clock() - started)
+            if any(c is not None and c.status in BROKEN for c in states.values()):
+                return WaitResult(WaitOutcome.FAILED, states, clock() - started)
+        remaining = deadline - clock()
+        if remaining <= 0:
+            return WaitResult(WaitOutcome.TIMED_OUT, states, clock() - started, error)
+        if sleep(min(interval, remaining)):
+            return WaitResult(WaitOutcome.STOPPED, states, clock() - started, error)
+        interval = min(interval * 2, max_poll_seconds)

@@ -10,9 +10,11 @@ covered too. The emulator runs in this process on a free loopback port and
 checks every TC3-HMAC-SHA256 signature the SDK makes in the child process.
 
 The module converges one git repository once (`converged`, with 30% of API calls
-throttled) and the tests read it: `apply` may need more than one pass, since
-a cache is Pending for `READY_AFTER` seconds after its create and `apply` does
-one pass and exits 1 until every cache is Ready; the loop repeats it, bounded.
+throttled) and the tests read it: `apply --wait` creates the caches, which are
+Pending for `READY_AFTER` seconds, and polls through the throttling until they
+are Ready. A call throttled more often than the provider retries fails that
+`apply` (exit 1), so the loop repeats it, bounded. tests/integration/test_apply_wait.py
+covers `apply` without `--wait` (exit 0 while Pending) and `--wait`'s other exits.
 """
 
 from __future__ import annotations
@@ -153,7 +155,7 @@ def gitsync(
 
 
 def apply(
-    tke: TkeEmulator, repo: Path, data: Path, *, env: dict[str, str] | None = None
+    tke: TkeEmulator, repo: Path, data: Path, *args: str, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return gitsync(
         "apply",
@@ -163,6 +165,7 @@ def apply(
         SUBNET_ID,
         "--repo",
         str(repo),
+        *args,
         tke=tke,
         data=data,
         env=env,
@@ -186,10 +189,9 @@ def converged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Converged]:
         runs: list[subprocess.CompletedProcess[str]] = []
         deadline = time.monotonic() + APPLY_DEADLINE_SECONDS
         while len(runs) < MAX_APPLIES and time.monotonic() < deadline:
-            runs.append(apply(tke, repo, root / "data"))
+            runs.append(apply(tke, repo, root / "data", "--wait", "--timeout", "60s"))
             if runs[-1].returncode == 0:
                 break
-            time.sleep(0.2)  # the emulator's builds finish on its own clock
         counts = dict(tke.counts())
         throttled = sum(1 for c in tke.calls if c.error == "RequestLimitExceeded")
         # The read-only commands below run unthrottled: each of their calls is retried
@@ -225,9 +227,10 @@ def test_apply_converges_a_git_repository_through_30_percent_throttling(
         f"exit {r.returncode}\n{r.stdout}{r.stderr}" for r in runs
     )
     assert f"converged at {converged.head}" in last.stdout
-    for earlier in runs[:-1]:  # "not yet Ready" is exit 1, never a crash
+    for earlier in runs[:-1]:  # throttled past the retries: exit 1, never a crash
         assert earlier.returncode == 1
         assert "Traceback" not in earlier.stderr
+    assert "Traceback" not in last.stderr
     # The throttling was real, and it cost no duplicate: one cache per name, built once.
     assert converged.throttled_during_apply > 0
     cloud = converged.tke.caches()
