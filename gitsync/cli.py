@@ -348,8 +348,12 @@ def _open_provider(
     *,
     writable: bool,
     progress: bool = False,
+    on_progress: Callable[[Any], None] | None = None,
 ) -> Provider:
-    """The chosen backend; heavy SDKs load only here, when that backend is chosen."""
+    """The chosen backend; heavy SDKs load only here, when that backend is chosen.
+
+    `progress` draws a bar on a terminal; `on_progress` hears of every step instead.
+    """
     if settings.provider == "local":
         from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415  # lazy
 
@@ -360,7 +364,7 @@ def _open_provider(
             docker_config=settings.docker_config,
             insecure_registries=settings.insecure_registries,
             writable=writable,
-            on_progress=_progress_printer() if progress else None,
+            on_progress=_progress_printer() if progress else on_progress,
         )
     if settings.provider == "tencentcloud":
         return _tencent_provider(args, env, settings)
@@ -850,6 +854,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from gitsync import logs  # noqa: PLC0415
     from gitsync.daemon import Daemon  # noqa: PLC0415
     from gitsync.datadir import DataDirLock  # noqa: PLC0415
+    from gitsync.liveness import Heartbeat, default_timeout  # noqa: PLC0415
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry  # noqa: PLC0415
     from gitsync.sources.git import GitCredentials, GitSource  # noqa: PLC0415
 
@@ -864,10 +869,12 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         raise ConfigError("run: --repo is required (a repository URL or folder)")
     interval = _duration(args, env, "interval", "60s", minimum=timedelta(seconds=1))
     host, port = _listen_address(_flag(args, env, "listen", "127.0.0.1:9108"))
-    liveness_timeout = (  # unset: the daemon derives it from the interval
-        _duration(args, env, "liveness-timeout", "", minimum=timedelta(seconds=1)).total_seconds()
-        if _flag(args, env, "liveness-timeout", "")
-        else None
+    heartbeat = Heartbeat(
+        timeout_seconds=(
+            _duration(args, env, "liveness-timeout", "", minimum=timedelta(seconds=1))
+            if _flag(args, env, "liveness-timeout", "")
+            else timedelta(seconds=default_timeout(interval.total_seconds()))
+        ).total_seconds()
     )
     branch = _flag(args, env, "branch", "main")
     credentials = GitCredentials(
@@ -877,7 +884,10 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     )
     secret = _read_secret(_flag(args, env, "webhook-secret-file", ""), what="--webhook-secret-file")
     with DataDirLock(settings.data_dir):
-        provider = _open_provider(args, env, settings, writable=True)
+        # Bytes pulled are progress: a long first pull must not fail the liveness probe.
+        provider = _open_provider(
+            args, env, settings, writable=True, on_progress=lambda _step: heartbeat.progress()
+        )
         try:
             # *_created series double the body for nothing we alert on; untyped upstream.
             disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -899,7 +909,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 branch=branch,
                 webhook_secret=secret.encode() if secret else None,
                 version=__version__,
-                liveness_timeout_seconds=liveness_timeout,
+                heartbeat=heartbeat,
             )
             if settings.provider == "kubernetes":
                 _attach_kubernetes(daemon, args, env)

@@ -96,10 +96,12 @@ class Daemon:
         version: str,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
-        liveness_timeout_seconds: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        heartbeat: Heartbeat | None = None,
     ) -> None:
-        """`liveness_timeout_seconds` None: the larger of 3 intervals and 5 minutes."""
+        """`heartbeat` None: one with the default timeout (the larger of 3 intervals and 5 min).
+
+        The wiring passes its own when the provider reports progress into it.
+        """
         self.source = source
         self.reconciler = reconciler
         self.metrics = metrics
@@ -111,14 +113,7 @@ class Daemon:
         self._stop = threading.Event()
         self._latest = _Latest()
         self._loop_alive = False
-        self.heartbeat = Heartbeat(
-            timeout_seconds=(
-                default_timeout(interval_seconds)
-                if liveness_timeout_seconds is None
-                else liveness_timeout_seconds
-            ),
-            clock=monotonic,
-        )
+        self.heartbeat = heartbeat or Heartbeat(timeout_seconds=default_timeout(interval_seconds))
         self._reported_stuck = False
         self._watch: FolderWatch | None = None
         self.leader: Leadership | None = None

@@ -7,8 +7,10 @@ interrupt a thread blocked in I/O; a restart by Kubernetes (a failing liveness
 probe) is the cure, and this module decides when to ask for one.
 
 What counts as progress: the loop waiting for its next trigger (however long
-the interval, an idle loop is not stuck), or a pass finishing. A loop inside
-one pass for longer than the timeout is not alive, whatever it waits on.
+the interval, an idle loop is not stuck), a pass finishing, or the work of a
+pass moving forward (a provider reporting bytes pulled: a first pull of many
+GiB is slow, not stuck). A pass that reports nothing for longer than the
+timeout is not alive, whatever it waits on.
 
 Why a monotonic clock, injected: a wall-clock step (NTP, a resumed VM) must
 not kill a healthy process, and tests move the clock instead of sleeping.
@@ -72,6 +74,12 @@ class Heartbeat:
         since = self._state.busy_since
         if since is not None:
             self._state = _State(busy_since=since, activity=activity)
+
+    def progress(self) -> None:
+        """The current work moved forward (bytes arrived): its timer restarts, its words stay."""
+        state = self._state
+        if state.busy_since is not None:
+            self._state = _State(busy_since=self._clock(), activity=state.activity)
 
     def idle(self) -> None:
         """The work finished, or the loop waits for a trigger: alive however long it waits."""

@@ -23,6 +23,7 @@ from oci_images import Pusher, small_layer
 
 from gitsync.controller_record import RecordFile
 from gitsync.daemon import Daemon
+from gitsync.liveness import Heartbeat
 from gitsync.metrics import DaemonMetrics, ExpositionRegistry
 from gitsync.model import ObservedState
 from gitsync.pricing import PriceTable
@@ -113,7 +114,7 @@ def running(tmp_path: Path, pusher: Pusher) -> Iterator[Running]:
         branch="main",
         webhook_secret=None,
         version="test",
-        liveness_timeout_seconds=1.0,
+        heartbeat=Heartbeat(timeout_seconds=1.0),
     )
     thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
     thread.start()

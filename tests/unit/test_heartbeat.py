@@ -63,6 +63,30 @@ def test_finishing_the_pass_is_progress_and_the_next_pass_starts_a_new_timer(
     assert beat.check().alive
 
 
+def test_progress_inside_a_pass_restarts_its_timer_and_keeps_its_words(
+    clock: FakeClock,
+) -> None:
+    beat = Heartbeat(timeout_seconds=60, clock=clock)
+    beat.busy("a pass (start): reconciling revision abc with the local provider")
+    for _ in range(10):  # a pull ten minutes long that reports bytes every 50 s
+        clock.advance(50)
+        beat.progress()
+        assert beat.check().alive
+    clock.advance(61)  # then nothing more arrives
+    verdict = beat.check()
+    assert not verdict.alive
+    assert "no progress for 61.0 s" in verdict.reason
+    assert "reconciling revision abc with the local provider" in verdict.reason
+
+
+def test_progress_while_idle_does_not_start_a_timer(clock: FakeClock) -> None:
+    beat = Heartbeat(timeout_seconds=60, clock=clock)
+    beat.idle()
+    beat.progress()  # a late report from a provider thread after the pass ended
+    clock.advance(3600)
+    assert beat.check().alive
+
+
 def test_doing_changes_what_is_reported_but_not_the_timer(clock: FakeClock) -> None:
     beat = Heartbeat(timeout_seconds=60, clock=clock)
     beat.busy("a pass (start): fetching the source")
