@@ -781,7 +781,7 @@ def test_worker_processes_give_the_same_result_as_one_process(
             text = text.replace(
                 "metadata:\n",
                 "metadata:\n  labels: {team: web}\n  annotations:\n"
-                "    eks.tke.cloud.tencent.com/eip-attributes: '{\"DeletePolicy\":\"Never\"}'\n",
+                '    eks.tke.cloud.tencent.com/eip-attributes: \'{"DeletePolicy":"Never"}\'\n',
             )
         _write(tmp_path / f"d{n % 7}" / f"c{n:03d}.yaml", text)
     monkeypatch.setattr(specs, "_worker_count", lambda files: 2)  # even on a one-core machine
