@@ -6,12 +6,16 @@ providers can translate their own wire formats into one vocabulary.
 
 Names follow the cloud's ImageCache resource: `images`, `image_cache_size_gib`
 (`imageCacheSize`), `retention_days` (`retentionDays`), `image_pull_secrets`
-(`imagePullSecrets`); statuses are the five the cloud documents.
+(`imagePullSecrets`), `security_group_ids` (`securityGroupIds`); statuses are
+the five the cloud documents. Labels and annotations travel with a spec, since
+the operator reads some of them (`eks.tke.cloud.tencent.com/eip-attributes`
+gives the build instance a public IP); `eip` is that annotation, parsed.
 """
 
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -21,8 +25,12 @@ DEFAULT_IMAGE_CACHE_SIZE_GIB = 20
 MIN_IMAGE_CACHE_SIZE_GIB = 20
 MAX_IMAGE_CACHE_SIZE_GIB = 32000
 DEFAULT_RETENTION_DAYS = 0
+MAX_RETENTION_DAYS = 3650  # the imc-operator's CRD: retentionDays maximum
 PRUNE_ANNOTATION = "gitsync.io/prune"
 PRUNE_DISABLED = "disabled"
+# The annotation the cloud's documented ImageCache sample uses to give the build
+# instance a public IP: "" or a JSON object of CreateImageCache's EipAttribute fields.
+EIP_ATTRIBUTES_ANNOTATION = "eks.tke.cloud.tencent.com/eip-attributes"
 HOURS_PER_MONTH = 730.0  # 365 × 24 / 12, the month cloud price lists use
 
 
@@ -65,9 +73,47 @@ class Diagnostic:
     field: str | None = None  # dotted path in the document, e.g. "spec.imageCacheSize"
 
 
+Pairs = tuple[tuple[str, str], ...]  # a label or annotation map, sorted by key: hashable
+
+
+@dataclass(frozen=True, slots=True)
+class EipAttributes:
+    """The EIP a cache's build instance gets: CreateImageCache's `AutoCreateEipAttribute`.
+
+    Present (even with every field None, which asks for the cloud's defaults)
+    means `AutoCreateEip`; a cache without the annotation has `eip=None`. The
+    field names are the SDK's `EipAttribute`: DeletePolicy ("Never" keeps the
+    EIP after the instance is gone), InternetServiceProvider (line: BGP, CMCC,
+    CTCC, CUCC), InternetMaxBandwidthOut (Mbps).
+    """
+
+    delete_policy: str | None = None
+    internet_service_provider: str | None = None
+    internet_max_bandwidth_out: int | None = None
+
+    def api(self) -> dict[str, str | int]:
+        """The `EipAttribute` object, with only the fields that are set."""
+        values = {
+            "DeletePolicy": self.delete_policy,
+            "InternetServiceProvider": self.internet_service_provider,
+            "InternetMaxBandwidthOut": self.internet_max_bandwidth_out,
+        }
+        return {key: value for key, value in values.items() if value is not None}
+
+    def __str__(self) -> str:
+        """The annotation value, canonical: compact JSON in the SDK's field order."""
+        return json.dumps(self.api(), separators=(",", ":"))
+
+
 @dataclass(frozen=True, slots=True)
 class CacheSpec:
-    """One desired cache, as a validated ImageCache document in Git describes it."""
+    """One desired cache, as a validated ImageCache document in Git describes it.
+
+    `annotations` holds every annotation but gitsync.io/prune, which is
+    `prune`, and kubectl's last-applied-configuration; the EIP annotation is
+    also in `eip`, parsed, because providers that cannot keep annotations
+    compare its meaning rather than its spelling.
+    """
 
     name: str
     images: tuple[str, ...]
@@ -76,6 +122,10 @@ class CacheSpec:
     image_pull_secrets: tuple[str, ...] = ()
     prune: bool = True  # False when annotated gitsync.io/prune: disabled
     location: SourceLocation | None = field(default=None, compare=False)
+    security_group_ids: tuple[str, ...] = ()
+    labels: Pairs = ()
+    annotations: Pairs = ()
+    eip: EipAttributes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +165,11 @@ class ObservedCache:
     content_bytes: int | None = None
     events: tuple[CacheEvent, ...] = ()
     prune: bool = True  # False when the provider's copy carries gitsync.io/prune: disabled
+    # What the provider keeps of these depends on it: see `ProviderFields`.
+    security_group_ids: tuple[str, ...] = ()
+    labels: Pairs = ()
+    annotations: Pairs = ()
+    eip: EipAttributes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,17 +180,67 @@ class DesiredState:
     revision: str | None = None
 
 
+# Spec fields by the names a plan shows them under (the YAML names).
+IMAGES_FIELD = "images"
+SIZE_FIELD = "imageCacheSize"
+RETENTION_FIELD = "retentionDays"
+PULL_SECRETS_FIELD = "imagePullSecrets"
+SECURITY_GROUPS_FIELD = "securityGroupIds"
+LABELS_FIELD = "metadata.labels"
+ANNOTATIONS_FIELD = "metadata.annotations"  # all of them but gitsync.io/prune
+EIP_FIELD = f"metadata.annotations.{EIP_ATTRIBUTES_ANNOTATION}"  # that one, by meaning
+PRUNE_FIELD = f"metadata.annotations.{PRUNE_ANNOTATION}"
+CLASSIC_FIELDS = frozenset({IMAGES_FIELD, SIZE_FIELD, RETENTION_FIELD, PULL_SECRETS_FIELD})
+SPEC_FIELDS = CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD, LABELS_FIELD, ANNOTATIONS_FIELD, EIP_FIELD}
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderFields:
+    """Which spec fields a provider keeps (and reports back), and which it changes in place.
+
+    The planner compares only `kept` fields: one the provider cannot report
+    would differ on every pass. A change to a kept field outside `updatable`
+    is planned as a RECREATE, and `why_not` says why in the plan ("UpdateImageCache
+    cannot change the EIP settings"). The prune annotation is always kept and
+    updatable: every provider carries it. The default is what every provider
+    kept before labels, annotations and security groups were modelled.
+    """
+
+    kept: frozenset[str] = CLASSIC_FIELDS
+    updatable: frozenset[str] = CLASSIC_FIELDS
+    why_not: Pairs = ()  # field -> why it cannot change in place
+
+    def __post_init__(self) -> None:
+        # Declarations are code, not input: a wrong one is a bug worth failing on at once.
+        unknown = sorted((self.kept | self.updatable | {f for f, _ in self.why_not}) - SPEC_FIELDS)
+        if unknown:
+            raise ValueError(f"ProviderFields: unknown {unknown}; known: {sorted(SPEC_FIELDS)}")
+        if not CLASSIC_FIELDS <= self.updatable <= self.kept:
+            raise ValueError(
+                "ProviderFields: every provider keeps and updates the classic fields"
+                f" {sorted(CLASSIC_FIELDS)}, and a field can be updatable only if it is kept"
+            )
+
+    def reason(self, name: str) -> str:
+        """Why a change of `name` rebuilds the cache."""
+        for known, why in self.why_not:
+            if known == name:
+                return why
+        return f"the provider cannot change {name} in place"
+
+
 @dataclass(frozen=True, slots=True)
 class ObservedState:
-    """Every cache the provider reports, owned or not."""
+    """Every cache the provider reports, owned or not, and what the provider keeps of a spec."""
 
     caches: tuple[ObservedCache, ...]
+    fields: ProviderFields = ProviderFields()
 
 
 class ActionKind(enum.StrEnum):
     CREATE = "create"
     UPDATE = "update"
-    RECREATE = "recreate"  # expired, about to expire, or failed: build anew
+    RECREATE = "recreate"  # expired, about to expire, failed, or a change not made in place
     DELETE = "delete"
     NOOP = "noop"
 

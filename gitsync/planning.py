@@ -13,14 +13,24 @@ against a cloud account. The rules, in the order a reviewer needs them:
 * **Compare by name.** Fields compared: images (as a set of normalised
   references, so `nginx` equals `docker.io/library/nginx:latest`; a reference
   that does not parse is compared as written), imageCacheSize, retentionDays,
-  and imagePullSecrets (as a set). A difference is an UPDATE listing each
-  changed field under its YAML name; no difference is a NOOP.
+  imagePullSecrets (as a set) and the prune annotation; then, only where the
+  provider keeps them (`ObservedState.fields`, see `model.ProviderFields`),
+  securityGroupIds (in order: it is the order the instance gets them in),
+  metadata.labels, metadata.annotations (every one but gitsync.io/prune), and
+  the EIP annotation by meaning (`{"InternetMaxBandwidthOut":2}` equals
+  `{ "InternetMaxBandwidthOut": 2 }`). A field the provider does not keep is
+  never compared, since it would differ on every pass. A difference is an
+  UPDATE listing each changed field under its YAML name (a change of a label
+  or an annotation alone is one too); no difference is a NOOP.
 * **Rebuild.** A cache that is Failed or UpdateFailed, has expired
   (`expires_at <= now`), or is inside its renewal window (`expires_at -
   renew_before <= now`) is RECREATEd with the desired spec. The window is at
   most half the cache's retention period, so a `renew_before` longer than the
-  retention cannot rebuild a fresh cache on every pass. A Pending or Updating
-  cache whose spec matches is a NOOP: the build is in progress.
+  retention cannot rebuild a fresh cache on every pass. So is a cache whose
+  change touches a field the provider cannot update in place (the TKE API's
+  UpdateImageCache has no EIP fields): the reason ends with the provider's
+  "… cannot change …: recreated". A Pending or Updating cache whose spec
+  matches is a NOOP: the build is in progress.
 * **Create and delete.** A spec with no cache is a CREATE. An owned cache no
   spec names is a DELETE, unless its name is in `policy.keep` (the reconciler
   fills it from the last applied revision's `gitsync.io/prune: disabled`
@@ -58,23 +68,33 @@ from datetime import UTC, datetime, timedelta
 from gitsync import imageref, pricing
 from gitsync.errors import ConfigError, ImageRefError
 from gitsync.model import (
+    ANNOTATIONS_FIELD,
+    CLASSIC_FIELDS,
+    EIP_FIELD,
+    LABELS_FIELD,
+    PRUNE_FIELD,
+    SECURITY_GROUPS_FIELD,
     Action,
     ActionKind,
     CacheSpec,
     CacheStatus,
     CostDelta,
     DesiredState,
+    EipAttributes,
     FieldChange,
     ObservedCache,
     ObservedState,
+    Pairs,
     Plan,
     PlanNotice,
+    ProviderFields,
     Severity,
 )
 
 __all__ = [
     "ACTION_ORDER",
     "DUPLICATE_REASON",
+    "PRUNE_FIELD",
     "PlanPolicy",
     "is_duplicate_delete",
     "plan",
@@ -95,6 +115,7 @@ _RANK = {kind: rank for rank, kind in enumerate(ACTION_ORDER)}
 _BROKEN = frozenset({CacheStatus.FAILED, CacheStatus.UPDATE_FAILED})
 _IN_PROGRESS = frozenset({CacheStatus.PENDING, CacheStatus.UPDATING})
 _MINUS = "\N{MINUS SIGN}"
+_ARROW = "\N{RIGHTWARDS ARROW}"
 _EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
@@ -171,6 +192,7 @@ def plan(
     """The ordered actions (with costs and notices) that bring `observed` to `desired`."""
     specs = _index_desired(desired.caches)
     owned, foreign = _split_observed(observed.caches, controller_id=policy.controller_id)
+    fields = observed.fields
     actions: list[Action] = []
     notices: list[PlanNotice] = []
     for name in sorted(specs.keys() | owned.keys() | foreign.keys()):
@@ -179,7 +201,7 @@ def plan(
         if spec is not None:
             if mine:
                 known = memo.get(spec, mine[0]) if memo is not None else None
-                actions.append(known or _compare(spec, mine[0], policy=policy))
+                actions.append(known or _compare(spec, mine[0], policy=policy, fields=fields))
                 if len(mine) > 1:
                     actions.extend(_duplicate_deletes(mine))
             elif name in foreign:
@@ -307,7 +329,9 @@ def _kept(name: str, owned: Sequence[ObservedCache]) -> PlanNotice:
 # --- comparing one cache --------------------------------------------------------
 
 
-def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Action:
+def _compare(
+    spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy, fields: ProviderFields
+) -> Action:
     if (
         cache.status is CacheStatus.READY
         and spec.images == cache.images
@@ -315,6 +339,7 @@ def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Ac
         and spec.retention_days == cache.retention_days
         and spec.image_pull_secrets == cache.image_pull_secrets
         and spec.prune == cache.prune
+        and (fields.kept == CLASSIC_FIELDS or _extras_equal(spec, cache, fields.kept))
         and _expiry_reason(cache, policy=policy) is None
     ):
         # The common case at 10,000 caches: written exactly as stored. Equal as written
@@ -322,20 +347,26 @@ def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Ac
         return Action(
             kind=ActionKind.NOOP, name=spec.name, reason="up to date", desired=spec, observed=cache
         )
-    changes, summaries = _field_changes(spec, cache)
+    changes, summaries = _field_changes(spec, cache, kept=fields.kept)
     rebuild: list[str] = []
     if cache.status in _BROKEN:
         rebuild.append(f"status {cache.status}")
     expiry = _expiry_reason(cache, policy=policy)
     if expiry is not None:
         rebuild.append(expiry)
-    if rebuild:
-        kind, reason = ActionKind.RECREATE, "; ".join([*rebuild, *summaries])
+    # Fields the provider cannot change in place: only a new cache gets them.
+    fixed = _unique(
+        fields.reason(c.field)
+        for c in changes
+        if c.field != PRUNE_FIELD and c.field not in fields.updatable
+    )
+    recreated = [f"{why}: recreated" for why in fixed]
+    in_progress = f" (while {cache.status})" if cache.status in _IN_PROGRESS else ""
+    if rebuild or fixed:
+        kind = ActionKind.RECREATE
+        reason = "; ".join([*rebuild, *summaries, *recreated]) + ("" if rebuild else in_progress)
     elif changes:
-        reason = "; ".join(summaries)
-        if cache.status in _IN_PROGRESS:
-            reason += f" (while {cache.status})"
-        kind = ActionKind.UPDATE
+        kind, reason = ActionKind.UPDATE, "; ".join(summaries) + in_progress
     elif cache.status in _IN_PROGRESS:
         kind, reason = ActionKind.NOOP, f"in progress: status {cache.status}"
     else:
@@ -350,7 +381,19 @@ def _compare(spec: CacheSpec, cache: ObservedCache, *, policy: PlanPolicy) -> Ac
     )
 
 
-def _field_changes(spec: CacheSpec, cache: ObservedCache) -> tuple[list[FieldChange], list[str]]:
+def _extras_equal(spec: CacheSpec, cache: ObservedCache, kept: frozenset[str]) -> bool:
+    """The fields beyond the classic ones, where kept, equal as written (the fast path)."""
+    return (
+        (SECURITY_GROUPS_FIELD not in kept or spec.security_group_ids == cache.security_group_ids)
+        and (LABELS_FIELD not in kept or spec.labels == cache.labels)
+        and (ANNOTATIONS_FIELD not in kept or spec.annotations == cache.annotations)
+        and (EIP_FIELD not in kept or spec.eip == cache.eip)
+    )
+
+
+def _field_changes(
+    spec: CacheSpec, cache: ObservedCache, *, kept: frozenset[str]
+) -> tuple[list[FieldChange], list[str]]:
     """The differing fields, and one human summary per field, in YAML field order."""
     changes: list[FieldChange] = []
     summaries: list[str] = []
@@ -370,7 +413,7 @@ def _field_changes(spec: CacheSpec, cache: ObservedCache) -> tuple[list[FieldCha
     ):
         if before != after:
             changes.append(FieldChange(yaml_name, before=before, after=after))
-            summaries.append(f"{yaml_name}: {before} \N{RIGHTWARDS ARROW} {after}")
+            summaries.append(f"{yaml_name}: {before} {_ARROW} {after}")
 
     if set(spec.image_pull_secrets) != set(cache.image_pull_secrets):
         added = sorted(set(spec.image_pull_secrets) - set(cache.image_pull_secrets))
@@ -384,16 +427,62 @@ def _field_changes(spec: CacheSpec, cache: ObservedCache) -> tuple[list[FieldCha
         )
         summaries.append("imagePullSecrets: " + _plus_minus(added, removed))
 
+    if SECURITY_GROUPS_FIELD in kept and spec.security_group_ids != cache.security_group_ids:
+        old, new = cache.security_group_ids, spec.security_group_ids
+        changes.append(FieldChange(SECURITY_GROUPS_FIELD, before=old, after=new))
+        summaries.append(f"{SECURITY_GROUPS_FIELD}: {_listed(old)} {_ARROW} {_listed(new)}")
+
+    for name, want_pairs, have_pairs in (
+        (LABELS_FIELD, spec.labels, cache.labels),
+        (ANNOTATIONS_FIELD, spec.annotations, cache.annotations),
+    ):
+        if name in kept and dict(want_pairs) != dict(have_pairs):
+            changes.append(
+                FieldChange(name, before=_assignments(have_pairs), after=_assignments(want_pairs))
+            )
+            summaries.append(f"{name}: {_map_diff(dict(want_pairs), dict(have_pairs))}")
+
+    if EIP_FIELD in kept and spec.eip != cache.eip:
+        was_eip, now_eip = _eip_value(cache.eip), _eip_value(spec.eip)
+        changes.append(FieldChange(EIP_FIELD, before=was_eip, after=now_eip))
+        summaries.append(f"{EIP_FIELD}: {was_eip or '(none)'} {_ARROW} {now_eip or '(none)'}")
+
     if spec.prune != cache.prune:
         # The provider carries the annotation (a label or tag), so a cache stays
         # protected after its spec leaves Git: it must follow the spec.
         was, now = _prune_value(cache.prune), _prune_value(spec.prune)
         changes.append(FieldChange(PRUNE_FIELD, before=was, after=now))
-        summaries.append(f"{PRUNE_FIELD}: {was} \N{RIGHTWARDS ARROW} {now}")
+        summaries.append(f"{PRUNE_FIELD}: {was} {_ARROW} {now}")
     return changes, summaries
 
 
-PRUNE_FIELD = "metadata.annotations.gitsync.io/prune"
+def _assignments(pairs: Pairs) -> tuple[str, ...]:
+    return tuple(f"{key}={value}" for key, value in sorted(pairs))
+
+
+def _map_diff(want: Mapping[str, str], have: Mapping[str, str]) -> str:
+    """`+team=web −tier` for added or changed, and removed keys; long values cut short."""
+    added = sorted(f"{k}={_clip(v)}" for k, v in want.items() if have.get(k) != v)
+    removed = sorted(
+        k if k not in want else f"{k}={_clip(have[k])}" for k in have if have[k] != want.get(k)
+    )
+    return _plus_minus(added, removed)
+
+
+def _clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "\N{HORIZONTAL ELLIPSIS}"
+
+
+def _eip_value(eip: EipAttributes | None) -> str | None:
+    return None if eip is None else str(eip)
+
+
+def _listed(values: Sequence[str]) -> str:
+    return "[" + ", ".join(values) + "]"
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
 
 
 def _prune_value(prune: bool) -> str:

@@ -32,7 +32,10 @@ uses answers "valid?" in microseconds, and `jsonschema`'s Draft202012Validator
 (imported only then: it costs a fifth of a second to import) explains the
 documents that fail. Semantic checks follow: image reference grammar
 (`gitsync.imageref`), unique names across the repository, duplicate images
-after normalisation, mutable tags, the prune annotation.
+after normalisation, mutable tags, the prune annotation, the EIP annotation
+(`eks.tke.cloud.tencent.com/eip-attributes`: "" or a JSON object of the fields
+of CreateImageCache's `AutoCreateEipAttribute`, the SDK's `EipAttribute`), and
+security group ids.
 
 Files are independent until the cross-file name check, so a large tree is
 split between the process and a forked worker when there are two cores and
@@ -67,6 +70,12 @@ duplicate-name      error    two ImageCache documents with the same metadata.nam
 mutable-tag         warning  an image with tag `latest` or no tag and no digest
 pull-secret         error    an imagePullSecrets entry that is not namespace/name
 prune-annotation    error    gitsync.io/prune with a value other than `disabled`
+annotation          error    eks.tke.cloud.tencent.com/eip-attributes that is
+                             not "" or a JSON object of DeletePolicy (string),
+                             InternetServiceProvider (string) and
+                             InternetMaxBandwidthOut (integer >= 1)
+security-group      error    a securityGroupIds entry that is not a security
+                             group id, sg- and lower-case letters or digits
 =================== ======== ===================================================
 """
 
@@ -103,12 +112,15 @@ from gitsync.model import (
     API_VERSION,
     DEFAULT_IMAGE_CACHE_SIZE_GIB,
     DEFAULT_RETENTION_DAYS,
+    EIP_ATTRIBUTES_ANNOTATION,
     KIND,
     PRUNE_ANNOTATION,
     PRUNE_DISABLED,
     CacheSpec,
     DesiredState,
     Diagnostic,
+    EipAttributes,
+    Pairs,
     Severity,
     SourceLocation,
 )
@@ -161,6 +173,8 @@ RULES: Final = (
     "mutable-tag",
     "pull-secret",
     "prune-annotation",
+    "annotation",
+    "security-group",
 )
 
 _GROUP = API_VERSION.partition("/")[0]
@@ -458,9 +472,24 @@ def _check_files(files: list[_File]) -> list[_FileResult]:
 
 # Worker results travel as plain tuples: pickling 10,000 slotted dataclasses
 # costs ten times more than the tuples, and the parent unpickles serially.
+_PackedEip = tuple[str | None, str | None, int | None] | None
+_PackedCache = tuple[
+    str,
+    tuple[str, ...],
+    int,
+    int,
+    tuple[str, ...],
+    bool,
+    int,
+    int,
+    tuple[str, ...],
+    Pairs,
+    Pairs,
+    _PackedEip,
+]
 _Packed = tuple[
     list[tuple[int, int, str, str, str, str | None]],
-    list[tuple[str, tuple[str, ...], int, int, tuple[str, ...], bool, int, int]],
+    list[_PackedCache],
     list[tuple[str, int, int, str]],
     int,
     bool,
@@ -484,6 +513,16 @@ def _check_file_packed(file: _File) -> _Packed:
                 c.prune,
                 c.location.line if c.location else 1,
                 c.location.column if c.location else 1,
+                c.security_group_ids,
+                c.labels,
+                c.annotations,
+                None
+                if c.eip is None
+                else (
+                    c.eip.delete_policy,
+                    c.eip.internet_service_provider,
+                    c.eip.internet_max_bandwidth_out,
+                ),
             )
             for c in result.caches
         ],
@@ -516,8 +555,25 @@ def _unpack(file: _File, packed: _Packed) -> _FileResult:
                 image_pull_secrets=secrets,
                 prune=prune,
                 location=SourceLocation(display, line, column),
+                security_group_ids=groups,
+                labels=labels,
+                annotations=annotations,
+                eip=None if eip is None else EipAttributes(*eip),
             )
-            for name, images, size, retention, secrets, prune, line, column in caches
+            for (
+                name,
+                images,
+                size,
+                retention,
+                secrets,
+                prune,
+                line,
+                column,
+                groups,
+                labels,
+                annotations,
+                eip,
+            ) in caches
         ],
         names=[
             (name, SourceLocation(display, line, column), field)
@@ -1314,19 +1370,12 @@ def _semantic_checks(
     if isinstance(name, str):
         names.append((name, name_location, ctx.name(("metadata", "name"))))
 
-    prune = True
     annotations = metadata.get("annotations")
-    if isinstance(annotations, dict) and PRUNE_ANNOTATION in annotations:
-        setting = annotations[PRUNE_ANNOTATION]
-        if setting == PRUNE_DISABLED:
-            prune = False
-        elif isinstance(setting, str):  # non-strings are schema errors already
-            ctx.add(
-                ("metadata", "annotations", PRUNE_ANNOTATION),
-                "prune-annotation",
-                f"annotation {PRUNE_ANNOTATION} must be {PRUNE_DISABLED!r} (keep the cache when "
-                f"its spec is removed), or be left out to allow deleting it; got {_short(setting)}",
-            )
+    annotations = annotations if isinstance(annotations, dict) else {}
+    prune, eip = _annotation_checks(annotations, ctx)
+    groups = spec.get("securityGroupIds")
+    groups = groups if isinstance(groups, list) else []
+    _security_group_checks(groups, ctx)
 
     images = spec.get("images")
     images = images if isinstance(images, list) else []
@@ -1377,6 +1426,7 @@ def _semantic_checks(
     size = spec.get("imageCacheSize", DEFAULT_IMAGE_CACHE_SIZE_GIB)
     retention = spec.get("retentionDays", DEFAULT_RETENTION_DAYS)
     secrets = spec.get("imagePullSecrets") or []
+    labels = metadata.get("labels") or {}
     caches.append(
         CacheSpec(
             name=name,
@@ -1386,8 +1436,151 @@ def _semantic_checks(
             image_pull_secrets=tuple(secrets),
             prune=prune,
             location=name_location,
+            security_group_ids=tuple(groups),
+            labels=tuple(sorted(labels.items())),
+            annotations=tuple(sorted(i for i in annotations.items() if i[0] not in _NOT_KEPT)),
+            eip=eip,
         )
     )
+
+
+def _annotation_checks(
+    annotations: dict[str, Any], ctx: _Context
+) -> tuple[bool, EipAttributes | None]:
+    """The prune setting and the EIP attributes the annotations ask for; reports bad values."""
+    prune = True
+    if PRUNE_ANNOTATION in annotations:
+        setting = annotations[PRUNE_ANNOTATION]
+        if setting == PRUNE_DISABLED:
+            prune = False
+        elif isinstance(setting, str):  # non-strings are schema errors already
+            ctx.add(
+                ("metadata", "annotations", PRUNE_ANNOTATION),
+                "prune-annotation",
+                f"annotation {PRUNE_ANNOTATION} must be {PRUNE_DISABLED!r} (keep the cache when "
+                f"its spec is removed), or be left out to allow deleting it; got {_short(setting)}",
+            )
+    eip_text = annotations.get(EIP_ATTRIBUTES_ANNOTATION)
+    if not isinstance(eip_text, str):  # absent; non-strings are schema errors already
+        return prune, None
+    parsed = _eip_attributes(eip_text)
+    if isinstance(parsed, str):
+        ctx.add(
+            ("metadata", "annotations", EIP_ATTRIBUTES_ANNOTATION),
+            "annotation",
+            f"annotation {EIP_ATTRIBUTES_ANNOTATION} {parsed}",
+        )
+        return prune, None
+    return prune, parsed
+
+
+def _security_group_checks(groups: list[Any], ctx: _Context) -> None:
+    for index, group in enumerate(groups):
+        if isinstance(group, str) and not _SECURITY_GROUP.fullmatch(group):
+            path: JsonPath = ("spec", "securityGroupIds", index)
+            ctx.add(
+                path,
+                "security-group",
+                f"{ctx.name(path)} {_short(group)} is not a security group id: write it as the"
+                " console and the API show it, sg- and lower-case letters or digits"
+                " (e.g. sg-1cghhuuu)",
+            )
+
+
+# Annotations that are not the spec's to carry: the prune setting is `CacheSpec.prune`;
+# kubectl records what it applied (`kubectl get -o yaml` output has it) and writes it itself.
+_NOT_KEPT: Final = frozenset({PRUNE_ANNOTATION, "kubectl.kubernetes.io/last-applied-configuration"})
+
+# A security group id as the console and the API show it: CreateImageCache's
+# SecurityGroupIds.N has the example value sg-1cghhuuu (TKE API 457/70861).
+_SECURITY_GROUP = re.compile(r"sg-[0-9a-z]+")
+
+# CreateImageCache's AutoCreateEipAttribute is the SDK's EipAttribute: these fields only.
+_EIP_FIELDS: Final = {
+    "DeletePolicy": "a string (Never keeps the EIP after the build instance is gone)",
+    "InternetServiceProvider": "a string naming the line (BGP, CMCC, CTCC, CUCC)",
+    "InternetMaxBandwidthOut": "an integer of at least 1 (Mbps)",
+}
+# Keys pods take in this annotation (the EIP API's own parameters) that the image cache
+# API does not: worth naming, since the pod annotation is documented far more often.
+_POD_ONLY_EIP_KEYS: Final = frozenset(
+    {"InternetChargeType", "AddressType", "AddressName", "Bandwidth", "BandwidthPackageId"}
+)
+
+
+class _DuplicateJsonKey(Exception):  # internal signal
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise _DuplicateJsonKey(key)
+        found[key] = value
+    return found
+
+
+def _eip_attributes(text: str) -> EipAttributes | str:
+    """The EIP annotation's value, or what is wrong with it (a phrase after the name).
+
+    "" (or only spaces) asks for an EIP with the cloud's defaults, as the super
+    node pod annotation of the same name documents; otherwise a JSON object of
+    `EipAttribute` fields, e.g. {"InternetMaxBandwidthOut":2} from the cloud's sample.
+    """
+    if not text.strip():
+        return EipAttributes()
+    value = _eip_json(text)
+    if isinstance(value, str):
+        return value
+    for key, item in value.items():
+        problem = _eip_field_problem(key, item)
+        if problem is not None:
+            return problem
+    return EipAttributes(
+        delete_policy=value.get("DeletePolicy"),
+        internet_service_provider=value.get("InternetServiceProvider"),
+        internet_max_bandwidth_out=value.get("InternetMaxBandwidthOut"),
+    )
+
+
+def _eip_json(text: str) -> dict[str, Any] | str:
+    example = "'{\"InternetMaxBandwidthOut\":2}'"
+    try:
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateJsonKey as exc:
+        return f"names {_short(exc.key)} twice; name each field once"
+    except RecursionError:
+        return "is nested too deeply to be an EIP attribute object"
+    except ValueError as exc:
+        return f'is not JSON ({exc}); write "" for the defaults or a JSON object such as {example}'
+    if not isinstance(value, dict):
+        fields = ", ".join(_EIP_FIELDS)
+        return f"must be a JSON object of {fields}, got {_describe(value)}; e.g. {example}"
+    return value
+
+
+def _eip_field_problem(key: str, item: Any) -> str | None:
+    if key not in _EIP_FIELDS:
+        hint = (
+            ", a key of the pod annotation (the EIP API's parameters) that the image"
+            " cache API does not take"
+            if key in _POD_ONLY_EIP_KEYS
+            else _did_you_mean(key, list(_EIP_FIELDS))
+        )
+        return (
+            f"has field {_short(key)}{hint}; CreateImageCache's AutoCreateEipAttribute"
+            f" takes {', '.join(_EIP_FIELDS)}"
+        )
+    if key == "InternetMaxBandwidthOut":
+        good = isinstance(item, int) and not isinstance(item, bool) and item >= 1
+    elif key == "InternetServiceProvider":
+        good = isinstance(item, str) and bool(item)
+    else:
+        good = isinstance(item, str)
+    return None if good else f"field {key} must be {_EIP_FIELDS[key]}, got {_describe(item)}"
 
 
 # ------------------------------------------------------------------ schema validation

@@ -14,7 +14,16 @@ fake would hide bugs:
   `{"Response": {"Error": {"Code", "Message"}, "RequestId"}}`, with HTTP 200
   and `Content-Type` exactly `application/json`, as the real API sends them.
 * Request fields are checked against the SDK's own request models: a field the
-  SDK does not know is UnknownParameter, so a typo cannot pass unnoticed.
+  SDK does not know is UnknownParameter, so a typo cannot pass unnoticed, and
+  an EIP field sent to UpdateImageCache (which has none) fails. The EIP and
+  security group parameters of CreateImageCache are checked as the API
+  reference (457/70861) states them: `AutoCreateEip` a boolean,
+  `AutoCreateEipAttribute` an `EipAttribute` (DeletePolicy and
+  InternetServiceProvider strings, InternetMaxBandwidthOut an integer), and
+  `ExistedEipId` mutually exclusive with both; `SecurityGroupIds` a list of
+  `sg-` ids, which must exist when the emulator is given `security_groups`.
+  What a cache was built with (its EIP, its security groups) is kept and shown
+  by `stored()`, not by DescribeImageCaches: the real `ImageCache` has neither.
 * State persists across calls: caches move Pending → Ready (or Failed, for
   images marked as failing) `ready_after` seconds after a create, and
   Updating → Ready (or UpdateFailed) after an update; ExpireDateTime is
@@ -27,7 +36,11 @@ fake would hide bugs:
 Choices where the real API's behaviour is not documented (so the provider must
 not depend on them): `DeleteImageCaches` with an unknown id fails as a whole
 with ResourceNotFound and deletes nothing; `UpdateImageCache` merges `Tags` by
-key; names need not be unique; caches are listed oldest first.
+key; names need not be unique; caches are listed oldest first;
+`AutoCreateEipAttribute` with `AutoCreateEip: false` is InvalidParameterValue
+(the reference says the attribute alone creates an EIP, so the two contradict);
+InternetMaxBandwidthOut below 1 is InvalidParameterValue; an unknown security
+group is InvalidParameterValue.
 """
 
 from __future__ import annotations
@@ -68,6 +81,7 @@ _AUTHORIZATION = re.compile(
     r"/tc3_request, SignedHeaders=(?P<headers>[a-z0-9;-]+), Signature=(?P<signature>[0-9a-f]{64})"
 )
 _TAG_TEXT = re.compile(r"[\w +\-=.:/@]*")
+_SECURITY_GROUP = re.compile(r"sg-[0-9a-z]+")
 
 
 class ApiError(Exception):
@@ -104,6 +118,8 @@ class _Cache:
     last_matched: float | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     raw_status: str | None = None  # forced by a test: reported as is
+    security_groups: list[str] = field(default_factory=list)
+    eip: dict[str, Any] | None = None  # {"auto": attributes} or {"existing": id}; None: no EIP
 
     @property
     def expires_at(self) -> float | None:
@@ -137,6 +153,13 @@ _NESTED_FIELDS = {
     "Tags": _fields(models.Tag),
     "ImageRegistryCredentials": _fields(models.ImageRegistryCredential),
     "Filters": _fields(models.Filter),
+}
+_NESTED_OBJECTS = {"AutoCreateEipAttribute": _fields(models.EipAttribute)}
+# EipAttribute's fields and their types, as the SDK documents them (:type ...: str / int).
+_EIP_TYPES: dict[str, type] = {
+    "DeletePolicy": str,
+    "InternetServiceProvider": str,
+    "InternetMaxBandwidthOut": int,
 }
 
 
@@ -198,10 +221,12 @@ class TkeEmulator:
         seed: int = 0,
         vpcs: Mapping[str, Collection[str]] | None = None,
         signature_clock: Callable[[], float] = time.time,
+        security_groups: Collection[str] | None = None,
     ) -> None:
         """`clock` drives cache lifecycles (tests may move it); `signature_clock` checks
         X-TC-Timestamp (real time: bound here, so patching `time.time` moves only the
-        client). `vpcs` maps each known VpcId to its SubnetIds; None accepts any."""
+        client). `vpcs` maps each known VpcId to its SubnetIds; None accepts any.
+        `security_groups` are the ids that exist; None accepts any well-formed one."""
         self.secret_id = secret_id
         self.secret_key = secret_key
         self.region = region
@@ -209,6 +234,7 @@ class TkeEmulator:
         self.clock = clock
         self.signature_clock = signature_clock
         self.vpcs = {k: frozenset(v) for k, v in vpcs.items()} if vpcs is not None else None
+        self.security_groups = frozenset(security_groups) if security_groups is not None else None
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._caches: dict[str, _Cache] = {}
@@ -373,7 +399,12 @@ class TkeEmulator:
         """What the emulator keeps of a cache beyond the API view (the create's request)."""
         with self._lock:
             cache = self._caches[cache_id]
-            return {"request": dict(cache.request), "credentials": list(cache.credentials)}
+            return {
+                "request": dict(cache.request),
+                "credentials": list(cache.credentials),
+                "security_groups": list(cache.security_groups),
+                "eip": None if cache.eip is None else dict(cache.eip),
+            }
 
     # -------------------------------------------------------------- handling
 
@@ -528,9 +559,11 @@ class TkeEmulator:
                 raise ApiError("InvalidParameter", f"SubnetId {subnet} is not in VPC {vpc}.")
         size = _size(params.get("ImageCacheSize", 20))
         retention = _retention(params.get("RetentionDays", 0))
-        for key in ("SecurityGroupIds", "RegistrySkipVerifyList", "RegistryHttpEndPointList"):
+        for key in ("RegistrySkipVerifyList", "RegistryHttpEndPointList"):
             if key in params:
                 _strings(params[key], key)
+        groups = self._security_groups(params)
+        eip = _eip(params)
         cache = self._new_cache(
             name=str(params["ImageCacheName"]),
             images=images,
@@ -541,6 +574,7 @@ class TkeEmulator:
             created_at=self.clock(),
         )
         cache.request = json.loads(json.dumps(params))
+        cache.security_groups, cache.eip = groups, eip
         cache.events.append(self._event(cache, "Normal", "Creating", "creating the image cache"))
         return {"ImageCacheId": cache.cache_id}
 
@@ -572,6 +606,7 @@ class TkeEmulator:
         self, params: dict[str, Any]
     ) -> dict[str, Any]:  # the API's action name: _api_<Action>
         cache = self._get(params.get("ImageCacheId"))
+        groups = self._security_groups(params) if "SecurityGroupIds" in params else None
         if "Images" in params:
             cache.images = _strings(params["Images"], "Images")
             if not cache.images:
@@ -589,6 +624,8 @@ class TkeEmulator:
             cache.name = str(params["ImageCacheName"])
         if "ImageRegistryCredentials" in params:
             cache.credentials = _credentials(params["ImageRegistryCredentials"])
+        if groups is not None:
+            cache.security_groups = groups
         if "Tags" in params:
             cache.tags.update(_tags(params["Tags"]))  # merged by key
         cache.status = "Updating" if cache.snapshot_id else "Pending"
@@ -654,6 +691,21 @@ class TkeEmulator:
         )
         self._caches[cache_id] = cache
         return cache
+
+    def _security_groups(self, params: Mapping[str, Any]) -> list[str]:
+        if "SecurityGroupIds" not in params:
+            return []
+        groups = _strings(params["SecurityGroupIds"], "SecurityGroupIds")
+        for group in groups:
+            if not _SECURITY_GROUP.fullmatch(group):
+                raise ApiError(
+                    "InvalidParameterValue", f"SecurityGroupIds: {group!r} is not a security group."
+                )
+            if self.security_groups is not None and group not in self.security_groups:
+                raise ApiError(
+                    "InvalidParameterValue", f"The security group {group} does not exist."
+                )
+        return groups
 
     def _get(self, cache_id: object) -> _Cache:
         if not isinstance(cache_id, str) or not cache_id:
@@ -732,6 +784,15 @@ def _check_fields(action: str, params: Mapping[str, Any]) -> None:
     unknown = sorted(set(params) - _REQUEST_FIELDS[action])
     if unknown:
         raise ApiError("UnknownParameter", f"The parameter {unknown[0]} is not recognized.")
+    for key, allowed in _NESTED_OBJECTS.items():
+        value = params.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, dict):
+            raise ApiError("InvalidParameter", f"{key} must be an object.")
+        extra = sorted(set(value) - allowed)
+        if extra:
+            raise ApiError("UnknownParameter", f"The parameter {key}.{extra[0]} is not recognized.")
     for key, allowed in _NESTED_FIELDS.items():
         value = params.get(key)
         if value is None:
@@ -744,6 +805,48 @@ def _check_fields(action: str, params: Mapping[str, Any]) -> None:
                 raise ApiError(
                     "UnknownParameter", f"The parameter {key}.{extra[0]} is not recognized."
                 )
+
+
+def _eip(params: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The EIP a create asks for, checked: {"auto": attributes}, {"existing": id} or None."""
+    auto, attributes, existing = (
+        params.get("AutoCreateEip"),
+        params.get("AutoCreateEipAttribute"),
+        params.get("ExistedEipId"),
+    )
+    if auto is not None and not isinstance(auto, bool):
+        raise ApiError("InvalidParameter", "AutoCreateEip must be a boolean.")
+    if existing is not None and (not isinstance(existing, str) or not existing):
+        raise ApiError("InvalidParameter", "ExistedEipId must be a non-empty string.")
+    if existing is not None and (auto or attributes is not None):
+        raise ApiError(
+            "InvalidParameter",
+            "ExistedEipId is mutually exclusive with AutoCreateEip and AutoCreateEipAttribute.",
+        )
+    if attributes is not None:
+        if auto is False:
+            raise ApiError(
+                "InvalidParameterValue",
+                "AutoCreateEipAttribute creates an EIP; it contradicts AutoCreateEip false.",
+            )
+        for key, value in attributes.items():  # keys checked by _check_fields
+            kind = _EIP_TYPES[key]
+            if isinstance(value, bool) or not isinstance(value, kind):
+                raise ApiError(
+                    "InvalidParameter", f"AutoCreateEipAttribute.{key} must be {kind.__name__}."
+                )
+        bandwidth = attributes.get("InternetMaxBandwidthOut")
+        if bandwidth is not None and bandwidth < 1:
+            raise ApiError(
+                "InvalidParameterValue",
+                "AutoCreateEipAttribute.InternetMaxBandwidthOut must be 1 or more,"
+                f" got {bandwidth}.",
+            )
+    if existing is not None:
+        return {"existing": existing}
+    if auto or attributes is not None:
+        return {"auto": dict(attributes or {})}
+    return None
 
 
 def _strings(value: object, key: str) -> list[str]:

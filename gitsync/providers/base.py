@@ -16,14 +16,39 @@ cache never blocks the others: calls are per cache.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
-from gitsync.model import CacheSpec, ObservedCache, ObservedState
+from gitsync.model import (
+    EIP_FIELD,
+    SPEC_FIELDS,
+    CacheSpec,
+    ObservedCache,
+    ObservedState,
+    ProviderFields,
+)
+
+# What each backend keeps of a spec and can change in place (see `ProviderFields`).
+# Every provider declares it as its `fields` and returns it in each `ObservedState`.
+#
+# The local store keeps the classic fields only: labels, annotations and security
+# groups mean nothing to a pull on this machine, so a change of them alone is no
+# change there (nothing to rebuild).
+LOCAL_FIELDS: Final = ProviderFields()
+# The operator takes the whole object: every field, changed in place. The EIP
+# annotation is compared as one of the annotations, as written.
+KUBERNETES_FIELDS: Final = ProviderFields(
+    kept=SPEC_FIELDS - {EIP_FIELD}, updatable=SPEC_FIELDS - {EIP_FIELD}
+)
 
 
 @runtime_checkable
 class Provider(Protocol):
-    """Where caches live. Implementations: local, kubernetes, tencentcloud."""
+    """Where caches live. Implementations: local, kubernetes, tencentcloud.
+
+    Each also has a `fields: ProviderFields` attribute, returned in every
+    `ObservedState` it observes, so the planner compares only what the
+    provider keeps and recreates what it cannot change in place.
+    """
 
     name: str
 

@@ -30,12 +30,24 @@ Why it is built the way it is
   returns it if it is there, instead of creating a second one.
 * **Ownership is a tag.** `CreateImageCache` takes `Tags`; gitsync writes
   `gitsync.io/owner` (the controller id), `gitsync.io/prune` (`enabled` or
-  `disabled`) and `gitsync.io/pull-secrets` (the spec's `imagePullSecrets`,
-  space-separated, `-` for none: the API never returns credentials' origin,
-  and without it every pass would see a difference). All three are written on
-  every create and update, so they are right whether `UpdateImageCache`
-  replaces the tag set or merges into it. A cache without the owner tag gets
-  `owner=None` and is never changed; `update` and `delete` refuse one too.
+  `disabled`), `gitsync.io/pull-secrets` (the spec's `imagePullSecrets`,
+  space-separated, `-` for none), `gitsync.io/security-groups` (the spec's
+  `securityGroupIds`, in order, `-` for none) and `gitsync.io/eip` (`none`,
+  or `auto` and the EIP attributes as `Key=value`). The API returns none of
+  credentials' origin, security groups or EIP settings, so without the tags
+  every pass would see a difference. All are written on every create and
+  update, so they are right whether `UpdateImageCache` replaces the tag set
+  or merges into it; a cache made before a tag existed reads as "none". A
+  cache without the owner tag gets `owner=None` and is never changed;
+  `update` and `delete` refuse one too.
+* **What the spec maps to.** `securityGroupIds` is `SecurityGroupIds` on
+  create and update; without it, `--security-group-id` is sent (the flag is a
+  default, like `--vpc-id`, so changing it changes no existing cache). The
+  annotation `eks.tke.cloud.tencent.com/eip-attributes` is `AutoCreateEip:
+  true` plus `AutoCreateEipAttribute` with the fields it sets; the cloud's
+  ImageCache documentation names no annotation for an existing EIP, so
+  `ExistedEipId` is never sent. Labels and other annotations have no place in
+  the API and are not kept (`TENCENTCLOUD_FIELDS`).
 * **Rebuilds.** The reconciler calls `update` for UPDATE and RECREATE alike.
   In place (`UpdateImageCache`) keeps the old snapshot serving while the new
   one builds, so that is the default, also for UpdateFailed. A cache is
@@ -44,7 +56,9 @@ Why it is built the way it is
   know), it is expired or within half its retention period of expiring (the
   cloud counts retention from creation, and gitsync does not rely on an update
   renewing it; the planner's renewal window is at most half the retention),
-  or the spec shrinks `imageCacheSize` (cloud disks grow, never shrink). If
+  or the spec shrinks `imageCacheSize` (cloud disks grow, never shrink), or
+  the EIP settings change (`UpdateImageCache` has no EIP fields; the planner
+  plans those as RECREATE, since `TENCENTCLOUD_FIELDS` says so). If
   the delete of the old cache fails after the new one exists, the next pass
   sees two owned caches of one name and the planner deletes the older.
 * **Credentials never leak.** The secret id and key live only in the SDK's
@@ -86,13 +100,19 @@ from tencentcloud.tke.v20180525 import tke_client
 from gitsync import imageref
 from gitsync.errors import ConfigError, GitSyncError, PermanentError, TemporaryError
 from gitsync.model import (
+    CLASSIC_FIELDS,
     DEFAULT_IMAGE_CACHE_SIZE_GIB,
     DEFAULT_RETENTION_DAYS,
+    EIP_ATTRIBUTES_ANNOTATION,
+    EIP_FIELD,
+    SECURITY_GROUPS_FIELD,
     CacheEvent,
     CacheSpec,
     CacheStatus,
+    EipAttributes,
     ObservedCache,
     ObservedState,
+    ProviderFields,
 )
 from gitsync.providers.local.auth import (
     Credential,
@@ -102,10 +122,13 @@ from gitsync.providers.local.auth import (
 )
 
 __all__ = [
+    "EIP_TAG",
     "OWNER_TAG",
     "PAGE_SIZE",
     "PRUNE_TAG",
     "PULL_SECRETS_TAG",
+    "SECURITY_GROUPS_TAG",
+    "TENCENTCLOUD_FIELDS",
     "TencentCloudAPIError",
     "TencentCloudAuthError",
     "TencentCloudCredentials",
@@ -116,6 +139,7 @@ __all__ = [
     "TencentCloudSettings",
     "TencentCloudTransientError",
     "classify_error",
+    "eip_params",
     "load_credentials_file",
     "observed_from_api",
     "ownership_tags",
@@ -133,7 +157,11 @@ DELETE_BATCH_SIZE = 50
 OWNER_TAG = "gitsync.io/owner"
 PRUNE_TAG = "gitsync.io/prune"
 PULL_SECRETS_TAG = "gitsync.io/pull-secrets"
+SECURITY_GROUPS_TAG = "gitsync.io/security-groups"
+EIP_TAG = "gitsync.io/eip"
 NO_PULL_SECRETS = "-"  # a tag value may not be empty; "-" is no valid secret reference
+NO_SECURITY_GROUPS = "-"
+NO_EIP, AUTO_EIP = "none", "auto"
 TAG_VALUE_MAX = 255
 CHINA_STANDARD_TIME_HOURS = 8.0
 SDK_LOGGER = "tencentcloud_sdk_common"
@@ -143,6 +171,15 @@ _TAG_TEXT = re.compile(r"[\w +\-=.:/@]*")
 _REGION = re.compile(r"[a-z]{2,}(-[a-z0-9]+)+")
 _ENDPOINT = re.compile(r"[A-Za-z0-9.-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:]+\](:[0-9]{1,5})?")
 _KNOWN_STATUSES = {status.value: status for status in CacheStatus}
+_EIP_TAG_VALUE = re.compile(r"[\w+\-.:/@]+")  # one attribute value in the eip tag: no space, no =
+
+# What the API can hold of a spec: the classic fields, SecurityGroupIds (also on
+# update) and the EIP (on create only). No labels, no other annotations.
+TENCENTCLOUD_FIELDS = ProviderFields(
+    kept=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD, EIP_FIELD},
+    updatable=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD},
+    why_not=((EIP_FIELD, "UpdateImageCache cannot change the EIP settings"),),
+)
 
 # Codes that say "not now" rather than "never". Throttling rejects before running;
 # the others may or may not have run (see `_AMBIGUOUS`). Other InternalError.*
@@ -570,7 +607,9 @@ def observed_from_api(
         )
     tags = _tags(item)
     owner = tags.get(OWNER_TAG) or None
-    secrets_value = tags.get(PULL_SECRETS_TAG, NO_PULL_SECRETS) if owner else NO_PULL_SECRETS
+    if not owner:  # gitsync's tags on a cache it does not own mean nothing
+        tags = {}
+    secrets_value = tags.get(PULL_SECRETS_TAG, NO_PULL_SECRETS)
     images = item.get("Images")
 
     def when(key: str) -> datetime | None:
@@ -583,7 +622,7 @@ def observed_from_api(
         images=tuple(i for i in images if isinstance(i, str)) if isinstance(images, list) else (),
         image_cache_size_gib=_int(item.get("ImageCacheSize"), DEFAULT_IMAGE_CACHE_SIZE_GIB),
         retention_days=_int(item.get("RetentionDays"), DEFAULT_RETENTION_DAYS),
-        image_pull_secrets=_decode_secrets(secrets_value),
+        image_pull_secrets=_decode_words(secrets_value),
         owner=owner,
         created_at=when("CreationTime"),
         expires_at=when("ExpireDateTime"),
@@ -592,11 +631,78 @@ def observed_from_api(
         content_bytes=None,  # the API reports the disk size only, not what the images expand to
         events=tuple(events),
         prune=tags.get(PRUNE_TAG) != "disabled",
+        security_group_ids=_decode_words(tags.get(SECURITY_GROUPS_TAG, NO_SECURITY_GROUPS)),
+        eip=_decode_eip(tags.get(EIP_TAG, NO_EIP), cache=name),
     )
 
 
-def _decode_secrets(value: str) -> tuple[str, ...]:
-    return () if value.strip() in ("", NO_PULL_SECRETS) else tuple(value.split())
+def _decode_words(value: str) -> tuple[str, ...]:
+    """A tag of space-separated names, "-" for none (pull secrets, security groups)."""
+    return (
+        () if value.strip() in ("", NO_PULL_SECRETS, NO_SECURITY_GROUPS) else tuple(value.split())
+    )
+
+
+_EIP_KEYS = {
+    "DeletePolicy": "delete_policy",
+    "InternetServiceProvider": "internet_service_provider",
+    "InternetMaxBandwidthOut": "internet_max_bandwidth_out",
+}
+
+
+def _encode_eip(spec: CacheSpec) -> str:
+    """The gitsync.io/eip tag: `none`, or `auto` and `Key=value` per attribute set."""
+    if spec.eip is None:
+        return NO_EIP
+    parts = [AUTO_EIP]
+    for key, value in spec.eip.api().items():
+        text = str(value)
+        if not _EIP_TAG_VALUE.fullmatch(text):
+            raise PermanentError(
+                f"cache {spec.name}: annotation {EIP_ATTRIBUTES_ANNOTATION} field {key}"
+                f" {text!r} cannot be kept in a Tencent Cloud tag; use letters, digits and"
+                " + - . _ : / @ only"
+            )
+        parts.append(f"{key}={text}")
+    value = " ".join(parts)
+    if len(value) > TAG_VALUE_MAX:
+        raise PermanentError(
+            f"cache {spec.name}: annotation {EIP_ATTRIBUTES_ANNOTATION} takes {len(value)}"
+            f" characters as a tag, more than the {TAG_VALUE_MAX} a Tencent Cloud tag value holds"
+        )
+    return value
+
+
+def _decode_eip(value: str, *, cache: str) -> EipAttributes | None:
+    """The EIP settings an owned cache was built with; None for none (or an older gitsync)."""
+    words = value.split()
+    if not words or words[0] != AUTO_EIP:
+        return None
+    found: dict[str, str] = {}
+    for word in words[1:]:
+        key, sep, text = word.partition("=")
+        if not sep or key not in _EIP_KEYS:
+            # Edited by hand: read what can be read; a difference from Git rebuilds the cache.
+            log.debug("ignoring %r in the %s tag", word, EIP_TAG, extra={"cache": cache})
+            continue
+        found[_EIP_KEYS[key]] = text
+    bandwidth = found.get("internet_max_bandwidth_out", "")
+    return EipAttributes(
+        delete_policy=found.get("delete_policy"),
+        internet_service_provider=found.get("internet_service_provider"),
+        internet_max_bandwidth_out=int(bandwidth) if bandwidth.isdigit() else None,
+    )
+
+
+def eip_params(spec: CacheSpec) -> dict[str, Any]:
+    """CreateImageCache's EIP parameters for `spec`: none, or AutoCreateEip and its attributes."""
+    if spec.eip is None:
+        return {}
+    params: dict[str, Any] = {"AutoCreateEip": True}
+    attributes = spec.eip.api()
+    if attributes:
+        params["AutoCreateEipAttribute"] = attributes
+    return params
 
 
 def ownership_tags(spec: CacheSpec, *, owner: str) -> list[dict[str, str]]:
@@ -607,15 +713,20 @@ def ownership_tags(spec: CacheSpec, *, owner: str) -> list[dict[str, str]]:
             f"--controller-id {owner!r} cannot be a Tencent Cloud tag value: use at most"
             f" {TAG_VALUE_MAX} letters, digits, spaces and + - = . _ : / @"
         )
-    if len(secrets) > TAG_VALUE_MAX:
-        raise PermanentError(
-            f"cache {spec.name}: imagePullSecrets {secrets!r} take {len(secrets)} characters, more"
-            f" than the {TAG_VALUE_MAX} a Tencent Cloud tag value holds; use fewer or shorter names"
-        )
+    groups = " ".join(spec.security_group_ids) or NO_SECURITY_GROUPS
+    for field_name, value in (("imagePullSecrets", secrets), ("securityGroupIds", groups)):
+        if len(value) > TAG_VALUE_MAX:
+            raise PermanentError(
+                f"cache {spec.name}: {field_name} {value!r} take {len(value)} characters, more"
+                f" than the {TAG_VALUE_MAX} a Tencent Cloud tag value holds; use fewer or"
+                " shorter names"
+            )
     return [
         {"Key": OWNER_TAG, "Value": owner},
         {"Key": PRUNE_TAG, "Value": "enabled" if spec.prune else "disabled"},
         {"Key": PULL_SECRETS_TAG, "Value": secrets},
+        {"Key": SECURITY_GROUPS_TAG, "Value": groups},
+        {"Key": EIP_TAG, "Value": _encode_eip(spec)},
     ]
 
 
@@ -831,6 +942,7 @@ class TencentCloudProvider:
     """`Provider` over the TKE image-cache API; see the module docstring for the rules."""
 
     name = "tencentcloud"
+    fields = TENCENTCLOUD_FIELDS
 
     def __init__(
         self,
@@ -870,7 +982,8 @@ class TencentCloudProvider:
 
     def observe(self) -> ObservedState:
         """Every image cache in the region: DescribeImageCaches pages, nothing else."""
-        return ObservedState(caches=tuple(self._to_observed(i) for i in self._describe()))
+        caches = tuple(self._to_observed(i) for i in self._describe())
+        return ObservedState(caches=caches, fields=self.fields)
 
     def create(self, spec: CacheSpec, *, owner: str) -> ObservedCache:
         return self._create(spec, owner=owner, replacing=None)
@@ -890,6 +1003,9 @@ class TencentCloudProvider:
             "ImageRegistryCredentials": credentials,
             "Tags": ownership_tags(spec, owner=owner),
         }
+        groups = self._security_groups(spec)
+        if groups:
+            params["SecurityGroupIds"] = groups
         self._call("UpdateImageCache", params, idempotent=True)
         serving = current.snapshot_id is not None or current.status in (
             CacheStatus.READY,
@@ -918,6 +1034,8 @@ class TencentCloudProvider:
             content_bytes=None,
             events=current.events,
             prune=spec.prune,
+            security_group_ids=spec.security_group_ids,
+            eip=spec.eip,  # the same as current.eip: a different one replaces the cache
         )
 
     def delete(self, current: ObservedCache) -> None:
@@ -999,9 +1117,11 @@ class TencentCloudProvider:
             "ImageCacheSize": spec.image_cache_size_gib,
             "RetentionDays": spec.retention_days,
             "Tags": tags,
+            **eip_params(spec),
         }
-        if settings.security_group_ids:
-            params["SecurityGroupIds"] = list(settings.security_group_ids)
+        groups = self._security_groups(spec)
+        if groups:
+            params["SecurityGroupIds"] = groups
         credentials = self._credentials_for(spec)
         if credentials:
             params["ImageRegistryCredentials"] = credentials
@@ -1051,7 +1171,13 @@ class TencentCloudProvider:
             created_at=now,
             expires_at=_expiry(now, spec.retention_days),
             prune=spec.prune,
+            security_group_ids=spec.security_group_ids,
+            eip=spec.eip,
         )
+
+    def _security_groups(self, spec: CacheSpec) -> list[str]:
+        """The spec's security groups; without them, --security-group-id (the default)."""
+        return list(spec.security_group_ids or self.settings.security_group_ids)
 
     def _find_created(
         self, name: str, *, owner: str, replacing: ObservedCache | None
@@ -1072,6 +1198,8 @@ class TencentCloudProvider:
         return max(candidates, key=lambda c: (c.created_at or epoch, c.cache_id))
 
     def _replacement_reason(self, spec: CacheSpec, current: ObservedCache) -> str | None:
+        if spec.eip != current.eip:
+            return "UpdateImageCache cannot change the EIP settings (it has no EIP fields)"
         if current.status is CacheStatus.FAILED:
             return "it is Failed: an in-place update of a failed build is not documented to rebuild"
         if current.expires_at is not None:

@@ -160,7 +160,23 @@ def test_literal_text_line(runs: dict[tuple[str, str], Run]) -> None:
     assert runs["unknown-fields", "text"].stdout.splitlines()[2] == (
         "cache.yaml:7:3: error: unknown field spec.imagecachesize (did you mean "
         "'imageCacheSize'?); spec takes images, imageCacheSize, retentionDays, "
-        "imagePullSecrets [unknown-field]"
+        "imagePullSecrets, securityGroupIds [unknown-field]"
+    )
+    # The operator's limit, with file, line and column.
+    assert runs["retention-too-long", "text"].stdout.splitlines()[0] == (
+        "cache.yaml:7:18: error: spec.retentionDays must be an integer from 0 to 3650, got 3651"
+        " [schema]"
+    )
+    assert runs["bad-eip-annotation", "text"].stdout.splitlines()[1] == (
+        "cache.yaml:15:49: error: annotation eks.tke.cloud.tencent.com/eip-attributes has field"
+        " 'InternetChargeType', a key of the pod annotation (the EIP API's parameters) that the"
+        " image cache API does not take; CreateImageCache's AutoCreateEipAttribute takes"
+        " DeletePolicy, InternetServiceProvider, InternetMaxBandwidthOut [annotation]"
+    )
+    assert runs["bad-security-group", "text"].stdout.splitlines()[0] == (
+        "cache.yaml:9:7: error: spec.securityGroupIds[1] 'default' is not a security group id:"
+        " write it as the console and the API show it, sg- and lower-case letters or digits"
+        " (e.g. sg-1cghhuuu) [security-group]"
     )
 
 
@@ -168,9 +184,9 @@ def test_literal_json_of_the_valid_tree(runs: dict[tuple[str, str], Run]) -> Non
     report = json.loads(runs["valid", "json"].stdout)
     assert (report["valid"], report["files"], report["documents"], report["caches"]) == (
         True,
-        17,
-        20,
-        19,
+        18,
+        23,
+        22,
     )
     assert report["diagnostics"][2] == {
         "path": "warnings.yaml",

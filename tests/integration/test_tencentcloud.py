@@ -159,6 +159,8 @@ def test_create_sends_exactly_the_documented_fields_then_goes_pending_to_ready(
             {"Key": "gitsync.io/owner", "Value": "gitsync"},
             {"Key": "gitsync.io/prune", "Value": "enabled"},
             {"Key": "gitsync.io/pull-secrets", "Value": "team/regcred"},
+            {"Key": "gitsync.io/security-groups", "Value": "-"},  # the spec has none
+            {"Key": "gitsync.io/eip", "Value": "none"},
         ],
         # Only the registry an image uses gets a credential; Docker Hub has none here.
         "ImageRegistryCredentials": [
@@ -208,6 +210,8 @@ def test_create_leaves_optional_fields_out_when_not_configured(tke: TkeEmulator)
         {"Key": "gitsync.io/owner", "Value": "ops-controller"},
         {"Key": "gitsync.io/prune", "Value": "disabled"},
         {"Key": "gitsync.io/pull-secrets", "Value": "-"},
+        {"Key": "gitsync.io/security-groups", "Value": "-"},
+        {"Key": "gitsync.io/eip", "Value": "none"},
     ]
     observed = one(provider, "plain")
     assert observed.owner == "ops-controller"
@@ -272,7 +276,11 @@ def test_update_in_place_sends_the_new_spec_and_serves_meanwhile(
             {"Key": "gitsync.io/owner", "Value": "gitsync"},
             {"Key": "gitsync.io/prune", "Value": "enabled"},
             {"Key": "gitsync.io/pull-secrets", "Value": "team/regcred"},
+            {"Key": "gitsync.io/security-groups", "Value": "-"},
+            {"Key": "gitsync.io/eip", "Value": "none"},
         ],
+        # The rebuild runs on a new instance: it gets --security-group-id too.
+        "SecurityGroupIds": list(SECURITY_GROUPS),
     }
     assert returned.status is CacheStatus.UPDATING
     assert returned.snapshot_id == before.snapshot_id  # the old snapshot serves meanwhile

@@ -415,3 +415,158 @@ def test_wrong_credentials_fail_clearly_without_showing_any_secret(
     shown = applied.stdout + applied.stderr + status.stdout + status.stderr + stored
     for secret in {SECRET_ID, SECRET_KEY, wrong.secret_id, wrong.secret_key}:
         assert secret not in shown
+
+
+# ------------------------------------------------- the cloud documentation's samples
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "cache-repo" / "caches"
+SAMPLES = ("cloud-doc-basic.yaml", "cloud-doc-full.yaml")
+FLAG_GROUP = "sg-flagdefault1"
+SPEC_GROUP = "sg-1cghhuuu"
+
+
+@pytest.fixture
+def fresh_tke() -> Iterator[TkeEmulator]:
+    """An unthrottled emulator of its own, with quick builds, for one test."""
+    with TkeEmulator(
+        secret_id=SECRET_ID,
+        secret_key=SECRET_KEY,
+        region=REGION,
+        ready_after=0.3,
+        security_groups=(FLAG_GROUP, SPEC_GROUP),
+    ) as tke:
+        yield tke
+
+
+def samples_repo(root: Path, *, groups: bool = False) -> Path:
+    """A plain folder holding the two samples as examples/ ships them (`groups`: with one added)."""
+    repo = root / "repo"
+    repo.mkdir()
+    for name in SAMPLES:
+        text = (EXAMPLES / name).read_text(encoding="utf-8")
+        if groups:
+            text += f"  securityGroupIds: [{SPEC_GROUP}]\n"
+        (repo / name).write_text(text, encoding="utf-8")
+    return repo
+
+
+def apply_until_done(tke: TkeEmulator, repo: Path, data: Path) -> None:
+    """`apply --security-group-id FLAG_GROUP` until it exits 0; fail (not hang) if it never does."""
+    runs: list[subprocess.CompletedProcess[str]] = []
+    while len(runs) < 10:
+        runs.append(
+            gitsync(
+                "apply",
+                "--vpc-id",
+                VPC_ID,
+                "--subnet-id",
+                SUBNET_ID,
+                "--security-group-id",
+                FLAG_GROUP,
+                "--repo",
+                str(repo),
+                tke=tke,
+                data=data,
+            )
+        )
+        if runs[-1].returncode == 0:
+            return
+        time.sleep(0.3)  # the emulator's builds finish on its own clock
+    pytest.fail("apply never converged:\n" + "\n".join(r.stdout + r.stderr for r in runs))
+
+
+def created(tke: TkeEmulator) -> dict[str, dict[str, object]]:
+    """CreateImageCache's accepted parameters, by cache name."""
+    return {
+        str(c.params["ImageCacheName"]): c.params
+        for c in tke.calls
+        if c.action == "CreateImageCache" and c.error is None
+    }
+
+
+def test_the_documented_samples_send_the_eip_and_the_default_security_group(
+    fresh_tke: TkeEmulator, tmp_path: Path
+) -> None:
+    repo = samples_repo(tmp_path)
+    apply_until_done(fresh_tke, repo, tmp_path / "data")
+
+    sent = created(fresh_tke)
+    assert set(sent) == {"imagecache-sample", "imagecache-sample-full"}
+    full, basic = sent["imagecache-sample-full"], sent["imagecache-sample"]
+    # The second sample's annotation: '{"InternetMaxBandwidthOut":2}'.
+    assert full["AutoCreateEip"] is True
+    assert full["AutoCreateEipAttribute"] == {"InternetMaxBandwidthOut": 2}
+    assert not {"AutoCreateEip", "AutoCreateEipAttribute", "ExistedEipId"} & set(basic)
+    # Neither sample names security groups: --security-group-id is the default.
+    assert full["SecurityGroupIds"] == basic["SecurityGroupIds"] == [FLAG_GROUP]
+
+    # Applied and Ready: planning again finds nothing, and writes nothing.
+    fresh_tke.reset_calls()
+    again = gitsync(
+        "plan", "--repo", str(repo), "--detailed-exitcode", tke=fresh_tke, data=tmp_path / "data"
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "2 unchanged" in again.stdout
+    assert set(fresh_tke.counts()) == {"DescribeImageCaches"}
+
+
+def test_security_groups_in_the_samples_beat_the_flag(
+    fresh_tke: TkeEmulator, tmp_path: Path
+) -> None:
+    repo = samples_repo(tmp_path, groups=True)
+    apply_until_done(fresh_tke, repo, tmp_path / "data")
+
+    sent = created(fresh_tke)
+    assert {name: params["SecurityGroupIds"] for name, params in sent.items()} == {
+        "imagecache-sample": [SPEC_GROUP],
+        "imagecache-sample-full": [SPEC_GROUP],
+    }
+    assert sent["imagecache-sample-full"]["AutoCreateEipAttribute"] == {
+        "InternetMaxBandwidthOut": 2
+    }
+    again = gitsync(
+        "plan", "--repo", str(repo), "--detailed-exitcode", tke=fresh_tke, data=tmp_path / "data"
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_a_changed_eip_annotation_is_planned_as_a_recreate_that_says_why(
+    fresh_tke: TkeEmulator, tmp_path: Path
+) -> None:
+    repo = samples_repo(tmp_path)
+    data = tmp_path / "data"
+    apply_until_done(fresh_tke, repo, data)
+    full = repo / "cloud-doc-full.yaml"
+    full.write_text(
+        full.read_text(encoding="utf-8").replace(
+            '{"InternetMaxBandwidthOut":2}', '{"InternetMaxBandwidthOut":5}'
+        ),
+        encoding="utf-8",
+    )
+
+    text = gitsync("plan", "--repo", str(repo), "--detailed-exitcode", tke=fresh_tke, data=data)
+    assert text.returncode == 2, text.stdout + text.stderr
+    assert "0 to update, 1 to recreate" in text.stdout
+    assert "recreate imagecache-sample-full" in " ".join(text.stdout.split())
+    as_json = gitsync("plan", "--repo", str(repo), "--format", "json", tke=fresh_tke, data=data)
+    assert as_json.returncode == 0, as_json.stderr
+    [action] = [a for a in json.loads(as_json.stdout)["actions"] if a["action"] != "noop"]
+    assert action["action"] == "recreate"
+    assert action["reason"].endswith("UpdateImageCache cannot change the EIP settings: recreated")
+    assert action["changes"] == [
+        {
+            "field": "metadata.annotations.eks.tke.cloud.tencent.com/eip-attributes",
+            "before": '{"InternetMaxBandwidthOut":2}',
+            "after": '{"InternetMaxBandwidthOut":5}',
+        }
+    ]
+    assert action["cost"]["oneOff"] > 0  # a new build
+
+    fresh_tke.reset_calls()
+    apply_until_done(fresh_tke, repo, data)
+    counts = fresh_tke.counts()
+    assert (counts["CreateImageCache"], counts["DeleteImageCaches"]) == (1, 1)
+    assert "UpdateImageCache" not in counts
+    assert created(fresh_tke)["imagecache-sample-full"]["AutoCreateEipAttribute"] == {
+        "InternetMaxBandwidthOut": 5
+    }

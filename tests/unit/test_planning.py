@@ -9,14 +9,22 @@ import pytest
 
 from gitsync.errors import ConfigError
 from gitsync.model import (
+    ANNOTATIONS_FIELD,
+    CLASSIC_FIELDS,
+    EIP_FIELD,
+    LABELS_FIELD,
+    SECURITY_GROUPS_FIELD,
+    SPEC_FIELDS,
     ActionKind,
     CacheSpec,
     CacheStatus,
     DesiredState,
+    EipAttributes,
     FieldChange,
     ObservedCache,
     ObservedState,
     Plan,
+    ProviderFields,
     Severity,
 )
 from gitsync.planning import (
@@ -56,13 +64,14 @@ def run(
     *,
     revision: str | None = "rev1",
     prices: PriceTable = PRICES,
+    fields: ProviderFields | None = None,
     **policy: object,
 ) -> Plan:
     settings: dict[str, object] = {"controller_id": ME, "now": NOW}
     settings.update(policy)
     return plan(
         DesiredState(caches=tuple(desired), revision=revision),
-        ObservedState(caches=tuple(observed)),
+        ObservedState(caches=tuple(observed), fields=fields or ProviderFields()),
         policy=PlanPolicy(**settings),  # type: ignore[arg-type]
         prices=prices,
     )
@@ -290,6 +299,156 @@ def test_build_in_progress_with_different_spec_is_update() -> None:
         "web",
         f"imageCacheSize: 20 {ARROW} 30 (while Pending)",
     )
+
+
+# --- labels, annotations, security groups, the EIP: what the provider keeps ---------
+
+# Like the Kubernetes backend: the operator takes every field, so every field updates.
+EVERYTHING = ProviderFields(kept=SPEC_FIELDS, updatable=SPEC_FIELDS)
+# Like the Tencent Cloud backend: no labels, the EIP only at creation.
+CLOUD = ProviderFields(
+    kept=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD, EIP_FIELD},
+    updatable=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD},
+    why_not=((EIP_FIELD, "UpdateImageCache cannot change the EIP settings"),),
+)
+EIP2 = EipAttributes(internet_max_bandwidth_out=2)
+
+
+def test_a_label_change_alone_is_an_update_that_says_so() -> None:
+    result = run(
+        [spec("web", labels=(("team", "web"), ("tier", "edge")))],
+        [cache("web", labels=(("team", "api"), ("tier", "edge")))],
+        fields=EVERYTHING,
+    )
+    assert only(result) == (ActionKind.UPDATE, "web", f"metadata.labels: +team=web {MINUS}team=api")
+    assert result.actions[0].changes == (
+        FieldChange(
+            LABELS_FIELD, before=("team=api", "tier=edge"), after=("team=web", "tier=edge")
+        ),
+    )
+
+
+def test_an_annotation_change_alone_is_an_update_that_says_so() -> None:
+    want = (("note", "x" * 100), ("owner", "platform"))
+    result = run(
+        [spec("web", annotations=want)],
+        [cache("web", annotations=(("owner", "web"), ("stale", "yes")))],
+        fields=EVERYTHING,
+    )
+    kind, _, reason = only(result)
+    assert kind is ActionKind.UPDATE
+    assert reason == (
+        f"metadata.annotations: +note={'x' * 59}\N{HORIZONTAL ELLIPSIS} +owner=platform"
+        f" {MINUS}owner=web {MINUS}stale"
+    )
+    assert result.actions[0].changes[0].field == ANNOTATIONS_FIELD
+    assert result.actions[0].changes[0].after == ("note=" + "x" * 100, "owner=platform")
+
+
+def test_a_security_group_change_is_an_update_and_order_counts() -> None:
+    result = run(
+        [spec("web", security_group_ids=("sg-b", "sg-a"))],
+        [cache("web", security_group_ids=("sg-a", "sg-b"))],
+        fields=CLOUD,
+    )
+    assert only(result) == (
+        ActionKind.UPDATE,
+        "web",
+        f"securityGroupIds: [sg-a, sg-b] {ARROW} [sg-b, sg-a]",
+    )
+    assert result.actions[0].changes == (
+        FieldChange(SECURITY_GROUPS_FIELD, before=("sg-a", "sg-b"), after=("sg-b", "sg-a")),
+    )
+
+
+def test_an_eip_change_the_provider_cannot_update_is_a_recreate_that_says_why() -> None:
+    result = run([spec("web", eip=EIP2)], [cache("web", eip=None)], fields=CLOUD)
+    kind, _, reason = only(result)
+    assert kind is ActionKind.RECREATE
+    assert reason == (
+        f'{EIP_FIELD}: (none) {ARROW} {{"InternetMaxBandwidthOut":2}};'
+        " UpdateImageCache cannot change the EIP settings: recreated"
+    )
+    assert result.actions[0].changes == (
+        FieldChange(EIP_FIELD, before=None, after='{"InternetMaxBandwidthOut":2}'),
+    )
+    # A recreate costs a new build, like any other.
+    cost = result.actions[0].cost
+    assert cost is not None
+    assert cost.one_off > 0
+    assert cost == action_cost(
+        ActionKind.RECREATE,
+        desired=result.actions[0].desired,
+        observed=result.actions[0].observed,
+        prices=PRICES,
+    )
+
+
+def test_the_eip_compares_by_meaning_and_removing_it_recreates_too() -> None:
+    same = run([spec("web", eip=EIP2)], [cache("web", eip=EIP2)], fields=CLOUD)
+    assert only(same) == (ActionKind.NOOP, "web", "up to date")
+    removed = run([spec("web")], [cache("web", eip=EipAttributes())], fields=CLOUD)
+    kind, _, reason = only(removed)
+    assert kind is ActionKind.RECREATE
+    assert reason.startswith(f"{EIP_FIELD}: {{}} {ARROW} (none);")
+
+
+def test_an_updatable_and_a_fixed_change_together_recreate_while_building() -> None:
+    result = run(
+        [spec("web", "redis:7", eip=EIP2)],
+        [cache("web", status=CacheStatus.UPDATING)],
+        fields=CLOUD,
+    )
+    kind, _, reason = only(result)
+    assert kind is ActionKind.RECREATE
+    assert reason == (
+        f"images: +redis:7 {MINUS}nginx:1.27; {EIP_FIELD}: (none) {ARROW}"
+        ' {"InternetMaxBandwidthOut":2}; UpdateImageCache cannot change the EIP settings:'
+        " recreated (while Updating)"
+    )
+
+
+def test_a_failed_cache_with_a_fixed_change_names_both_reasons() -> None:
+    result = run([spec("web", eip=EIP2)], [cache("web", status=CacheStatus.FAILED)], fields=CLOUD)
+    kind, _, reason = only(result)
+    assert kind is ActionKind.RECREATE
+    assert reason.startswith("status Failed; ")
+    assert reason.endswith("UpdateImageCache cannot change the EIP settings: recreated")
+
+
+def test_fields_the_provider_does_not_keep_are_never_compared() -> None:
+    """A provider that cannot report a field would otherwise plan an update on every pass."""
+    desired = spec(
+        "web",
+        labels=(("team", "web"),),
+        annotations=(("note", "x"),),
+        security_group_ids=("sg-a",),
+        eip=EIP2,
+    )
+    for fields in (ProviderFields(), CLOUD):
+        observed = cache(
+            "web",
+            security_group_ids=desired.security_group_ids if fields is CLOUD else (),
+            eip=EIP2 if fields is CLOUD else None,
+        )
+        assert only(run([desired], [observed], fields=fields))[0] is ActionKind.NOOP
+
+
+def test_a_kept_field_that_cannot_update_and_has_no_reason_gets_a_generic_one() -> None:
+    fields = ProviderFields(kept=CLASSIC_FIELDS | {LABELS_FIELD})
+    result = run([spec("web", labels=(("a", "b"),))], [cache("web")], fields=fields)
+    kind, _, reason = only(result)
+    assert kind is ActionKind.RECREATE
+    assert reason.endswith(f"the provider cannot change {LABELS_FIELD} in place: recreated")
+
+
+def test_provider_fields_are_checked_when_declared() -> None:
+    with pytest.raises(ValueError, match="unknown"):
+        ProviderFields(kept=CLASSIC_FIELDS | {"spec.typo"})
+    with pytest.raises(ValueError, match="updatable only if it is kept"):
+        ProviderFields(updatable=CLASSIC_FIELDS | {LABELS_FIELD})
+    with pytest.raises(ValueError, match="classic fields"):
+        ProviderFields(kept=frozenset({"images"}), updatable=frozenset({"images"}))
 
 
 # --- ownership ------------------------------------------------------------------

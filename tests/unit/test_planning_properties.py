@@ -19,13 +19,19 @@ from hypothesis import strategies as st
 from gitsync import imageref
 from gitsync.errors import ImageRefError
 from gitsync.model import (
+    CLASSIC_FIELDS,
+    EIP_FIELD,
+    SECURITY_GROUPS_FIELD,
+    SPEC_FIELDS,
     ActionKind,
     CacheSpec,
     CacheStatus,
     DesiredState,
+    EipAttributes,
     ObservedCache,
     ObservedState,
     Plan,
+    ProviderFields,
 )
 from gitsync.planning import ACTION_ORDER, PlanPolicy, is_duplicate_delete, plan
 from gitsync.pricing import PriceTable
@@ -62,7 +68,28 @@ FIELDS = tuple(
     itertools.product(IMAGE_SETS, (20, 30), (0, 1, 7), SECRET_SETS)
 )  # (images, imageCacheSize, retentionDays, imagePullSecrets)
 
+# Labels, annotations, security groups and the EIP, drawn as one pick too.
+METADATA = tuple(
+    itertools.product(
+        ((), (("team", "web"),), (("team", "api"), ("tier", "edge"))),  # labels
+        ((), (("note", "x"),)),  # annotations
+        ((), ("sg-a",), ("sg-b", "sg-a")),  # securityGroupIds
+        (None, EipAttributes(), EipAttributes(internet_max_bandwidth_out=2)),  # the EIP
+    )
+)
+# What providers keep: the local store (classic), Kubernetes (all, all in place), TKE.
+PROVIDER_FIELDS = (
+    ProviderFields(),
+    ProviderFields(kept=SPEC_FIELDS, updatable=SPEC_FIELDS),
+    ProviderFields(
+        kept=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD, EIP_FIELD},
+        updatable=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD},
+    ),
+)
+
 fields_st = st.sampled_from(FIELDS)
+metadata_st = st.sampled_from(METADATA)
+provider_fields_st = st.sampled_from(PROVIDER_FIELDS)
 names_st = st.sampled_from(NAMES)
 desired_names_st = st.lists(names_st, unique=True, max_size=len(NAMES))
 status_st = st.sampled_from((CacheStatus.READY,) * 3 + tuple(CacheStatus))  # mostly Ready
@@ -83,6 +110,7 @@ def specs_st(draw: st.DrawFn) -> tuple[CacheSpec, ...]:
     specs = []
     for name in sorted(draw(desired_names_st)):
         images, size, retention, secrets = draw(fields_st)
+        labels, annotations, groups, eip = draw(metadata_st)
         specs.append(
             CacheSpec(
                 name=name,
@@ -90,6 +118,10 @@ def specs_st(draw: st.DrawFn) -> tuple[CacheSpec, ...]:
                 image_cache_size_gib=size,
                 retention_days=retention,
                 image_pull_secrets=secrets,
+                labels=labels,
+                annotations=annotations,
+                security_group_ids=groups,
+                eip=eip,
             )
         )
     return tuple(specs)
@@ -102,11 +134,15 @@ def observed_st(draw: st.DrawFn, specs: tuple[CacheSpec, ...]) -> tuple[Observed
     for index in range(draw(count_st)):
         name = draw(names_st)
         images, size, retention, secrets = draw(fields_st)
+        labels, annotations, groups, eip = draw(metadata_st)
         spec = by_name.get(name)
         if spec is not None and draw(st.booleans()):
             # Often the provider already holds what Git asks for (noops, expiry, failures).
             images, size = spec.images, spec.image_cache_size_gib
             retention, secrets = spec.retention_days, spec.image_pull_secrets
+            if draw(st.booleans()):
+                labels, annotations = spec.labels, spec.annotations
+                groups, eip = spec.security_group_ids, spec.eip
         caches.append(
             ObservedCache(
                 name=name,
@@ -120,6 +156,10 @@ def observed_st(draw: st.DrawFn, specs: tuple[CacheSpec, ...]) -> tuple[Observed
                 created_at=draw(created_st),
                 expires_at=draw(expires_st),
                 content_bytes=draw(content_st),
+                labels=labels,
+                annotations=annotations,
+                security_group_ids=groups,
+                eip=eip,
             )
         )
     return tuple(caches)
@@ -138,7 +178,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     specs = draw(specs_st())
     return Scenario(
         desired=DesiredState(caches=specs, revision="rev"),
-        observed=ObservedState(caches=draw(observed_st(specs))),
+        observed=ObservedState(caches=draw(observed_st(specs)), fields=draw(provider_fields_st)),
         policy=policy,
     )
 
@@ -155,8 +195,12 @@ def provider_spelling(image: str) -> str:
         return image
 
 
-def fresh(spec: CacheSpec, *, cache_id: str) -> ObservedCache:
-    """What a provider holds right after building `spec`: Ready, ours, a new expiry."""
+def fresh(spec: CacheSpec, *, cache_id: str, fields: ProviderFields) -> ObservedCache:
+    """What a provider holds right after building `spec`: Ready, ours, a new expiry.
+
+    It reports back only the fields it keeps; the others come back empty.
+    """
+    kept = fields.kept
     return ObservedCache(
         name=spec.name,
         cache_id=cache_id,
@@ -169,6 +213,10 @@ def fresh(spec: CacheSpec, *, cache_id: str) -> ObservedCache:
         created_at=NOW,
         expires_at=NOW + timedelta(days=spec.retention_days) if spec.retention_days else None,
         prune=spec.prune,
+        labels=spec.labels if "metadata.labels" in kept else (),
+        annotations=spec.annotations if "metadata.annotations" in kept else (),
+        security_group_ids=spec.security_group_ids if SECURITY_GROUPS_FIELD in kept else (),
+        eip=spec.eip if EIP_FIELD in kept else None,
     )
 
 
@@ -189,8 +237,8 @@ def apply(result: Plan, observed: ObservedState) -> ObservedState:
             if action.kind is ActionKind.UPDATE and action.observed is not None
             else f"new-{number:03d}"
         )
-        caches[cache_id] = fresh(action.desired, cache_id=cache_id)
-    return ObservedState(caches=tuple(caches.values()))
+        caches[cache_id] = fresh(action.desired, cache_id=cache_id, fields=observed.fields)
+    return ObservedState(caches=tuple(caches.values()), fields=observed.fields)
 
 
 def owned_names(s: Scenario) -> set[str]:
@@ -291,7 +339,7 @@ def test_same_input_gives_the_same_plan_whatever_the_order(s: Scenario, rnd: ran
     rnd.shuffle(desired)
     shuffled = plan(
         DesiredState(caches=tuple(desired), revision=s.desired.revision),
-        ObservedState(caches=tuple(observed)),
+        ObservedState(caches=tuple(observed), fields=s.observed.fields),
         policy=s.policy,
         prices=PRICES,
     )
@@ -318,3 +366,18 @@ def test_actions_are_in_documented_order_and_costs_add_up(s: Scenario) -> None:
         assert any(a.name == spec.name and a.desired == spec for a in result.actions) or any(
             n.name == spec.name for n in result.notices
         )
+
+
+@SETTINGS
+@given(scenarios())
+def test_an_update_never_changes_a_field_the_provider_cannot_update(s: Scenario) -> None:
+    fields = s.observed.fields
+    for action in run(s).changes:
+        changed = {c.field for c in action.changes} - {"metadata.annotations.gitsync.io/prune"}
+        assert changed <= fields.kept, action
+        if action.kind is ActionKind.UPDATE:
+            assert changed <= fields.updatable, action
+        elif action.kind is ActionKind.RECREATE and not changed <= fields.updatable:
+            assert action.observed is not None
+            ends = ("recreated", f"recreated (while {action.observed.status})")
+            assert action.reason.endswith(ends), action

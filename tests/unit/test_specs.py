@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from gitsync import specs
 from gitsync.errors import SpecError
-from gitsync.model import CacheSpec, Diagnostic, Severity, SourceLocation
+from gitsync.model import CacheSpec, Diagnostic, EipAttributes, Severity, SourceLocation
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "specs"
 VALID = DATA / "valid"
@@ -35,6 +35,21 @@ E, W, I = "error", "warning", "info"  # noqa: E741  # short column values keep t
 # case -> every diagnostic: (path, line, column, severity, rule, fragment of the message)
 INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     "alias-bomb": [("bomb.yaml", 9, 8, E, "yaml-alias", "alias bomb")],
+    "bad-eip-annotation": [
+        ("cache.yaml", 6, 47, E, "annotation", "is not JSON (Expecting ',' delimiter: line 1"),
+        ("cache.yaml", 15, 49, E, "annotation", "'InternetChargeType', a key of the pod"),
+        ("cache.yaml", 24, 47, E, "annotation", "(did you mean 'InternetMaxBandwidthOut'?)"),
+        ("cache.yaml", 33, 47, E, "annotation", "InternetMaxBandwidthOut must be an integer"),
+        ("cache.yaml", 42, 47, E, "annotation", "of at least 1 (Mbps), got 0"),
+        ("cache.yaml", 51, 47, E, "annotation", "must be a JSON object of DeletePolicy,"),
+        ("cache.yaml", 60, 47, E, "annotation", "names 'InternetMaxBandwidthOut' twice"),
+    ],
+    "bad-security-group": [
+        ("cache.yaml", 9, 7, E, "security-group", "[1] 'default' is not a security group id"),
+        ("cache.yaml", 10, 7, E, "security-group", "'SG-1CGHHUUU' is not"),
+        ("cache.yaml", 11, 7, E, "security-group", "'' is not a security group id"),
+        ("cache.yaml", 12, 7, E, "schema", "securityGroupIds[4] must be a string, got 42"),
+    ],
     "bad-image-ref": [
         ("cache.yaml", 7, 7, E, "image-ref", "'Nginx:1.27' is not a valid image reference"),
         ("cache.yaml", 8, 7, E, "image-ref", "tag after ':' is empty"),
@@ -82,7 +97,10 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     "missing-name": [("cache.yaml", 3, 1, E, "schema", "metadata.name is required")],
     "missing-spec": [("cache.yaml", 1, 1, E, "schema", "spec is required")],
     "name-too-long": [("cache.yaml", 4, 9, E, "schema", "got 254 characters")],
-    "negative-retention": [("cache.yaml", 7, 18, E, "schema", "an integer of at least 0, got -1")],
+    "negative-retention": [("cache.yaml", 7, 18, E, "schema", "from 0 to 3650, got -1")],
+    "retention-too-long": [
+        ("cache.yaml", 7, 18, E, "schema", "spec.retentionDays must be an integer from 0 to 3650")
+    ],
     "not-a-mapping": [
         ("cache.yaml", 1, 1, E, "not-a-mapping", "document is a list"),
         ("cache.yaml", 4, 1, E, "not-a-mapping", "document is 'just a string'"),
@@ -214,8 +232,8 @@ def test_valid_tree_counts_and_diagnostics() -> None:
     result = specs.load_repository([VALID], root=VALID)
 
     assert result.ok
-    assert result.files == 17  # README.md, notes.json and .hidden/ are not read
-    assert result.documents == 20  # empty.yaml and comments-only.yaml hold none
+    assert result.files == 18  # README.md, notes.json and .hidden/ are not read
+    assert result.documents == 23  # empty.yaml and comments-only.yaml hold none
     assert _rows(result.diagnostics) == [
         ("mixed-kinds.yaml", 2, 7, I, "other-kind"),
         ("mixed-kinds.yaml", 14, 7, I, "other-kind"),
@@ -227,7 +245,7 @@ def test_valid_tree_counts_and_diagnostics() -> None:
     assert "uses tag 'latest'" in result.diagnostics[3].message
     names = [c.name for c in result.caches]
     assert names == sorted(names)
-    assert len(names) == 19
+    assert len(names) == 22
 
 
 def test_valid_tree_values() -> None:
@@ -256,6 +274,74 @@ def test_valid_tree_values() -> None:
     assert caches["multi-three"].retention_days == 30
     assert caches["flow-json"].image_cache_size_gib == 25
     assert len(caches["registry-ports"].images) == 4
+
+
+def test_labels_annotations_security_groups_and_the_eip_reach_the_spec() -> None:
+    caches = {c.name: c for c in specs.load_repository([VALID], root=VALID).caches}
+
+    sample = caches["imagecache-sample-more-para"]  # the cloud documentation's second sample
+    assert sample.labels == (("team", "web"),)
+    assert sample.annotations == (
+        ("eks.tke.cloud.tencent.com/eip-attributes", '{"InternetMaxBandwidthOut":2}'),
+    )
+    assert sample.eip == EipAttributes(internet_max_bandwidth_out=2)
+    assert sample.security_group_ids == ("sg-1cghhuuu", "sg-33ocnj9n")  # in the order written
+    assert sample.retention_days == 3650  # the operator's maximum
+    # "" asks for an EIP with the cloud's defaults; the prune annotation stays `prune`.
+    assert caches["eip-defaults"].eip == EipAttributes()
+    assert caches["eip-defaults"].annotations == (("eks.tke.cloud.tencent.com/eip-attributes", ""),)
+    assert caches["eip-defaults"].prune is False
+    assert caches["eip-every-field"].eip == EipAttributes(
+        delete_policy="Never", internet_service_provider="BGP", internet_max_bandwidth_out=100
+    )
+    assert str(caches["eip-every-field"].eip) == (
+        '{"DeletePolicy":"Never","InternetServiceProvider":"BGP","InternetMaxBandwidthOut":100}'
+    )
+    # kubectl's own record of what it applied is not the spec's.
+    assert caches["from-kubectl"].annotations == ()
+    assert caches["keep-me"].annotations == (("owner", "platform team"),)
+    assert caches["team-a.api"].labels == (
+        ("app.kubernetes.io/part-of", "payments"),
+        ("team", "team-a"),
+    )
+    assert caches["web-base"].eip is None
+    assert caches["web-base"].security_group_ids == ()
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (
+            "'{\"InternetMaxBandwidthOut\": true}'",
+            "must be an integer of at least 1 (Mbps), got true",
+        ),
+        ("'{\"InternetMaxBandwidthOut\": 2.5}'", "got 2.5"),
+        ('\'{"InternetServiceProvider": ""}\'', "naming the line (BGP, CMCC, CTCC, CUCC)"),
+        ("'{\"DeletePolicy\": 1}'", "DeletePolicy must be a string"),
+        ("'null'", "got null"),
+        ("'2'", "got 2"),
+        ("'" + "[" * 100_000 + "'", "nested too deeply"),
+    ],
+)
+def test_a_malformed_eip_annotation_names_the_file_line_and_field(
+    tmp_path: Path, value: str, fragment: str
+) -> None:
+    path = _write(
+        tmp_path / "cache.yaml",
+        "apiVersion: eks.cloud.tencent.com/v1\nkind: ImageCache\nmetadata:\n  name: eip\n"
+        f"  annotations:\n    eks.tke.cloud.tencent.com/eip-attributes: {value}\n"
+        "spec:\n  images: [nginx:1.27.2]\n",
+    )
+    result = specs.load_repository([path], root=tmp_path)
+    (diagnostic,) = result.diagnostics
+    assert (diagnostic.rule, diagnostic.location) == (
+        "annotation",
+        SourceLocation("cache.yaml", 6, 47),
+    )
+    assert diagnostic.field == "metadata.annotations['eks.tke.cloud.tencent.com/eip-attributes']"
+    assert fragment in diagnostic.message
+    assert len(diagnostic.message) < 400
+    assert result.caches == ()
 
 
 def test_desired_state_of_a_valid_tree() -> None:
@@ -700,10 +786,17 @@ def test_worker_processes_give_the_same_result_as_one_process(
 ) -> None:
     for n in range(specs.PARALLEL_MIN_FILES + 10):
         extra = ("  imageCacheSize: 5",) if n % 37 == 0 else ()
+        if n % 5 == 0:  # every field a worker must send back
+            extra = (*extra, "  securityGroupIds: [sg-1cghhuuu]")
         images = "[nginx]" if n % 41 == 0 else "[nginx:1.27.2]"
-        _write(
-            tmp_path / f"d{n % 7}" / f"c{n:03d}.yaml", _cache(f"c{n % 150}", *extra, images=images)
-        )
+        text = _cache(f"c{n % 150}", *extra, images=images)
+        if n % 3 == 0:
+            text = text.replace(
+                "metadata:\n",
+                "metadata:\n  labels: {team: web}\n  annotations:\n"
+                '    eks.tke.cloud.tencent.com/eip-attributes: \'{"DeletePolicy":"Never"}\'\n',
+            )
+        _write(tmp_path / f"d{n % 7}" / f"c{n:03d}.yaml", text)
     monkeypatch.setattr(specs, "_worker_count", lambda files: 2)  # even on a one-core machine
     parallel = specs.load_repository([tmp_path], root=tmp_path)
     monkeypatch.setattr(specs, "_worker_count", lambda files: 1)
@@ -711,6 +804,7 @@ def test_worker_processes_give_the_same_result_as_one_process(
 
     assert parallel == serial
     assert [c.location for c in parallel.caches] == [c.location for c in serial.caches]
+    assert any(c.eip and c.labels and c.security_group_ids for c in parallel.caches)
     rules = {d.rule for d in serial.diagnostics}
     assert rules == {"schema", "mutable-tag", "duplicate-name"}
     assert all(d.severity in (Severity.ERROR, Severity.WARNING) for d in serial.diagnostics)

@@ -14,12 +14,23 @@ import pytest
 pytest.importorskip("tencentcloud.tke.v20180525", reason="needs the extra 'tencent'")
 
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
-from gitsync.model import CacheEvent, CacheSpec, CacheStatus
+from gitsync.model import (
+    CLASSIC_FIELDS,
+    EIP_FIELD,
+    SECURITY_GROUPS_FIELD,
+    CacheEvent,
+    CacheSpec,
+    CacheStatus,
+    EipAttributes,
+)
 from gitsync.providers.local.auth import CredentialError
 from gitsync.providers.tencentcloud import (
+    EIP_TAG,
     OWNER_TAG,
     PRUNE_TAG,
     PULL_SECRETS_TAG,
+    SECURITY_GROUPS_TAG,
+    TENCENTCLOUD_FIELDS,
     TencentCloudAPIError,
     TencentCloudAuthError,
     TencentCloudCredentials,
@@ -29,6 +40,7 @@ from gitsync.providers.tencentcloud import (
     TencentCloudSettings,
     TencentCloudTransientError,
     classify_error,
+    eip_params,
     load_credentials_file,
     observed_from_api,
     ownership_tags,
@@ -62,6 +74,8 @@ FULL: dict[str, Any] = {
         {"Key": OWNER_TAG, "Value": "gitsync"},
         {"Key": PRUNE_TAG, "Value": "disabled"},
         {"Key": PULL_SECRETS_TAG, "Value": "team/regcred ops/other"},
+        {"Key": SECURITY_GROUPS_TAG, "Value": "sg-b sg-a"},
+        {"Key": EIP_TAG, "Value": "auto InternetMaxBandwidthOut=2 DeletePolicy=Never"},
         {"Key": "cost-center", "Value": "42"},
     ],
 }
@@ -95,6 +109,9 @@ def test_every_documented_field_maps_onto_the_model() -> None:
     assert cache.owner == "gitsync"
     assert cache.prune is False
     assert cache.image_pull_secrets == ("team/regcred", "ops/other")
+    assert cache.security_group_ids == ("sg-b", "sg-a")  # in the order the spec gave them
+    assert cache.eip == EipAttributes(delete_policy="Never", internet_max_bandwidth_out=2)
+    assert (cache.labels, cache.annotations) == ((), ())  # the API has no place for them
     assert cache.content_bytes is None
     assert cache.events == (
         CacheEvent(
@@ -128,9 +145,15 @@ def test_an_unknown_or_missing_status_is_failed_with_a_warning_naming_it(raw: ob
 
 
 def test_a_cache_without_the_owner_tag_has_no_owner_and_no_secrets() -> None:
-    cache = observed_from_api(item(Tags=[{"Key": PULL_SECRETS_TAG, "Value": "team/regcred"}]))
+    tags = [
+        {"Key": PULL_SECRETS_TAG, "Value": "team/regcred"},
+        {"Key": SECURITY_GROUPS_TAG, "Value": "sg-a"},
+        {"Key": EIP_TAG, "Value": "auto"},
+    ]
+    cache = observed_from_api(item(Tags=tags))
     assert cache.owner is None
     assert cache.image_pull_secrets == ()  # another tool's tag is not trusted
+    assert (cache.security_group_ids, cache.eip) == ((), None)
     assert cache.prune is True
 
 
@@ -268,24 +291,109 @@ def test_permanent_errors_say_what_to_fix(code: str, hint: str) -> None:
 # --------------------------------------------------------------------- tags
 
 
-def test_ownership_tags_are_always_all_three() -> None:
-    spec = CacheSpec(name="web", images=("nginx:1",), image_pull_secrets=("a/b", "c"))
+def test_ownership_tags_are_always_all_five() -> None:
+    spec = CacheSpec(
+        name="web",
+        images=("nginx:1",),
+        image_pull_secrets=("a/b", "c"),
+        security_group_ids=("sg-1cghhuuu", "sg-33ocnj9n"),
+        eip=EipAttributes(internet_service_provider="BGP", internet_max_bandwidth_out=2),
+    )
     assert ownership_tags(spec, owner="gitsync") == [
         {"Key": OWNER_TAG, "Value": "gitsync"},
         {"Key": PRUNE_TAG, "Value": "enabled"},
         {"Key": PULL_SECRETS_TAG, "Value": "a/b c"},
+        {"Key": SECURITY_GROUPS_TAG, "Value": "sg-1cghhuuu sg-33ocnj9n"},
+        {"Key": EIP_TAG, "Value": "auto InternetServiceProvider=BGP InternetMaxBandwidthOut=2"},
     ]
     bare = CacheSpec(name="web", images=("nginx:1",), prune=False)
     assert ownership_tags(bare, owner="team@prod")[1:] == [
         {"Key": PRUNE_TAG, "Value": "disabled"},
         {"Key": PULL_SECRETS_TAG, "Value": "-"},
+        {"Key": SECURITY_GROUPS_TAG, "Value": "-"},
+        {"Key": EIP_TAG, "Value": "none"},
     ]
 
 
-def test_tags_round_trip_through_a_record() -> None:
-    spec = CacheSpec(name="web", images=("nginx:1",), image_pull_secrets=("a/b",), prune=False)
+@pytest.mark.parametrize(
+    "eip",
+    [
+        None,
+        EipAttributes(),
+        EipAttributes(internet_max_bandwidth_out=2),
+        EipAttributes(delete_policy="0", internet_service_provider="CMCC"),  # "0" stays a string
+        EipAttributes("Never", "BGP", 200),
+    ],
+)
+def test_tags_round_trip_through_a_record(eip: EipAttributes | None) -> None:
+    spec = CacheSpec(
+        name="web",
+        images=("nginx:1",),
+        image_pull_secrets=("a/b",),
+        prune=False,
+        security_group_ids=("sg-b", "sg-a"),
+        eip=eip,
+    )
     cache = observed_from_api(item(Tags=ownership_tags(spec, owner="gitsync")))
     assert (cache.owner, cache.image_pull_secrets, cache.prune) == ("gitsync", ("a/b",), False)
+    assert (cache.security_group_ids, cache.eip) == (("sg-b", "sg-a"), eip)
+
+
+@pytest.mark.parametrize(
+    ("value", "eip"),
+    [
+        ("none", None),
+        ("", None),
+        ("auto", EipAttributes()),
+        ("auto InternetMaxBandwidthOut=5", EipAttributes(internet_max_bandwidth_out=5)),
+        # Edited by hand: what can be read is read; a difference from Git then rebuilds.
+        ("auto Colour=red InternetMaxBandwidthOut=x junk", EipAttributes()),
+    ],
+)
+def test_the_eip_tag_reads_back(value: str, eip: EipAttributes | None) -> None:
+    tags = [{"Key": OWNER_TAG, "Value": "gitsync"}, {"Key": EIP_TAG, "Value": value}]
+    assert observed_from_api(item(Tags=tags)).eip == eip
+
+
+def test_a_cache_made_before_the_new_tags_reads_as_without_groups_or_eip() -> None:
+    cache = observed_from_api(item(Tags=[{"Key": OWNER_TAG, "Value": "gitsync"}]))
+    assert (cache.security_group_ids, cache.eip) == ((), None)
+
+
+def test_eip_attributes_map_to_create_image_cache_parameters() -> None:
+    def params(eip: EipAttributes | None) -> dict[str, Any]:
+        return eip_params(CacheSpec(name="web", images=("nginx:1",), eip=eip))
+
+    assert params(None) == {}
+    assert params(EipAttributes()) == {"AutoCreateEip": True}
+    assert params(EipAttributes(internet_max_bandwidth_out=2)) == {
+        "AutoCreateEip": True,
+        "AutoCreateEipAttribute": {"InternetMaxBandwidthOut": 2},
+    }
+    assert params(EipAttributes("Never", "CTCC", 10)) == {
+        "AutoCreateEip": True,
+        "AutoCreateEipAttribute": {
+            "DeletePolicy": "Never",
+            "InternetServiceProvider": "CTCC",
+            "InternetMaxBandwidthOut": 10,
+        },
+    }
+
+
+def test_eip_values_a_tag_cannot_hold_are_refused_before_any_call() -> None:
+    spec = CacheSpec(
+        name="web", images=("nginx:1",), eip=EipAttributes(delete_policy="keep it, please")
+    )
+    with pytest.raises(PermanentError, match="DeletePolicy 'keep it, please' cannot be kept"):
+        ownership_tags(spec, owner="gitsync")
+
+
+def test_the_backend_keeps_groups_and_the_eip_and_recreates_for_the_eip() -> None:
+    assert TENCENTCLOUD_FIELDS.kept == CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD, EIP_FIELD}
+    assert TENCENTCLOUD_FIELDS.updatable == CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD}
+    assert TENCENTCLOUD_FIELDS.reason(EIP_FIELD) == (
+        "UpdateImageCache cannot change the EIP settings"
+    )
 
 
 @pytest.mark.parametrize("owner", ["", "  ", "a,b", "x" * 256, "owner#1"])
@@ -298,6 +406,13 @@ def test_too_many_pull_secrets_for_one_tag_value_are_refused() -> None:
     secrets = tuple(f"namespace-{i}/secret-name-{i}" for i in range(12))
     spec = CacheSpec(name="web", images=("nginx:1",), image_pull_secrets=secrets)
     with pytest.raises(PermanentError, match="more than the 255"):
+        ownership_tags(spec, owner="gitsync")
+
+
+def test_too_many_security_groups_for_one_tag_value_are_refused() -> None:
+    groups = tuple(f"sg-{i:08d}" for i in range(24))
+    spec = CacheSpec(name="web", images=("nginx:1",), security_group_ids=groups)
+    with pytest.raises(PermanentError, match=r"securityGroupIds .* more than the 255"):
         ownership_tags(spec, owner="gitsync")
 
 

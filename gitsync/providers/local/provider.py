@@ -41,6 +41,7 @@ from pathlib import Path
 from gitsync import imageref
 from gitsync.errors import GitSyncError, PermanentError, TemporaryError
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache, ObservedState
+from gitsync.providers.base import LOCAL_FIELDS
 from gitsync.providers.local.auth import (
     CredentialStore,
     PullSecretNotFoundError,
@@ -112,6 +113,7 @@ class LocalProvider:
     """`Provider` over a data dir. Open with `writable=False` to only read (status, plan)."""
 
     name = "local"
+    fields = LOCAL_FIELDS  # labels, annotations, security groups: not kept, nothing to rebuild
 
     def __init__(
         self,
@@ -159,7 +161,7 @@ class LocalProvider:
     def observe(self) -> ObservedState:
         if self._writable:
             self._expire()
-        return ObservedState(caches=self.state.caches())
+        return ObservedState(caches=self.state.caches(), fields=self.fields)
 
     def create(self, spec: CacheSpec, *, owner: str) -> ObservedCache:
         for cache in self.state.caches():
