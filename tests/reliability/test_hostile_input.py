@@ -395,7 +395,7 @@ def _pick(draw: st.DrawFn, good: st.SearchStrategy[Any], bad: st.SearchStrategy[
 _GOOD_IMAGE_LISTS = st.lists(st.sampled_from(_GOOD_IMAGES), min_size=1, max_size=4, unique=True)
 _BAD_IMAGE_LISTS = st.one_of(st.lists(_image_refs(), min_size=0, max_size=4), _SCALARS)
 _GOOD_SIZES = st.sampled_from([20, 21, 100, 31999, 32000])
-_GOOD_RETENTION = st.integers(0, 10**6)
+_RETENTION = st.integers(0, 10**6)  # both sides of the CRD range 0-3650; the oracle knows it
 _GOOD_SECRET = st.from_regex(_SECRET_REF, fullmatch=True)
 _GOOD_NAMES = st.from_regex(_DNS1123, fullmatch=True).filter(lambda n: len(n) <= 253)
 _EXTRA_KEY = st.text(_ALNUM + "A", min_size=1, max_size=12)
@@ -411,7 +411,7 @@ def _documents(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         spec["imageCacheSize"] = _pick(draw, _GOOD_SIZES, _SCALARS)
     if draw(st.booleans()):
-        spec["retentionDays"] = _pick(draw, _GOOD_RETENTION, _SCALARS)
+        spec["retentionDays"] = _pick(draw, _RETENTION, _SCALARS)
     if not draw(st.integers(0, 3)):
         count = draw(st.integers(0, 2))
         spec["imagePullSecrets"] = [_pick(draw, _GOOD_SECRET, _SCALARS) for _ in range(count)]
@@ -459,7 +459,7 @@ def _oracle(document: dict[str, Any]) -> bool:
         and _DNS1123.fullmatch(name) is not None
         and _valid_images(spec.get("images"))
         and ("imageCacheSize" not in spec or _integer(spec["imageCacheSize"], 20, 32000))
-        and ("retentionDays" not in spec or _integer(spec["retentionDays"], 0, math.inf))
+        and ("retentionDays" not in spec or _integer(spec["retentionDays"], 0, 3650))
         and isinstance(secrets, list)
         and all(isinstance(s, str) and len(s) <= 317 and _SECRET_REF.fullmatch(s) for s in secrets)
         and set(spec) <= {"images", "imageCacheSize", "retentionDays", "imagePullSecrets"}
@@ -481,7 +481,7 @@ def _check_load(folder: Path, data: bytes, document: dict[str, Any] | None) -> N
         assert len(cache.name) <= 253, cache
         assert _DNS1123.fullmatch(cache.name), cache
         assert 20 <= cache.image_cache_size_gib <= 32000, cache
-        assert cache.retention_days >= 0, cache
+        assert 0 <= cache.retention_days <= 3650, cache
         assert 1 <= len(cache.images) <= 100, cache
         assert len({imageref.normalize(i) for i in cache.images}) == len(cache.images), cache
     if (
