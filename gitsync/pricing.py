@@ -173,6 +173,9 @@ def action_cost(
     * delete: - the observed snapshot per hour;
     * update, recreate: new - old snapshot per hour, + one creation (an update
       pulls the images again);
+    * an update that changes nothing the build uses (labels, annotations,
+      `retentionDays`): nothing, since no build instance runs and the snapshot
+      stays as it is;
     * noop: nothing.
 
     The content size of a cache not built yet is unknown, except when its
@@ -195,6 +198,8 @@ def action_cost(
     else:
         if observed is None:
             raise ValueError(f"action_cost: a {kind} needs the observed cache it replaces")
+        if kind is ActionKind.UPDATE and not _rebuilds(desired, observed):
+            return CostDelta(currency=prices.currency)
         content = observed.content_bytes if _same_images(desired, observed) else None
         old_hourly = _observed_hourly(observed, prices)
     size = desired.image_cache_size_gib
@@ -211,6 +216,21 @@ def _observed_hourly(observed: ObservedCache, prices: PriceTable) -> float:
         size_gib=observed.image_cache_size_gib,
         content_bytes=observed.content_bytes,
         prices=prices,
+    )
+
+
+def _rebuilds(desired: CacheSpec, observed: ObservedCache) -> bool:
+    """Whether an update pulls again: the build's inputs changed, not just its metadata.
+
+    Pull secrets and security groups only matter to the build instance; a change
+    of them alone is priced as a build too, since an overestimate is the safe
+    side of a cost shown for review.
+    """
+    return (
+        not _same_images(desired, observed)
+        or desired.image_cache_size_gib != observed.image_cache_size_gib
+        or set(desired.image_pull_secrets) != set(observed.image_pull_secrets)
+        or set(desired.security_group_ids) != set(observed.security_group_ids)
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -182,6 +184,39 @@ def test_rebuild_with_new_images_prices_the_new_snapshot_at_its_disk_size(
     assert cost.hourly == pytest.approx(0.097)
     # (0.5 + 100 * 0.01) * 0.3 h
     assert cost.one_off == pytest.approx(0.45)
+
+
+def test_an_update_of_metadata_alone_runs_no_build_and_costs_nothing() -> None:
+    # Labels, annotations and retention change no byte of the snapshot.
+    desired = replace(
+        spec(),
+        labels=(("team", "web"),),
+        annotations=(("example.com/owner", "web"),),
+        retention_days=30,
+    )
+    cost = action_cost(
+        ActionKind.UPDATE, desired=desired, observed=observed(content=3 * GIB), prices=PRICES
+    )
+    assert (cost.hourly, cost.one_off) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"image_pull_secrets": ("ns/key",)},
+        {"security_group_ids": ("sg-1",)},
+        {"image_cache_size_gib": 60},
+        {"images": ("a:2",)},
+    ],
+)
+def test_an_update_of_what_the_build_uses_is_priced_as_a_build(changed: dict[str, Any]) -> None:
+    cost = action_cost(
+        ActionKind.UPDATE,
+        desired=replace(spec(), **changed),
+        observed=observed(content=3 * GIB),
+        prices=PRICES,
+    )
+    assert cost.one_off > 0
 
 
 def test_noop_costs_nothing() -> None:
