@@ -1,11 +1,15 @@
-"""The Kubernetes stand-in prunes, defaults and validates objects as a real API server does.
+"""The Kubernetes stand-in admits objects and keeps field ownership as a real API server does.
 
 These requests are raw HTTP, as any client would send them, so what is
 checked is the stand-in itself: unknown fields are dropped (or refused with
 `fieldValidation=Strict`), the CRD's defaults are filled in, and an invalid
 object is answered 422 with a Status of reason Invalid naming each field,
 and is not stored. The CRD is `manifests/crd-imagecache.yaml`, as users
-install it.
+install it. Server-side apply follows the field manager's rules, which the
+kubernetes provider relies on to tell its labels and annotations from
+others': what an applier stops sending goes unless someone else owns it,
+fields set alike are shared, another manager's field is a 409 conflict
+unless forced, and every other write owns what it changed.
 """
 
 from __future__ import annotations
