@@ -25,15 +25,48 @@ the planner reports them as in the way.
 `gitsync.io/prune: disabled` travels as an annotation on the object, so
 `ObservedCache.prune` reflects it after the spec has left Git.
 
+The provider keeps every field of a spec and changes each in place
+(`KUBERNETES_FIELDS`): a change of a label or an annotation alone is an
+update, applied to the same object.
+
 Writes
 ------
+The object gitsync writes is the one in Git: `spec.images`,
+`imageCacheSize`, `retentionDays`, `imagePullSecrets`, `securityGroupIds`,
+and Git's labels and annotations (the EIP annotation
+`eks.tke.cloud.tencent.com/eip-attributes` among them, as written) beside
+gitsync's own two labels and `gitsync.io/prune`; `kubectl`'s
+last-applied-configuration in Git is not copied. A spec that sets one of
+gitsync's own labels, or `gitsync.io/applied-metadata` (below), is refused
+with a `PermanentError` naming the key: such a key could never equal Git.
+
 Server-side apply (`application/apply-patch+yaml`, field manager `gitsync`,
-`force=true`: Git wins over `kubectl edit`). Apply owns exactly the fields
-gitsync sends, so a field that Git drops (the prune annotation, the pull
-secrets) is removed by the API server and fields other managers own are kept.
+`force=true`: Git wins over `kubectl edit` and `kubectl label --overwrite`).
+Apply owns exactly the fields gitsync sends, so a field that Git drops (a
+label, an annotation, the prune annotation, the pull secrets) is removed by
+the API server unless another manager owns it too, and fields other
+managers set (a label added by `kubectl label`, an operator's annotation)
+are kept.
+
+Which labels and annotations are gitsync's is read from the object's
+`metadata.managedFields`: the keys under `f:metadata/f:labels` and
+`f:metadata/f:annotations` of the entries of manager `gitsync`. Only those
+are reported as the cache's labels and annotations (`Written`), so a key
+someone else added is never a difference from Git and never removed; a key
+of Git's that someone else overwrote belongs to them until gitsync's next
+apply takes it back, and is reported missing until then.
+
 An API server that cannot apply (415, or 400/404/405 naming the patch type:
 very old servers, some proxies) is remembered, and writes fall back to POST
-create and JSON merge patch, with explicit nulls for the fields Git dropped.
+create and JSON merge patch. A merge patch owns nothing, so the fallback
+keeps its own record, `gitsync.io/applied-metadata: {"annotations":[...],
+"labels":[...]}` (the user keys it wrote, as kubectl's
+last-applied-configuration does), and sends explicit nulls for the keys
+recorded (or owned by gitsync in managedFields) that Git dropped, for the
+prune annotation and the optional spec lists. Back on server-side apply, a
+write that finds fields gitsync holds only through such merge patches, or
+the record, removes those Git no longer has, and the record, with one merge
+patch after the apply.
 
 A rebuild (the planner's RECREATE: failed, expired or due for renewal) cannot
 be asked of the operator by changing nothing, so `update` deletes the object
@@ -112,6 +145,7 @@ from gitsync.model import (
     ObservedCache,
     ObservedState,
 )
+from gitsync.providers.base import KUBERNETES_FIELDS
 from gitsync.providers.local.auth import (
     CredentialError,
     CredentialStore,
@@ -135,6 +169,14 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a stuck API server must 
 MAX_EVENTS_PER_CACHE = 20
 APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
+# The merge-patch fallback's record of the user label and annotation keys it wrote from Git
+# (JSON: {"annotations": [...], "labels": [...]}), so that it can remove one Git drops, as
+# kubectl's last-applied-configuration does. Server-side apply keeps that record itself.
+APPLIED_ANNOTATION = "gitsync.io/applied-metadata"
+LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
+# Metadata gitsync keeps for itself: never reported as a label or annotation from Git.
+OWN_LABELS = frozenset({MANAGED_BY_LABEL, OWNER_LABEL})
+OWN_ANNOTATIONS = frozenset({PRUNE_ANNOTATION, APPLIED_ANNOTATION, LAST_APPLIED_ANNOTATION})
 
 # What the code calls, for the RBAC test: (apiGroup, resource, verbs). Keep in step with
 # manifests/clusterrole.yaml (tests/unit/test_manifests.py checks the manifests cover it).
@@ -152,6 +194,9 @@ _LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
 _NO_APPLY_STATUSES = (400, 404, 405, 415)
 
 Json = dict[str, Any]
+FieldPath = tuple[str, ...]  # ("metadata", "labels", "team"), ("spec", "imagePullSecrets")
+_LABELS: FieldPath = ("metadata", "labels")
+_ANNOTATIONS: FieldPath = ("metadata", "annotations")
 
 
 # --------------------------------------------------------------- client config
@@ -328,8 +373,175 @@ def event_from(item: Mapping[str, Any]) -> CacheEvent:
     )
 
 
-def observed_from(obj: Mapping[str, Any], *, events: Iterable[CacheEvent] = ()) -> ObservedCache:
-    """One ImageCache object as the model's `ObservedCache`."""
+# ------------------------------------------------------------------ ownership
+
+
+def fields_v1_paths(fields: object, prefix: FieldPath = ()) -> set[FieldPath]:
+    """The fields a `managedFields` entry's FieldsV1 names (`f:` steps), without `.` entries.
+
+    `{"f:metadata": {"f:labels": {".": {}, "f:team": {}}}}` is
+    `{("metadata", "labels", "team")}`. List items (`k:`, `v:`, `i:`) do not
+    occur in ImageCache, whose lists are atomic, and are skipped.
+    """
+    paths: set[FieldPath] = set()
+    if not isinstance(fields, Mapping):
+        return paths
+    for key, child in fields.items():
+        if not isinstance(key, str) or not key.startswith("f:"):
+            continue
+        path = (*prefix, key[2:])
+        if isinstance(child, Mapping) and any(str(k).startswith("f:") for k in child):
+            paths |= fields_v1_paths(child, path)
+        else:
+            paths.add(path)
+    return paths
+
+
+def _recorded(annotations: Mapping[str, Any]) -> set[FieldPath]:
+    """The keys the fallback's `APPLIED_ANNOTATION` lists; unreadable is none."""
+    try:
+        record = json.loads(str(annotations.get(APPLIED_ANNOTATION) or "{}"))
+    except ValueError:
+        return set()
+    if not isinstance(record, Mapping):
+        return set()
+    paths: set[FieldPath] = set()
+    for where, name in ((_LABELS, "labels"), (_ANNOTATIONS, "annotations")):
+        keys = record.get(name)
+        if isinstance(keys, list):
+            paths |= {(*where, key) for key in keys if isinstance(key, str)}
+    return paths
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What gitsync wrote to one object, told apart from what others wrote.
+
+    The API server keeps the record: each `metadata.managedFields` entry
+    names a manager, how it wrote (`Apply` for server-side apply, `Update`
+    for every other write) and the fields it owns. gitsync's fields are those
+    of its entries (manager `gitsync`) plus the keys its merge-patch fallback
+    recorded in `APPLIED_ANNOTATION` (servers without managed fields). Only
+    paths the object holds now, under `metadata.labels`,
+    `metadata.annotations` and `spec`, are kept.
+    """
+
+    applied: frozenset[FieldPath] = frozenset()  # gitsync's, by server-side apply
+    updated: frozenset[FieldPath] = frozenset()  # gitsync's, by other writes or its record
+    others: frozenset[FieldPath] = frozenset()  # owned by another manager (maybe also gitsync)
+    recorded: bool = False  # the object carries APPLIED_ANNOTATION
+
+    @property
+    def labels(self) -> frozenset[str]:
+        """The user label keys gitsync wrote: not its own two."""
+        return self._keys(_LABELS, OWN_LABELS)
+
+    @property
+    def annotations(self) -> frozenset[str]:
+        """The user annotation keys gitsync wrote: not the prune annotation or the record."""
+        return self._keys(_ANNOTATIONS, OWN_ANNOTATIONS)
+
+    def _keys(self, where: FieldPath, own: frozenset[str]) -> frozenset[str]:
+        return frozenset(
+            path[2]
+            for path in self.applied | self.updated
+            if len(path) == 3 and path[:2] == where and path[2] not in own
+        )
+
+    def removals(self, manifest_body: Mapping[str, Any], *, applying: bool) -> Json | None:
+        """A merge patch removing what gitsync wrote before and `manifest_body` no longer has.
+
+        `applying`: the manifest was just applied, so the server removed what gitsync
+        applied before; what is left is what gitsync wrote otherwise (a merge patch, by
+        an older gitsync or the fallback) and its record. Without `applying`, everything
+        gitsync wrote counts. A field another manager also owns stays, as with apply.
+        None when there is nothing to remove.
+        """
+        sent = _leaves(manifest_body)
+        candidates = self.updated if applying else self.applied | self.updated
+        gone = sorted(p for p in candidates - sent - self.others if _removable(p))
+        if applying and self.recorded:
+            gone.append((*_ANNOTATIONS, APPLIED_ANNOTATION))
+        if not gone:
+            return None
+        body: Json = {}
+        for path in gone:
+            node = body
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+            node[path[-1]] = None
+        return body
+
+
+def _removable(path: FieldPath) -> bool:
+    """Only user keys and optional spec fields are ever removed; never gitsync's labels."""
+    if len(path) == 3 and path[:2] == _LABELS:
+        return path[2] not in OWN_LABELS
+    if len(path) == 3 and path[:2] == _ANNOTATIONS:
+        return path[2] not in (APPLIED_ANNOTATION, LAST_APPLIED_ANNOTATION)
+    return len(path) == 2 and path[0] == "spec" and path[1] not in _REQUIRED_SPEC
+
+
+_REQUIRED_SPEC = frozenset({"images", "imageCacheSize", "retentionDays"})  # always sent
+
+
+def _leaves(obj: Mapping[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
+    """The fields an object sets, as server-side apply counts them (lists are one field)."""
+    paths: set[FieldPath] = set()
+    for key, value in obj.items():
+        if isinstance(value, Mapping) and value:
+            paths |= _leaves(value, (*prefix, str(key)))
+        elif value is not None:
+            paths.add((*prefix, str(key)))
+    return paths
+
+
+def _within(path: FieldPath) -> bool:
+    if path[:2] in (_LABELS, _ANNOTATIONS):
+        return len(path) == 3
+    return len(path) == 2 and path[0] == "spec"
+
+
+def written_of(obj: Mapping[str, Any]) -> Written:
+    """Who wrote which labels, annotations and spec fields of `obj` (see `Written`)."""
+    meta = obj.get("metadata") or {}
+    present = {p for p in _leaves(obj) if _within(p)}
+    applied: set[FieldPath] = set()
+    updated: set[FieldPath] = set()
+    others: set[FieldPath] = set()
+    entries = meta.get("managedFields")
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, Mapping) or entry.get("subresource"):
+            continue  # the status subresource is the operator's, never gitsync's
+        paths = fields_v1_paths(entry.get("fieldsV1"))
+        if entry.get("manager") != FIELD_MANAGER:
+            others |= paths
+        elif entry.get("operation") == "Apply":
+            applied |= paths
+        else:
+            updated |= paths
+    annotations = meta.get("annotations") or {}
+    updated |= _recorded(annotations)
+    return Written(
+        applied=frozenset(applied & present),
+        updated=frozenset(updated & present),
+        others=frozenset(others & present),
+        recorded=APPLIED_ANNOTATION in annotations,
+    )
+
+
+def observed_from(
+    obj: Mapping[str, Any],
+    *,
+    events: Iterable[CacheEvent] = (),
+    written: Written | None = None,
+) -> ObservedCache:
+    """One ImageCache object as the model's `ObservedCache`.
+
+    Its labels and annotations are only those gitsync wrote from Git
+    (`Written`, worked out from the object when not given): not its own
+    bookkeeping, and not what other controllers or people added.
+    """
     meta = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     status_block = obj.get("status") or {}
@@ -344,6 +556,8 @@ def observed_from(obj: Mapping[str, Any], *, events: Iterable[CacheEvent] = ()) 
     if expires is None and created is not None and retention > 0:
         expires = created + timedelta(days=retention)
     annotations = meta.get("annotations") or {}
+    labels = meta.get("labels") or {}
+    written = written if written is not None else written_of(obj)
     listed = sorted(
         events,
         key=lambda e: e.last_timestamp or datetime.min.replace(tzinfo=UTC),
@@ -367,17 +581,28 @@ def observed_from(obj: Mapping[str, Any], *, events: Iterable[CacheEvent] = ()) 
         snapshot_id=str(status_block["snapshotId"]) if status_block.get("snapshotId") else None,
         events=tuple(listed),
         prune=annotations.get(PRUNE_ANNOTATION) != PRUNE_DISABLED,
+        security_group_ids=_strings(spec.get("securityGroupIds")),
+        labels=tuple(sorted((key, str(labels[key])) for key in written.labels)),
+        annotations=tuple(sorted((key, str(annotations[key])) for key in written.annotations)),
     )
 
 
-def manifest(spec: CacheSpec, *, owner: str) -> Json:
-    """The whole object gitsync applies for `spec`: exactly the fields it owns."""
-    metadata: Json = {
-        "name": spec.name,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY_VALUE, OWNER_LABEL: owner},
-    }
+def manifest(spec: CacheSpec, *, owner: str, record: bool = False) -> Json:
+    """The whole object gitsync applies for `spec`: exactly the fields it owns.
+
+    Git's labels and annotations, then gitsync's own (its two labels win over
+    Git's). `record`: with the fallback's record of the user keys written (see
+    `APPLIED_ANNOTATION`), for writes that are not server-side apply.
+    """
+    labels = {**dict(spec.labels), MANAGED_BY_LABEL: MANAGED_BY_VALUE, OWNER_LABEL: owner}
+    annotations = dict(spec.annotations)
     if not spec.prune:
-        metadata["annotations"] = {PRUNE_ANNOTATION: PRUNE_DISABLED}
+        annotations[PRUNE_ANNOTATION] = PRUNE_DISABLED
+    if record and (spec.labels or spec.annotations):
+        annotations[APPLIED_ANNOTATION] = _record_value(spec)
+    metadata: Json = {"name": spec.name, "labels": labels}
+    if annotations:
+        metadata["annotations"] = annotations
     body: Json = {
         "images": list(spec.images),
         "imageCacheSize": spec.image_cache_size_gib,
@@ -385,15 +610,42 @@ def manifest(spec: CacheSpec, *, owner: str) -> Json:
     }
     if spec.image_pull_secrets:
         body["imagePullSecrets"] = list(spec.image_pull_secrets)
+    if spec.security_group_ids:
+        body["securityGroupIds"] = list(spec.security_group_ids)
     return {"apiVersion": API_VERSION, "kind": KIND, "metadata": metadata, "spec": body}
 
 
-def _merge_patch_body(spec: CacheSpec, *, owner: str) -> Json:
-    """The merge-patch fallback: the manifest plus explicit nulls for fields Git dropped."""
-    body = manifest(spec, owner=owner)
-    body["metadata"]["annotations"] = {PRUNE_ANNOTATION: None if spec.prune else PRUNE_DISABLED}
-    body["spec"]["imagePullSecrets"] = list(spec.image_pull_secrets) or None
+def _record_value(spec: CacheSpec) -> str:
+    keys = {"annotations": [k for k, _ in spec.annotations], "labels": [k for k, _ in spec.labels]}
+    return json.dumps(keys, separators=(",", ":"), sort_keys=True)
+
+
+def _merge_patch_body(spec: CacheSpec, *, owner: str, before: Written) -> Json:
+    """The merge-patch fallback: the manifest, its record, and nulls for what Git dropped.
+
+    Dropped are the user keys gitsync wrote before (`before`) that Git no
+    longer has and no other manager owns, and, always, whichever of the
+    prune annotation, the record and the optional spec lists `spec` lacks.
+    """
+    body = manifest(spec, owner=owner, record=True)
+    _add_nulls(body, before.removals(body, applying=False) or {})
+    _add_nulls(
+        body,
+        {
+            "metadata": {"annotations": {PRUNE_ANNOTATION: None, APPLIED_ANNOTATION: None}},
+            "spec": {"imagePullSecrets": None, "securityGroupIds": None},
+        },
+    )
     return body
+
+
+def _add_nulls(body: Json, nulls: Mapping[str, Any]) -> None:
+    """Set each null of `nulls` where `body` has no value of its own."""
+    for key, value in nulls.items():
+        if isinstance(value, Mapping):
+            _add_nulls(body.setdefault(key, {}), value)
+        else:
+            body.setdefault(key, None)
 
 
 def _image_set(images: Iterable[str]) -> frozenset[str]:
@@ -413,7 +665,24 @@ def same_spec(spec: CacheSpec, cache: ObservedCache) -> bool:
         and spec.image_cache_size_gib == cache.image_cache_size_gib
         and spec.retention_days == cache.retention_days
         and set(spec.image_pull_secrets) == set(cache.image_pull_secrets)
+        and spec.security_group_ids == cache.security_group_ids
+        and dict(spec.labels) == dict(cache.labels)
+        and dict(spec.annotations) == dict(cache.annotations)
     )
+
+
+def _check_reserved(spec: CacheSpec) -> None:
+    """Git cannot set gitsync's own labels or its record: they would never equal Git."""
+    taken = sorted(
+        [f"label {k}" for k, _ in spec.labels if k in OWN_LABELS]
+        + [f"annotation {k}" for k, _ in spec.annotations if k == APPLIED_ANNOTATION]
+    )
+    if taken:
+        where = f" ({spec.location})" if spec.location is not None else ""
+        raise PermanentError(
+            f"ImageCache {spec.name!r}{where}: {', '.join(taken)} is gitsync's own on the"
+            " kubernetes backend; remove it from the spec in Git"
+        )
 
 
 def check_owner_id(owner: str) -> None:
@@ -433,12 +702,14 @@ class _Seen:
 
     uid: str
     owner: str | None
+    written: Written
 
 
 class KubernetesProvider:
     """`Provider` over ImageCache objects; see the module docstring for the rules."""
 
     name = "kubernetes"
+    fields = KUBERNETES_FIELDS
 
     def __init__(
         self,
@@ -488,13 +759,14 @@ class KubernetesProvider:
         for item in items:
             meta = item.get("metadata") or {}
             uid = str(meta.get("uid", ""))
-            cache = observed_from(item, events=events.get(uid, ()))
+            written = written_of(item)
+            cache = observed_from(item, events=events.get(uid, ()), written=written)
             caches.append(cache)
-            seen[cache.name] = _Seen(uid=uid, owner=cache.owner)
+            seen[cache.name] = _Seen(uid=uid, owner=cache.owner, written=written)
             self._warn_once(cache)
         with self._lock:
             self._seen = seen
-        return ObservedState(caches=tuple(sorted(caches, key=lambda c: c.name)))
+        return ObservedState(caches=tuple(sorted(caches, key=lambda c: c.name)), fields=self.fields)
 
     def create(self, spec: CacheSpec, *, owner: str) -> ObservedCache:
         check_owner_id(owner)
@@ -507,7 +779,7 @@ class KubernetesProvider:
                     " it is created again on a later pass",
                     retry_after=5.0,
                 )
-        return observed_from(self._write(spec, owner=owner, exists=existing is not None))
+        return observed_from(self._write(spec, owner=owner, current=existing))
 
     def update(self, spec: CacheSpec, current: ObservedCache) -> ObservedCache:
         if spec.name != current.name:
@@ -522,7 +794,7 @@ class KubernetesProvider:
         if current.status in _BROKEN or (same_spec(spec, current) and spec.prune == current.prune):
             # Nothing to change means the planner wants a rebuild (failed, expired, renewal).
             return self._rebuild(spec, current, owner=owner)
-        return observed_from(self._write(spec, owner=owner, exists=True))
+        return observed_from(self._write(spec, owner=owner, current=self._current(current.name)))
 
     def delete(self, current: ObservedCache) -> None:
         if current.owner is None:
@@ -538,16 +810,24 @@ class KubernetesProvider:
 
     # ---------------------------------------------------------------- writes
 
-    def _write(self, spec: CacheSpec, *, owner: str, exists: bool) -> Json:
+    def _write(self, spec: CacheSpec, *, owner: str, current: Json | Written | None) -> Json:
+        """Make the object hold `spec`; `current` is it as last read (None: absent).
+
+        Server-side apply, then, only if the object still holds fields gitsync
+        wrote by merge patch (the fallback, or an older gitsync) that Git no
+        longer has, one merge patch removing them.
+        """
+        _check_reserved(spec)
         if self._can_apply:
+            body = manifest(spec, owner=owner)
             try:
-                return self._call(
+                applied = self._call(
                     self._custom.patch_cluster_custom_object,
                     GROUP,
                     VERSION,
                     PLURAL,
                     spec.name,
-                    manifest(spec, owner=owner),
+                    body,
                     field_manager=FIELD_MANAGER,
                     force=True,
                     _content_type=APPLY_PATCH,
@@ -561,18 +841,25 @@ class KubernetesProvider:
                     exc.status,
                     api_error_message(exc),
                 )
-        return self._create_or_patch(spec, owner=owner, exists=exists)
+            else:
+                leftovers = written_of(applied).removals(body, applying=True)
+                if leftovers is None:
+                    return applied
+                return self._merge_patch(spec.name, leftovers)
+        return self._create_or_patch(spec, owner=owner, current=current)
 
-    def _create_or_patch(self, spec: CacheSpec, *, owner: str, exists: bool) -> Json:
+    def _create_or_patch(
+        self, spec: CacheSpec, *, owner: str, current: Json | Written | None
+    ) -> Json:
         what = f"write ImageCache {spec.name!r}"
-        if not exists:
+        if current is None:
             try:
                 return self._call(
                     self._custom.create_cluster_custom_object,
                     GROUP,
                     VERSION,
                     PLURAL,
-                    manifest(spec, owner=owner),
+                    manifest(spec, owner=owner, record=True),
                     field_manager=FIELD_MANAGER,
                     # This generated method ignores _content_type; the server would default to
                     # JSON, but say so.
@@ -585,19 +872,23 @@ class KubernetesProvider:
             current = self._get(spec.name)
             if current is not None:
                 self._check_ours(current, spec.name, owner=owner)
+        before = current if isinstance(current, Written) else written_of(current or {})
+        return self._merge_patch(spec.name, _merge_patch_body(spec, owner=owner, before=before))
+
+    def _merge_patch(self, name: str, body: Json) -> Json:
         try:
             return self._call(
                 self._custom.patch_cluster_custom_object,
                 GROUP,
                 VERSION,
                 PLURAL,
-                spec.name,
-                _merge_patch_body(spec, owner=owner),
+                name,
+                body,
                 field_manager=FIELD_MANAGER,
                 _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
-            raise translate(exc, what=what) from exc
+            raise translate(exc, what=f"write ImageCache {name!r}") from exc
 
     def _rebuild(self, spec: CacheSpec, current: ObservedCache, *, owner: str) -> ObservedCache:
         uid = self._uid(current.name)
@@ -617,7 +908,7 @@ class KubernetesProvider:
             current.status,
             extra={"cache": spec.name},
         )
-        return observed_from(self._write(spec, owner=owner, exists=again is not None))
+        return observed_from(self._write(spec, owner=owner, current=again))
 
     def _delete(self, name: str, *, uid: str | None) -> None:
         body: Json = {"propagationPolicy": "Background"}
@@ -645,6 +936,12 @@ class KubernetesProvider:
             if _is_status(exc, 404):
                 return None
             raise translate(exc, what=f"read ImageCache {name!r}") from exc
+
+    def _current(self, name: str) -> Written | Json | None:
+        """What gitsync wrote to `name`, as the last observe saw it (else read now)."""
+        with self._lock:
+            seen = self._seen.get(name)
+        return seen.written if seen is not None else self._get(name)
 
     def _uid(self, name: str) -> str | None:
         with self._lock:

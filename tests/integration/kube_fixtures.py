@@ -28,11 +28,23 @@ emulator's store with the smallest faithful subset the gitsync code uses:
   and finalizers;
 - PATCH as JSON merge patch (merge-patch and strategic-merge-patch, which for
   the maps gitsync sends are the same), and server-side apply
-  (`application/apply-patch+yaml`, `fieldManager`, `force`): fields are owned
-  per manager, a field the manager applied before and omits now is removed,
-  and a field another manager owns with a different value is a 409 conflict
-  unless `force=true`. `metadata.managedFields` is rendered in the FieldsV1
-  shape;
+  (`application/apply-patch+yaml`, `fieldManager`, `force`);
+- field ownership as the API server's field manager (structured-merge-diff)
+  keeps it, per manager, operation (Apply or Update) and subresource, and
+  renders it as `metadata.managedFields` (FieldsV1, with `time`,
+  `subresource`, and the `.` of a map an Update added). Every write but an
+  apply is an Update: the writer takes the fields whose value it changed or
+  added, from every other manager, and a removed field leaves every set. An
+  apply owns exactly the fields it sends (sharing those another manager owns
+  with the same value); a field the applier sent before and omits now is
+  removed from the object unless another manager owns it too; changing a
+  field another manager owns is a 409 Conflict naming each field (`Apply
+  failed with 1 conflict: conflict with "kubectl-label" using …:
+  .metadata.labels.team`) unless `force=true`, which takes it over. Without
+  `fieldManager` a write's manager is its User-Agent up to the first `/`, as
+  the real server names it (`managed_fields = False` hides them all, as
+  servers before Kubernetes 1.18 did; `apply_supported = False` answers an
+  apply 415, as servers without server-side apply or some proxies do);
 - the `status` subresource for resources declared with one: writes to the
   main resource leave `.status` alone, writes to `/status` change only it;
 - admission (`kube_validation`): every object is pruned, defaulted and
@@ -70,7 +82,7 @@ from kube_validation import Admission, load_crd
 Resource = tuple[str, str]  # (group, plural); one version per resource here
 ObjKey = tuple[str, str, str | None, str]  # group, plural, namespace, name
 FieldPath = tuple[str, ...]
-Owner = tuple[str, str]  # (manager, operation)
+Owner = tuple[str, str, str]  # (manager, operation, subresource or "")
 
 IMAGECACHE = load_crd()  # the CRD users install: names, scope, subresource and schema
 KINDS: dict[Resource, tuple[str, str, bool, bool]] = {
@@ -96,6 +108,7 @@ SERVER_METADATA = (
     "managedFields",
     "deletionTimestamp",
 )
+UNTRACKED_META = {(f,) for f in (*SERVER_METADATA, "selfLink")}
 
 
 def _now() -> str:
@@ -172,11 +185,25 @@ def _leaf_paths(obj: Mapping[str, Any], prefix: FieldPath = ()) -> set[FieldPath
     return paths
 
 
-def _get(obj: Mapping[str, Any], path: FieldPath) -> Any:
+def _map_paths(obj: Mapping[str, Any], prefix: FieldPath = ()) -> set[FieldPath]:
+    """Non-empty maps below the top-level fields (`metadata.labels`): what an Update owns as `.`."""
+    paths: set[FieldPath] = set()
+    for key, value in obj.items():
+        if isinstance(value, Mapping) and value:
+            if prefix:
+                paths.add((*prefix, key))
+            paths |= _map_paths(value, (*prefix, key))
+    return paths
+
+
+_MISSING = object()
+
+
+def _get(obj: Mapping[str, Any], path: FieldPath, default: Any = None) -> Any:
     current: Any = obj
     for part in path:
         if not isinstance(current, Mapping) or part not in current:
-            return None
+            return default
         current = current[part]
     return current
 
@@ -206,12 +233,50 @@ def _remove(obj: dict[str, Any], path: FieldPath) -> None:
             del parent[key]
 
 
+def _tracked(paths: set[FieldPath]) -> set[FieldPath]:
+    """Without the fields the field manager never records: identity and server-set metadata."""
+    return {
+        p
+        for p in paths
+        if p not in IDENTITY_PATHS and not (p[:1] == ("metadata",) and p[1:2] in UNTRACKED_META)
+    }
+
+
+def _changes(
+    old: Mapping[str, Any], new: Mapping[str, Any]
+) -> tuple[set[FieldPath], set[FieldPath]]:
+    """(modified or added, removed) fields between two versions of an object.
+
+    structured-merge-diff's comparison: leaves whose value differs or that are
+    new, maps that are new (the `.` an Update owns), and what is gone.
+    """
+    changed = {
+        p
+        for p in _leaf_paths(new)
+        if _get(old, p, _MISSING) is _MISSING
+        or (
+            _get(old, p) != _get(new, p)
+            and not (_get(new, p) == {} and isinstance(_get(old, p), Mapping))  # still a map
+        )
+    }
+    changed |= {p for p in _map_paths(new) if not isinstance(_get(old, p), Mapping)}
+    removed = {p for p in _leaf_paths(old) | _map_paths(old) if _get(new, p, _MISSING) is _MISSING}
+    return _tracked(changed), _tracked(removed)
+
+
 def _fields_v1(paths: set[FieldPath]) -> dict[str, Any]:
+    """A set of paths as FieldsV1: `f:name` per step, `.` for a map owned beside its members."""
     tree: dict[str, Any] = {}
     for path in sorted(paths):
         node = tree
         for part in path:
             node = node.setdefault(f"f:{part}", {})
+    owned_maps = {p for p in paths if any(q[: len(p)] == p and q != p for q in paths)}
+    for path in owned_maps:
+        node = tree
+        for part in path:
+            node = node[f"f:{part}"]
+        node["."] = {}
     return tree
 
 
@@ -235,6 +300,21 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class Stored:
     obj: dict[str, Any]
     owners: dict[Owner, set[FieldPath]] = field(default_factory=dict)
+    times: dict[Owner, str] = field(default_factory=dict)  # each manager's last write
+
+    def update_owners(self, me: Owner, *, changed: set[FieldPath], removed: set[FieldPath]) -> None:
+        """An Update by `me`: it takes what it changed, from everyone; removed fields leave."""
+        for owner in list(self.owners):
+            if owner != me:
+                self.owners[owner] = self.owners[owner] - changed - removed
+        self.owners[me] = (self.owners.get(me, set()) | changed) - removed
+        self.times[me] = _now()
+        self.drop_empty()
+
+    def drop_empty(self) -> None:
+        for owner in [o for o, paths in self.owners.items() if not paths]:
+            del self.owners[owner]
+            self.times.pop(owner, None)
 
 
 @dataclass(frozen=True)
@@ -258,6 +338,8 @@ class KubeAPI(kmock.KubernetesScaffold):
         self.rv = 100
         self.compacted_rv = 100  # versions at or below this are gone (410)
         self.apply_supported = True
+        # False: a server older than managed fields (Kubernetes < 1.18), which never shows them.
+        self.managed_fields = True
         self.lock = threading.RLock()  # tests read the store from their own thread
         self.loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Condition | None = None
@@ -346,6 +428,13 @@ class KubeAPI(kmock.KubernetesScaffold):
                 return str(value)
         return ""
 
+    def _writer(self, request: kmock.Request, operation: str) -> Owner:
+        """Who writes: `fieldManager`, else the User-Agent up to its first `/` (as servers do)."""
+        manager = request.params.get("fieldManager") or (
+            self._header(request, "User-Agent").split("/")[0] or "unknown"
+        )
+        return (manager, operation, request.subresource or "")
+
     def _body(self, request: kmock.Request) -> dict[str, Any]:
         content_type = self._header(request, "Content-Type").split(";")[0].strip()
         try:
@@ -380,13 +469,15 @@ class KubeAPI(kmock.KubernetesScaffold):
                 "manager": manager,
                 "operation": operation,
                 "apiVersion": obj.get("apiVersion", ""),
+                "time": stored.times.get((manager, operation, subresource), ""),
                 "fieldsType": "FieldsV1",
                 "fieldsV1": _fields_v1(paths),
+                **({"subresource": subresource} if subresource else {}),
             }
-            for (manager, operation), paths in sorted(stored.owners.items())
+            for (manager, operation, subresource), paths in sorted(stored.owners.items())
             if paths
         ]
-        if managed:
+        if managed and self.managed_fields:
             obj.setdefault("metadata", {})["managedFields"] = managed
         return obj
 
@@ -562,8 +653,8 @@ class KubeAPI(kmock.KubernetesScaffold):
             obj = self._admit(request, resource, obj)
             obj["metadata"].update(uid=str(uuid.uuid4()), creationTimestamp=_now(), generation=1)
             stored = Stored(obj)
-            manager = request.params.get("fieldManager") or "unknown"
-            stored.owners[(manager, "Update")] = _leaf_paths(obj) - IDENTITY_PATHS
+            changed, _ = _changes({}, obj)
+            stored.update_owners(self._writer(request, "Update"), changed=changed, removed=set())
             self._touch(stored, before=None)
             self.objects[key] = stored
             self._record(resource, "ADDED", self._render(stored))
@@ -600,6 +691,8 @@ class KubeAPI(kmock.KubernetesScaffold):
                 if "status" in before:
                     new["status"] = before["status"]
             stored.obj = self._admit(request, resource, new)
+            changed, removed = _changes(before, stored.obj)
+            stored.update_owners(self._writer(request, "Update"), changed=changed, removed=removed)
             self._touch(stored, before=before)
             self._record(resource, "MODIFIED", self._render(stored))
             rendered = self._render(stored)
@@ -645,13 +738,8 @@ class KubeAPI(kmock.KubernetesScaffold):
             body = {k: v for k, v in body.items() if k != "status"}
         body.get("metadata", {}).pop("managedFields", None)
         stored.obj = self._admit(request, resource, merge_patch(stored.obj, body))
-        manager = request.params.get("fieldManager") or "unknown"
-        touched = _leaf_paths(body) - IDENTITY_PATHS
-        for owner in stored.owners:
-            if owner != (manager, "Update"):
-                stored.owners[owner] = stored.owners[owner] - touched
-        set_paths = {p for p in touched if _get(stored.obj, p) is not None}
-        stored.owners.setdefault((manager, "Update"), set()).update(set_paths)
+        changed, removed = _changes(before, stored.obj)
+        stored.update_owners(self._writer(request, "Update"), changed=changed, removed=removed)
         self._touch(stored, before=before)
         self._record(resource, "MODIFIED", self._render(stored))
         return self._render(stored)
@@ -671,8 +759,8 @@ class KubeAPI(kmock.KubernetesScaffold):
         # Fields the schema does not declare are dropped before ownership is worked out.
         strict = request.params.get("fieldValidation") == "Strict"
         config = self.admission[resource].prune(config, strict=strict)
-        applied = _leaf_paths(config) - IDENTITY_PATHS - {("metadata", f) for f in SERVER_METADATA}
-        me: Owner = (manager, "Apply")
+        applied = _tracked(_leaf_paths(config))
+        me: Owner = (manager, "Apply", request.subresource or "")
         stored = self.objects.get(key)
         if stored is None:
             return self._apply_create(
@@ -681,33 +769,77 @@ class KubeAPI(kmock.KubernetesScaffold):
         sent_rv = meta.get("resourceVersion")
         if sent_rv is not None and sent_rv != stored.obj["metadata"]["resourceVersion"]:
             raise _err(409, "Conflict", "the object has been modified")
-        conflicts = [
-            (owner[0], ".".join(path))
-            for owner, paths in stored.owners.items()
-            if owner != me
-            for path in paths & applied
-            if _get(stored.obj, path) != _get(config, path)
-        ]
-        if conflicts and not force:
-            detail = "; ".join(f'conflict with "{m}": .{p}' for m, p in sorted(conflicts))
-            raise _err(409, "Conflict", f"Apply failed with {len(conflicts)} conflicts: {detail}")
+        # structured-merge-diff's Apply: merge the configuration in, remove what this manager
+        # applied before and no longer sends unless someone else owns it too, then compare.
         before = copy.deepcopy(stored.obj)
         new = copy.deepcopy(stored.obj)  # changed and admitted before anything is stored
-        previously = stored.owners.get(me, set())
-        still_owned = set().union(*(p for o, p in stored.owners.items() if o != me)) - applied
-        for path in previously - applied - still_owned:
+        others = [(o, paths) for o, paths in stored.owners.items() if o != me]
+        still_owned = set().union(*(paths for _, paths in others)) | applied
+        for path in stored.owners.get(me, set()) - still_owned:
             _remove(new, path)
         for path in applied:
-            _set(new, path, _get(config, path))
+            value = _get(config, path)
+            if value == {} and isinstance(_get(new, path), Mapping):
+                continue  # an empty map merges into the one there: it does not empty it
+            _set(new, path, value)
         new = self._admit(request, resource, new)
-        for owner in stored.owners:
-            if owner != me:  # forced or equal values: the applier owns them now
-                stored.owners[owner] = stored.owners[owner] - applied
-        stored.owners[me] = set(applied)
+        changed, removed = _changes(before, new)
+        conflicts = sorted(
+            (self._manager_text(owner, stored), path)
+            for owner, paths in others
+            for path in paths & changed
+        )
+        if conflicts and not force:
+            raise self._conflict(conflicts)
+        for owner, paths in others:  # forced: the applier takes them; removed fields leave
+            stored.owners[owner] = paths - changed - removed
+        stored.owners[me] = set(applied)  # exactly what it sent, shared where values are equal
+        stored.times[me] = _now()
+        stored.drop_empty()
         stored.obj = new
         self._touch(stored, before=before)
         self._record(resource, "MODIFIED", self._render(stored))
         return self._render(stored)
+
+    @staticmethod
+    def _manager_text(owner: Owner, stored: Stored) -> str:
+        """A manager as the server's conflict messages print it."""
+        manager, operation, subresource = owner
+        text = json.dumps(manager)
+        if subresource:
+            text += f" with subresource {json.dumps(subresource)}"
+        if operation == "Update":
+            text += f" using {stored.obj.get('apiVersion', '')}"
+            if stored.times.get(owner):
+                text += f" at {stored.times[owner]}"
+        return text
+
+    @staticmethod
+    def _conflict(conflicts: list[tuple[str, FieldPath]]) -> kmock.KubernetesError:
+        """The 409 of an apply that would change others' fields: one cause per field."""
+        causes = [
+            {
+                "type": "FieldManagerConflict",
+                "message": f"conflict with {manager}",
+                "field": "".join(f".{part}" for part in path),
+            }
+            for manager, path in conflicts
+        ]
+        if len(conflicts) == 1:
+            message = f"Apply failed with 1 conflict: {causes[0]['message']}: {causes[0]['field']}"
+        else:
+            lines: list[str] = []
+            for manager in sorted({m for m, _ in conflicts}):
+                lines.append(f"conflicts with {manager}:")
+                lines += [
+                    f"- {cause['field']}"
+                    for (owner, _), cause in zip(conflicts, causes, strict=True)
+                    if owner == manager
+                ]
+            message = f"Apply failed with {len(conflicts)} conflicts: " + "\n".join(lines)
+        return kmock.KubernetesError(
+            status=409, reason="Conflict", message=message, details={"causes": causes}
+        )
 
     def _apply_create(
         self,
@@ -730,7 +862,8 @@ class KubeAPI(kmock.KubernetesScaffold):
         if namespaced:
             obj["metadata"]["namespace"] = key[2]
         obj = self._admit(request, resource, obj)
-        stored = Stored(obj, {me: set(applied)})
+        stored = Stored(obj, {me: set(applied)}, {me: _now()})
+        stored.drop_empty()
         self._touch(stored, before=None)
         self.objects[key] = stored
         self._record(resource, "ADDED", self._render(stored))

@@ -1,11 +1,15 @@
-"""The Kubernetes stand-in prunes, defaults and validates objects as a real API server does.
+"""The Kubernetes stand-in admits objects and keeps field ownership as a real API server does.
 
 These requests are raw HTTP, as any client would send them, so what is
 checked is the stand-in itself: unknown fields are dropped (or refused with
 `fieldValidation=Strict`), the CRD's defaults are filled in, and an invalid
 object is answered 422 with a Status of reason Invalid naming each field,
 and is not stored. The CRD is `manifests/crd-imagecache.yaml`, as users
-install it.
+install it. Server-side apply follows the field manager's rules, which the
+kubernetes provider relies on to tell its labels and annotations from
+others': what an applier stops sending goes unless someone else owns it,
+fields set alike are shared, another manager's field is a 409 conflict
+unless forced, and every other write owns what it changed.
 """
 
 from __future__ import annotations
@@ -372,3 +376,185 @@ def test_the_schema_rules_a_future_crd_may_use() -> None:
             "Invalid value: 0: spec.sizes.large.gib in body should be greater than or equal to 1"
         ),
     }
+
+
+# ------------------------------------------------------- server-side apply semantics
+#
+# What the real API server's field manager (structured-merge-diff) does, which the
+# kubernetes provider relies on to tell its labels and annotations from everyone else's.
+
+APPLY = {"Content-Type": "application/apply-patch+yaml"}
+MERGE = {"Content-Type": "application/merge-patch+json"}
+
+
+def labelled(labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    body = cache()
+    body["metadata"]["labels"] = labels
+    if annotations is not None:
+        body["metadata"]["annotations"] = annotations
+    return body
+
+
+def apply(
+    http: httpx.Client, body: dict[str, Any], *, manager: str, force: bool = False
+) -> httpx.Response:
+    query = f"fieldManager={manager}" + ("&force=true" if force else "")
+    return http.patch(f"{CACHES}/{body['metadata']['name']}?{query}", json=body, headers=APPLY)
+
+
+def merge(
+    http: httpx.Client, name: str, body: dict[str, Any], *, manager: str | None = None
+) -> httpx.Response:
+    query = f"?fieldManager={manager}" if manager else ""
+    return http.patch(f"{CACHES}/{name}{query}", json=body, headers=MERGE)
+
+
+def owned(obj: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """managedFields by (manager, operation)."""
+    return {(m["manager"], m["operation"]): m for m in obj["metadata"].get("managedFields", [])}
+
+
+def label_keys(entry: dict[str, Any]) -> set[str]:
+    labels = entry["fieldsV1"].get("f:metadata", {}).get("f:labels", {})
+    return {k[2:] for k in labels if k.startswith("f:")}
+
+
+def test_apply_removes_what_the_manager_stops_sending_and_keeps_the_rest(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    first = labelled({"team": "web", "tier": "1"}, {"note": "x"})
+    assert apply(http, first, manager="gitsync").status_code == 200
+    added = merge(http, "web", {"metadata": {"labels": {"extra": "kept"}}}, manager="kubectl-label")
+    assert added.status_code == 200, added.text
+
+    obj = stored(kube, "web")
+    managers = owned(obj)
+    assert label_keys(managers[("gitsync", "Apply")]) == {"team", "tier"}
+    assert managers[("gitsync", "Apply")]["fieldsV1"]["f:metadata"]["f:annotations"] == {
+        "f:note": {}
+    }
+    assert label_keys(managers[("kubectl-label", "Update")]) == {"extra"}
+    assert managers[("kubectl-label", "Update")]["apiVersion"] == f"{GROUP}/v1"
+    assert managers[("kubectl-label", "Update")]["time"].endswith("Z")
+
+    # Stop sending `tier` and the annotation: gone. `extra` was never ours: kept.
+    answer = apply(http, labelled({"team": "web"}), manager="gitsync")
+    assert answer.status_code == 200, answer.text
+    obj = stored(kube, "web")
+    assert obj["metadata"]["labels"] == {"team": "web", "extra": "kept"}
+    assert "annotations" not in obj["metadata"]
+    assert label_keys(owned(obj)[("gitsync", "Apply")]) == {"team"}
+    assert answer.json()["metadata"]["labels"] == obj["metadata"]["labels"]
+
+
+def test_a_field_two_appliers_set_alike_is_shared_and_stays_until_both_drop_it(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    assert apply(http, labelled({"team": "web"}), manager="gitsync").status_code == 200
+    # Same value from another applier, without force: no conflict, the field is shared.
+    assert apply(http, labelled({"team": "web"}), manager="helm").status_code == 200
+    managers = owned(stored(kube, "web"))
+    assert label_keys(managers[("gitsync", "Apply")]) == {"team"}
+    assert label_keys(managers[("helm", "Apply")]) == {"team"}
+
+    assert apply(http, cache(), manager="gitsync").status_code == 200
+    assert stored(kube, "web")["metadata"]["labels"] == {"team": "web"}  # helm still owns it
+    assert apply(http, cache(), manager="helm").status_code == 200
+    assert "labels" not in stored(kube, "web")["metadata"]
+
+
+def test_changing_another_managers_field_is_a_conflict_unless_forced(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    assert apply(http, labelled({"team": "web"}), manager="gitsync").status_code == 200
+    # An Update that changes a value takes the field from every other manager.
+    overwritten = merge(http, "web", {"metadata": {"labels": {"team": "ops"}}}, manager="kubectl")
+    assert overwritten.status_code == 200
+    managers = owned(stored(kube, "web"))
+    assert label_keys(managers[("kubectl", "Update")]) == {"team"}
+    assert label_keys(managers[("gitsync", "Apply")]) == set()  # it keeps the spec only
+    before = stored(kube, "web")
+
+    answer = apply(http, labelled({"team": "web"}), manager="helm")
+    assert answer.status_code == 409
+    status = answer.json()
+    assert status["reason"] == "Conflict"
+    assert status["message"].startswith(
+        f'Apply failed with 1 conflict: conflict with "kubectl" using {GROUP}/v1 at '
+    )
+    assert status["message"].endswith(": .metadata.labels.team")
+    assert [(c["type"], c["field"]) for c in status["details"]["causes"]] == [
+        ("FieldManagerConflict", ".metadata.labels.team")
+    ]
+    assert stored(kube, "web") == before  # refused: nothing changed
+
+    forced = apply(http, labelled({"team": "web"}), manager="helm", force=True)
+    assert forced.status_code == 200, forced.text
+    obj = stored(kube, "web")
+    assert obj["metadata"]["labels"] == {"team": "web"}
+    assert label_keys(owned(obj)[("helm", "Apply")]) == {"team"}
+    assert ("kubectl", "Update") not in owned(obj)  # it lost its only field
+
+
+def test_a_conflict_lists_every_field_by_manager(kube: KubeServer, http: httpx.Client) -> None:
+    assert apply(http, labelled({"a": "1", "b": "1"}), manager="one").status_code == 200
+    assert apply(http, labelled({"c": "1"}), manager="two").status_code == 200
+    answer = apply(http, labelled({"a": "2", "b": "2", "c": "2"}), manager="three")
+    assert answer.status_code == 409
+    assert answer.json()["message"] == (
+        "Apply failed with 3 conflicts: "
+        'conflicts with "one":\n- .metadata.labels.a\n- .metadata.labels.b\n'
+        'conflicts with "two":\n- .metadata.labels.c'
+    )
+
+
+def test_spec_fields_follow_the_same_rules(kube: KubeServer, http: httpx.Client) -> None:
+    body = cache(imagePullSecrets=["imc/pull"], securityGroupIds=["sg-1"])
+    assert apply(http, body, manager="gitsync").status_code == 200
+    assert apply(http, cache(), manager="gitsync").status_code == 200
+    obj = stored(kube, "web")
+    assert "imagePullSecrets" not in obj["spec"]
+    assert "securityGroupIds" not in obj["spec"]
+    # The schema's defaults fill in what nobody sends; nobody owns them.
+    assert obj["spec"]["imageCacheSize"] == 20
+    assert set(owned(obj)[("gitsync", "Apply")]["fieldsV1"]["f:spec"]) == {"f:images"}
+
+
+def test_updates_own_what_they_change_with_the_map_itself_and_their_user_agent(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    body = labelled({"team": "web"})
+    answer = http.post(CACHES, json=body, headers={"User-Agent": "kubectl/v1.31.0 (linux)"})
+    assert answer.status_code < 300, answer.text
+    (entry,) = stored(kube, "web")["metadata"]["managedFields"]
+    assert (entry["manager"], entry["operation"]) == ("kubectl", "Update")
+    # A map an Update adds is owned as a whole too: the `.` entry beside its members.
+    assert entry["fieldsV1"]["f:metadata"]["f:labels"] == {".": {}, "f:team": {}}
+    assert "f:images" in entry["fieldsV1"]["f:spec"]
+
+    # Setting a value to what it already is changes nothing, so takes nothing.
+    same = merge(http, "web", {"metadata": {"labels": {"team": "web"}}}, manager="other")
+    assert same.status_code == 200
+    assert ("other", "Update") not in owned(stored(kube, "web"))
+    # Removing a field removes it from every manager's set.
+    gone = merge(http, "web", {"metadata": {"labels": {"team": None}}}, manager="other")
+    assert gone.status_code == 200
+    obj = stored(kube, "web")
+    assert "f:team" not in str(obj["metadata"]["managedFields"])
+
+    # Status writes are recorded under their subresource.
+    status = http.patch(
+        f"{CACHES}/web/status?fieldManager=imc-operator",
+        json={"status": {"phase": "Ready"}},
+        headers=MERGE,
+    )
+    assert status.status_code == 200
+    entries = {m["manager"]: m for m in stored(kube, "web")["metadata"]["managedFields"]}
+    assert entries["imc-operator"]["subresource"] == "status"
+    assert entries["imc-operator"]["fieldsV1"] == {"f:status": {"f:phase": {}}}
+
+
+def test_apply_needs_a_field_manager(http: httpx.Client) -> None:
+    answer = http.patch(f"{CACHES}/web", json=cache(), headers=APPLY)
+    assert answer.status_code == 400
+    assert "fieldManager" in answer.json()["message"]
