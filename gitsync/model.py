@@ -31,6 +31,13 @@ PRUNE_DISABLED = "disabled"
 # The annotation the cloud's documented ImageCache sample uses to give the build
 # instance a public IP: "" or a JSON object of CreateImageCache's EipAttribute fields.
 EIP_ATTRIBUTES_ANNOTATION = "eks.tke.cloud.tencent.com/eip-attributes"
+# Metadata gitsync writes for itself on the objects it owns (the Kubernetes backend):
+# a spec in Git may not set these, or it would claim or disown caches.
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+OWNER_LABEL = "gitsync.io/owner"
+APPLIED_METADATA_ANNOTATION = "gitsync.io/applied-metadata"
+RESERVED_LABELS = frozenset({MANAGED_BY_LABEL, OWNER_LABEL})
+RESERVED_ANNOTATIONS = frozenset({APPLIED_METADATA_ANNOTATION})
 HOURS_PER_MONTH = 730.0  # 365 × 24 / 12, the month cloud price lists use
 
 

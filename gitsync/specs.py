@@ -70,6 +70,9 @@ duplicate-name      error    two ImageCache documents with the same metadata.nam
 mutable-tag         warning  an image with tag `latest` or no tag and no digest
 pull-secret         error    an imagePullSecrets entry that is not namespace/name
 prune-annotation    error    gitsync.io/prune with a value other than `disabled`
+reserved-key        error    a label or annotation gitsync writes for itself
+                             (app.kubernetes.io/managed-by, gitsync.io/owner,
+                             gitsync.io/applied-metadata)
 annotation          error    eks.tke.cloud.tencent.com/eip-attributes that is
                              not "" or a JSON object of DeletePolicy (string),
                              InternetServiceProvider (string) and
@@ -116,6 +119,8 @@ from gitsync.model import (
     KIND,
     PRUNE_ANNOTATION,
     PRUNE_DISABLED,
+    RESERVED_ANNOTATIONS,
+    RESERVED_LABELS,
     CacheSpec,
     DesiredState,
     Diagnostic,
@@ -175,6 +180,7 @@ RULES: Final = (
     "prune-annotation",
     "annotation",
     "security-group",
+    "reserved-key",
 )
 
 _GROUP = API_VERSION.partition("/")[0]
@@ -1373,6 +1379,10 @@ def _semantic_checks(
     annotations = metadata.get("annotations")
     annotations = annotations if isinstance(annotations, dict) else {}
     prune, eip = _annotation_checks(annotations, ctx)
+    labels_written = metadata.get("labels")
+    _reserved_key_checks(
+        labels_written if isinstance(labels_written, dict) else {}, annotations, ctx
+    )
     groups = spec.get("securityGroupIds")
     groups = groups if isinstance(groups, list) else []
     _security_group_checks(groups, ctx)
@@ -1472,6 +1482,23 @@ def _annotation_checks(
         )
         return prune, None
     return prune, parsed
+
+
+def _reserved_key_checks(
+    labels: dict[str, Any], annotations: dict[str, Any], ctx: _Context
+) -> None:
+    """gitsync's own ownership marks: set from Git they would claim or disown a cache."""
+    for where, keys, reserved in (
+        ("labels", labels, RESERVED_LABELS),
+        ("annotations", annotations, RESERVED_ANNOTATIONS),
+    ):
+        for key in sorted(reserved.intersection(keys)):
+            ctx.add(
+                ("metadata", where, key),
+                "reserved-key",
+                f"{where[:-1]} {key} is gitsync's own (it marks the caches gitsync manages)"
+                f" and cannot be set in Git; remove it",
+            )
 
 
 def _security_group_checks(groups: list[Any], ctx: _Context) -> None:

@@ -134,9 +134,12 @@ from gitsync import imageref
 from gitsync.errors import ConfigError, GitSyncError, ImageRefError, PermanentError, TemporaryError
 from gitsync.model import (
     API_VERSION,
+    APPLIED_METADATA_ANNOTATION,
     DEFAULT_IMAGE_CACHE_SIZE_GIB,
     DEFAULT_RETENTION_DAYS,
     KIND,
+    MANAGED_BY_LABEL,
+    OWNER_LABEL,
     PRUNE_ANNOTATION,
     PRUNE_DISABLED,
     CacheEvent,
@@ -160,9 +163,7 @@ GROUP = "eks.cloud.tencent.com"
 VERSION = "v1"
 PLURAL = "imagecaches"
 FIELD_MANAGER = "gitsync"
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "gitsync"
-OWNER_LABEL = "gitsync.io/owner"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 DEFAULT_PAGE_SIZE = 500  # 1,000 caches: two pages; the API server's own default cap is 500
 DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a stuck API server must not stall a pass
@@ -172,7 +173,7 @@ MERGE_PATCH = "application/merge-patch+json"
 # The merge-patch fallback's record of the user label and annotation keys it wrote from Git
 # (JSON: {"annotations": [...], "labels": [...]}), so that it can remove one Git drops, as
 # kubectl's last-applied-configuration does. Server-side apply keeps that record itself.
-APPLIED_ANNOTATION = "gitsync.io/applied-metadata"
+APPLIED_ANNOTATION = APPLIED_METADATA_ANNOTATION
 LAST_APPLIED_ANNOTATION = "kubectl.kubernetes.io/last-applied-configuration"
 # Metadata gitsync keeps for itself: never reported as a label or annotation from Git.
 OWN_LABELS = frozenset({MANAGED_BY_LABEL, OWNER_LABEL})

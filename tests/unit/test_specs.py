@@ -98,6 +98,10 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     "missing-spec": [("cache.yaml", 1, 1, E, "schema", "spec is required")],
     "name-too-long": [("cache.yaml", 4, 9, E, "schema", "got 254 characters")],
     "negative-retention": [("cache.yaml", 7, 18, E, "schema", "from 0 to 3650, got -1")],
+    "reserved-keys": [
+        ("cache.yaml", 7, 23, E, "reserved-key", "label gitsync.io/owner is gitsync's own"),
+        ("cache.yaml", 9, 34, E, "reserved-key", "gitsync.io/applied-metadata is gitsync's"),
+    ],
     "retention-too-long": [
         ("cache.yaml", 7, 18, E, "schema", "spec.retentionDays must be an integer from 0 to 3650")
     ],
