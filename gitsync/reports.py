@@ -242,10 +242,11 @@ _SIZE_HEADER = (
 
 def _assumptions(model: sizing.SizeModel) -> str:
     return (
-        f"usable = {model.usable_fraction:.0%} of imageCacheSize (file-system overhead);"
-        f" on disk = compressed + expanded × {model.disk_factor:g}; expanded, where the local"
-        f" store has not pulled a layer, = compressed × {model.typical_ratio:g}–"
-        f"{model.conservative_ratio:g}; warning under {model.min_headroom:.0%} headroom"
+        f"usable = {model.usable_fraction:.0%} of imageCacheSize; on disk = compressed +"
+        f" expanded (× {model.disk_factor:g} for the high end); expanded, where the local store"
+        f" has not pulled a layer, = compressed × {model.low_ratio:g} to {model.high_ratio:g};"
+        f" error when the low end cannot fit, warning under {model.min_headroom:.0%} headroom"
+        " at the high end"
     )
 
 
@@ -353,8 +354,8 @@ def size_check_dict(sizes: sizing.SizeReport) -> dict[str, object]:
         "assumptions": {
             "usableFraction": model.usable_fraction,
             "diskFactor": model.disk_factor,
-            "typicalRatio": model.typical_ratio,
-            "conservativeRatio": model.conservative_ratio,
+            "lowRatio": model.low_ratio,
+            "highRatio": model.high_ratio,
             "minHeadroom": model.min_headroom,
             "keepsCompressed": model.keeps_compressed,
         },

@@ -3,10 +3,10 @@
 How the "too small" case is made honest without 20 GiB of real image: one
 layer is an 18 GiB file of zeros, gzipped as many concatenated gzip members
 of 1 MiB each (valid gzip, RFC 1952 §2.2, and what the pull decompresses), so
-the blob is about 18 MiB. A real `gitsync apply` pulls it into the local store,
+the blob is about 20 MiB. A real `gitsync apply` pulls it into the local store,
 verifying its diff_id and counting its expanded bytes as it would any layer;
 the plan then reads that count (exact), so nothing about the sizes is faked.
-Building and pulling it hashes and inflates 18 GiB once per session: slow.
+Building and pulling it hashes and inflates 19 GiB once per session: slow.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ pytestmark = pytest.mark.registry
 
 GIB = 1024**3
 MIB = 1024**2
-ZEROS_GIB = 18
+ZEROS_GIB = 19
 
 
 def gitsync(
@@ -148,8 +148,8 @@ def test_a_cache_too_small_for_its_pulled_images_fails_the_plan_until_raised(
     assert error.endswith("[size-fit]")
     assert "cache 'big' cannot fit its images" in error
     assert "imageCacheSize 20 GiB" in error
-    assert "19.1 GiB on disk" in error  # 18 MiB compressed + 18 GiB × 1.06
-    assert "exact" in error
+    assert "they need 19.0 GiB on disk" in error  # 20 MiB compressed + 19 GiB expanded
+    assert "expanded sizes exact, from the local store" in error
 
     # --detailed-exitcode would say 2 (changes): the error wins.
     again = gitsync(
@@ -188,7 +188,7 @@ def test_a_cache_too_small_for_its_pulled_images_fails_the_plan_until_raised(
     assert "headroom" in warning["message"]
 
     # Raised enough: no diagnostic at all.
-    write_cache(repo, "big", pulled_big.image, size=30)
+    write_cache(repo, "big", pulled_big.image, size=32)
     done = gitsync("plan", "--repo", str(repo), data=pulled_big.data, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[size-fit]" not in done.stdout
