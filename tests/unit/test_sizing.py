@@ -18,8 +18,8 @@ HERE = SourceLocation("caches/web.yaml", 3, 1)
 
 # Round figures so the expected values can be worked out by hand.
 MODEL = SizeModel(
-    typical_ratio=2.0,
-    conservative_ratio=4.0,
+    low_ratio=2.0,
+    high_ratio=4.0,
     disk_factor=1.0,
     usable_fraction=0.9,
     min_headroom=0.2,
@@ -71,7 +71,7 @@ def test_exact_sizes_that_do_not_fit_are_an_error_naming_cache_and_both_sizes() 
         (7, 50, Fit.FITS),  # high 35 of 45: 22% free
     ],
 )
-def test_estimates_error_only_when_even_the_typical_ratio_cannot_fit(
+def test_estimates_error_only_when_even_the_low_ratio_cannot_fit(
     compressed_gib: int, size: int, expected: Fit
 ) -> None:
     fit = check_cache(
@@ -154,8 +154,8 @@ def test_the_default_model_keeps_compressed_blobs_and_formats_bytes() -> None:
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"typical_ratio": 3.0, "conservative_ratio": 2.0},
-        {"typical_ratio": 0.5},
+        {"low_ratio": 3.0, "high_ratio": 2.0},
+        {"low_ratio": 0.5},
         {"disk_factor": 0.9},
         {"usable_fraction": 0.0},
         {"min_headroom": 1.0},
