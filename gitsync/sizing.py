@@ -39,6 +39,13 @@ Verdicts, each a `Diagnostic` with rule `size-fit` at the cache's document:
 * warning "check skipped" naming each image whose manifest could not be read
   and why. What was read still counts, so a cache already too small for part
   of its images is an error all the same.
+
+A limit of the estimate: a layer of content that is already compressed
+(archives, JARs, model weights, media) expands barely at all, less than the
+low ratio, so a cache of such images near its limit can be called too small
+when it is not. Sizes the local store knows are exact: pull the images once
+with the local backend into the data dir the plan reads, or pass
+`--no-size-check`.
 """
 
 from __future__ import annotations

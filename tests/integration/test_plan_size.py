@@ -300,16 +300,18 @@ def test_pull_secrets_of_the_cache_are_used_to_read_private_manifests(
     )
     image = f"{basic_registry.host}/{repo_name}:v1"
     repo = tmp_path / "repo"
-    write_cache(repo, "with", image, secrets="team/regcred")
-    write_cache(repo, "without", image)
+    # Caches are checked in name order: the one without the secret asks first (401),
+    # then the image is read with the other cache's secret.
+    write_cache(repo, "a-without", image)
+    write_cache(repo, "b-with", image, secrets="team/regcred")
     code, report, _ = plan_json(repo, tmp_path / "data", "--secrets-dir", str(secrets))
     assert code == 0
-    # One cache may read it, so its size is known for both (the size does not
-    # depend on who asks); no warning for either.
-    assert size_of(report, "with")["compressedBytes"] == layer.size
-    assert size_of(report, "without")["compressedBytes"] == layer.size
+    # The size does not depend on who asks: known for both, no warning for either.
+    assert size_of(report, "a-without")["compressedBytes"] == layer.size
+    assert size_of(report, "b-with")["compressedBytes"] == layer.size
+    assert report["sizeCheck"]["diagnostics"] == []  # type: ignore[index]
 
-    write_cache(repo, "with", image)  # now nobody has the secret
+    write_cache(repo, "b-with", image)  # now nobody has the secret
     code, report, _ = plan_json(repo, tmp_path / "data", "--secrets-dir", str(secrets))
     assert code == 0
     messages = [d["message"] for d in report["sizeCheck"]["diagnostics"]]  # type: ignore[index]
