@@ -41,12 +41,13 @@ from gitsync.config import (
     resolve_settings,
 )
 from gitsync.errors import ConfigError, GitSyncError, PermanentError
-from gitsync.model import CacheStatus, ObservedCache, ObservedState
+from gitsync.model import ActionKind, CacheStatus, ObservedCache, ObservedState, Plan
 
 if TYPE_CHECKING:
     from gitsync.daemon import Daemon
     from gitsync.providers.base import Provider
     from gitsync.reconciler import PassResult, Reconciler
+    from gitsync.sizing import SizeReport
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -187,8 +188,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser(
         "plan",
-        help="show what apply would change, and the monthly cost delta",
-        description="Compare a revision of the cache repository with the provider's caches.",
+        help="show what apply would change, its cost, and whether the images fit",
+        description=(
+            "Compare a revision of the cache repository with the provider's caches. The "
+            "caches the plan builds are checked against their imageCacheSize, from the "
+            "registries' manifests (exit 1 when one cannot fit)."
+        ),
     )
     _add_repo(plan, default_note="default: .")
     plan.add_argument("--revision", help="commit, branch or tag (default: the working tree)")
@@ -197,7 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--detailed-exitcode",
         action="store_true",
         default=None,
-        help="exit 0 when nothing changes, 2 when something would",
+        help="exit 0 when nothing changes, 2 when something would (1 still wins)",
+    )
+    plan.add_argument(
+        "--no-size-check",
+        action="store_true",
+        default=None,
+        help="do not read the images' manifests to check that they fit imageCacheSize",
     )
 
     apply = commands.add_parser(
@@ -276,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common(sub)
     for sub in (plan, apply, run):
         _add_policy(sub)
-    for sub in (apply, run, status, gc, export):
-        _add_local(sub)
+    for sub in (plan, apply, run, status, gc, export):
+        _add_local(sub)  # plan: the size check reads manifests with these registry settings
     for sub in (plan, apply, run, status, match):
         _add_tencent(sub)
         _add_kubernetes(sub, daemon=sub is run)
@@ -575,10 +586,54 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     the_plan = planning.plan(
         result.desired(revision), observed, policy=policy, prices=settings.prices
     )
-    print(reports.format_plan(the_plan, output_format=output_format, provider=settings.provider))
+    sizes = _size_check(args, env, settings, the_plan)
+    print(
+        reports.format_plan(
+            the_plan, output_format=output_format, provider=settings.provider, sizes=sizes
+        )
+    )
+    if sizes.has_errors:  # a cache that cannot hold its images fails after billing its build
+        return EXIT_FAILED
     if _flag(args, env, "detailed-exitcode", "").lower() in ("1", "true"):
         return EXIT_CHANGES if the_plan.has_changes else EXIT_OK
     return EXIT_OK
+
+
+def _size_check(
+    args: argparse.Namespace, env: Mapping[str, str], settings: Settings, the_plan: Plan
+) -> SizeReport:
+    """Check the caches the plan builds against their imageCacheSize (see `gitsync.sizing`).
+
+    Unchanged caches are not checked: nothing is built for them. The manifests
+    are read with the registry settings of the local backend (docker config,
+    --secrets-dir, --insecure-registry, --platform) whatever the provider, plus
+    the tencentcloud backend's --registry-http-endpoint registries.
+    """
+    from gitsync import sizing  # noqa: PLC0415
+
+    if parse_bool(_flag(args, env, "no-size-check", "false"), what="--no-size-check"):
+        return sizing.SizeReport(off="--no-size-check")
+    builds = (ActionKind.CREATE, ActionKind.UPDATE, ActionKind.RECREATE)
+    specs = [a.desired for a in the_plan.actions if a.kind in builds and a.desired is not None]
+    if not specs:
+        return sizing.SizeReport()
+    from gitsync.providers.local.imagesizes import ImageSizeResolver  # noqa: PLC0415
+    from gitsync.providers.local.provider import STORE_DIR  # noqa: PLC0415
+
+    http_endpoints = [
+        p.strip() for p in _flag(args, env, "registry-http-endpoint", "").split(",") if p.strip()
+    ]
+    with ImageSizeResolver(
+        store_root=settings.data_dir / STORE_DIR,
+        platform=settings.platform,
+        docker_config=settings.docker_config,
+        secrets_dir=settings.secrets_dir,
+        insecure_registries=(*settings.insecure_registries, *http_endpoints),
+    ) as resolver:
+        facts = resolver.facts(specs)
+    return sizing.SizeReport(
+        caches=tuple(sizing.check_cache(spec, facts[spec.name]) for spec in specs)
+    )
 
 
 def _reconciler(settings: Settings, provider: Provider) -> Reconciler:

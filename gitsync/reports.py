@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from gitsync import sizing
 from gitsync.model import (
     HOURS_PER_MONTH,
     Action,
@@ -157,26 +158,40 @@ def _summary_sentence(plan: Plan) -> str:
 
 def _cost_sentence(cost: CostDelta) -> str:
     return (
-        f"{_money(cost.monthly, cost.currency)}/month "
-        f"(standing {_money(cost.hourly * HOURS_PER_MONTH, cost.currency)}/month, "
-        f"one-off {_money(cost.one_off, cost.currency)})"
+        f"standing {_money(cost.hourly * HOURS_PER_MONTH, cost.currency)}/month; "
+        f"one-off {_money(cost.one_off, cost.currency)}"
     )
 
 
-def _plan_text(plan: Plan, *, provider: str) -> str:
+def _row_costs(action: Action, currency: str) -> tuple[str, str]:
+    """The action's standing change per month and its one-off cost, each under its own name."""
+    cost = action.cost or CostDelta(currency=currency)
+    return (
+        _money(cost.hourly * HOURS_PER_MONTH, cost.currency),
+        _money(cost.one_off, cost.currency),
+    )
+
+
+def _plan_text(plan: Plan, *, provider: str, sizes: sizing.SizeReport | None) -> str:
     revision = f" at {plan.revision[:12]}" if plan.revision else ""
     lines = [f"Plan{revision} against provider {provider}: {_summary_sentence(plan)}."]
     changes = plan.changes
     if changes:
         lines.append("")
         width = max(len(a.name) for a in changes)
-        for action in changes:
-            detail = _change_text(action)
+        costs = [_row_costs(a, plan.cost.currency) for a in changes]
+        monthly_width = max(len(m) for m, _ in costs)
+        once_width = max(len(o) for _, o in costs)
+        for action, (monthly, once) in zip(changes, costs, strict=True):
             lines.append(
-                f"  {_SYMBOL[action.kind]} {action.kind.value:<8} {action.name:<{width}}  {detail}"
+                f"  {_SYMBOL[action.kind]} {action.kind.value:<8} {action.name:<{width}}  "
+                f"monthly {monthly:>{monthly_width}}  one-off {once:>{once_width}}  "
+                f"{_change_text(action)}"
             )
     for notice in plan.notices:
         lines.append(f"  ! {notice.name}: {notice.message}")
+    if sizes is not None:
+        lines += _sizes_text(sizes)
     lines.append("")
     lines.append(f"Cost delta: {_cost_sentence(plan.cost)}")
     if plan.refused:
@@ -184,23 +199,126 @@ def _plan_text(plan: Plan, *, provider: str) -> str:
     return "\n".join(lines)
 
 
+_SIZE_SCOPE = "the caches this plan creates, updates or recreates; unchanged caches are not checked"
+
+
+def _span(low: int, high: int) -> str:
+    if low == high:
+        return sizing.format_bytes(low)
+    return f"{sizing.format_bytes(low)}–{sizing.format_bytes(high)}"
+
+
+def _size_row(fit: sizing.CacheFit) -> tuple[str, ...]:
+    """One cache's line of the size table; `-` where no image could be read."""
+    images = str(fit.images) if not fit.skipped else f"{fit.resolved_images}/{fit.images}"
+    read = fit.resolved_images > 0
+    return (
+        fit.name,
+        images,
+        sizing.format_bytes(fit.compressed_bytes) if read else "-",
+        _span(fit.expanded_low, fit.expanded_high) + (" exact" if fit.exact else " est.")
+        if read
+        else "-",
+        _span(fit.needed_low, fit.needed_high) if read else "-",
+        f"{fit.size_gib} GiB",
+        sizing.format_bytes(fit.usable_bytes),
+        f"{fit.headroom:.0%}" if read else "-",
+        fit.fit.value,
+    )
+
+
+_SIZE_HEADER = (
+    "cache",
+    "images",
+    "compressed",
+    "expanded",
+    "on disk",
+    "size",
+    "usable",
+    "headroom",
+    "fit",
+)
+
+
+def _assumptions(model: sizing.SizeModel) -> str:
+    return (
+        f"usable = {model.usable_fraction:.0%} of imageCacheSize; on disk = compressed +"
+        f" expanded (× {model.disk_factor:g} for the high end); expanded, where the local store"
+        f" has not pulled a layer, = compressed × {model.low_ratio:g} to {model.high_ratio:g};"
+        f" error when the low end cannot fit, warning under {model.min_headroom:.0%} headroom"
+        " at the high end"
+    )
+
+
+def _sizes_text(sizes: sizing.SizeReport) -> list[str]:
+    if sizes.off is not None:
+        return ["", f"Size check: off ({sizes.off})."]
+    if not sizes.caches:
+        return []
+    rows = [tuple(h.upper() for h in _SIZE_HEADER), *(_size_row(c) for c in sizes.caches)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(_SIZE_HEADER))]
+    lines = ["", f"Size check of {_SIZE_SCOPE}:"]
+    lines += [
+        "  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines += [f"  {diagnostic_line(d)}" for d in sizes.diagnostics]
+    lines.append(f"  ({_assumptions(sizes.model)})")
+    return lines
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _plan_markdown(plan: Plan, *, provider: str) -> str:
+_MD_MARK = {
+    Severity.ERROR: ":x:",
+    Severity.WARNING: ":warning:",
+    Severity.INFO: ":information_source:",
+}
+
+
+def _sizes_markdown(sizes: sizing.SizeReport) -> list[str]:
+    if sizes.off is not None:
+        return [f"**Size check:** off ({_md_cell(sizes.off)}).", ""]
+    if not sizes.caches:
+        return []
+    lines = [
+        f"**Size check** of {_SIZE_SCOPE}:",
+        "",
+        "| " + " | ".join(_SIZE_HEADER) + " |",
+        "|---|" + "---:|" * (len(_SIZE_HEADER) - 2) + "---|",
+    ]
+    for fit in sizes.caches:
+        name, *cells = _size_row(fit)
+        lines.append(f"| `{_md_cell(name)}` | " + " | ".join(_md_cell(c) for c in cells) + " |")
+    lines.append("")
+    for d in sizes.diagnostics:
+        lines.append(
+            f"- {_MD_MARK[d.severity]} **{d.severity.value}** `{_md_cell(str(d.location))}`: "
+            f"{_md_cell(d.message)} [{d.rule}]"
+        )
+    lines += ["", f"<sub>{_md_cell(_assumptions(sizes.model))}</sub>", ""]
+    return lines
+
+
+def _plan_markdown(plan: Plan, *, provider: str, sizes: sizing.SizeReport | None) -> str:
     revision = f" for `{plan.revision[:12]}`" if plan.revision else ""
     lines = [f"### gitsync plan{revision} ({provider})", "", f"**{_summary_sentence(plan)}**", ""]
     if plan.refused:
         lines += [f"> [!CAUTION]\n> **Refused:** {_md_cell(plan.refused)}", ""]
+    if sizes is not None and sizes.has_errors:
+        lines += ["> [!CAUTION]\n> **Size check failed:** a cache cannot hold its images.", ""]
     changes = plan.changes
     if changes:
-        lines += ["| | action | cache | details | monthly cost |", "|---|---|---|---|---:|"]
+        lines += [
+            "| | action | cache | details | monthly | one-off |",
+            "|---|---|---|---|---:|---:|",
+        ]
         for action in changes:
-            cost = action.cost or CostDelta(currency=plan.cost.currency)
+            monthly, once = _row_costs(action, plan.cost.currency)
             lines.append(
                 f"| {_SYMBOL[action.kind]} | {action.kind.value} | `{_md_cell(action.name)}` "
-                f"| {_md_cell(_change_text(action))} | {_money(cost.monthly, cost.currency)} |"
+                f"| {_md_cell(_change_text(action))} | {monthly} | {once} |"
             )
         lines.append("")
     else:
@@ -209,6 +327,8 @@ def _plan_markdown(plan: Plan, *, provider: str) -> str:
         lines.append(f"- :warning: `{_md_cell(notice.name)}`: {_md_cell(notice.message)}")
     if plan.notices:
         lines.append("")
+    if sizes is not None:
+        lines += _sizes_markdown(sizes)
     lines.append(f"**Cost delta:** {_cost_sentence(plan.cost)}")
     return "\n".join(lines)
 
@@ -218,11 +338,54 @@ def cost_dict(cost: CostDelta) -> dict[str, object]:
         "currency": cost.currency,
         "hourly": round(cost.hourly, 6),
         "oneOff": round(cost.one_off, 6),
-        "monthly": round(cost.monthly, 6),
+        "monthly": round(cost.monthly, 6),  # standing for a month plus the one-off
+        "standingMonthly": round(cost.hourly * HOURS_PER_MONTH, 6),
     }
 
 
-def plan_dict(plan: Plan, *, provider: str) -> dict[str, object]:
+def size_check_dict(sizes: sizing.SizeReport) -> dict[str, object]:
+    """The `sizeCheck` member of `gitsync plan --format json` (add, never rename)."""
+    model = sizes.model
+    return {
+        "enabled": sizes.off is None,
+        "off": sizes.off,
+        "ok": not sizes.has_errors,
+        "scope": _SIZE_SCOPE,
+        "assumptions": {
+            "usableFraction": model.usable_fraction,
+            "diskFactor": model.disk_factor,
+            "lowRatio": model.low_ratio,
+            "highRatio": model.high_ratio,
+            "minHeadroom": model.min_headroom,
+            "keepsCompressed": model.keeps_compressed,
+        },
+        "caches": [
+            {
+                "name": c.name,
+                "imageCacheSize": c.size_gib,
+                "images": c.images,
+                "resolvedImages": c.resolved_images,
+                "layers": c.layers,
+                "compressedBytes": c.compressed_bytes,
+                "expandedBytes": c.expanded_high,
+                "expandedBytesMin": c.expanded_low,
+                "exact": c.exact,
+                "neededBytes": c.needed_high,
+                "neededBytesMin": c.needed_low,
+                "usableBytes": c.usable_bytes,
+                "headroom": round(c.headroom, 4),
+                "fit": c.fit.value,
+                "skipped": [{"image": i, "reason": r} for i, r in c.skipped],
+            }
+            for c in sizes.caches
+        ],
+        "diagnostics": [diagnostic_dict(d) for d in sizes.diagnostics],
+    }
+
+
+def plan_dict(
+    plan: Plan, *, provider: str, sizes: sizing.SizeReport | None = None
+) -> dict[str, object]:
     counts = _summary_counts(plan)
     return {
         "provider": provider,
@@ -248,6 +411,7 @@ def plan_dict(plan: Plan, *, provider: str) -> dict[str, object]:
             for n in plan.notices
         ],
         "cost": cost_dict(plan.cost),
+        "sizeCheck": size_check_dict(sizes) if sizes is not None else None,
     }
 
 
@@ -257,13 +421,15 @@ def _jsonable(value: object) -> object:
     return value
 
 
-def format_plan(plan: Plan, *, output_format: str, provider: str) -> str:
-    """The output of `gitsync plan` in one of PLAN_FORMATS."""
+def format_plan(
+    plan: Plan, *, output_format: str, provider: str, sizes: sizing.SizeReport | None = None
+) -> str:
+    """The output of `gitsync plan` in one of PLAN_FORMATS; `sizes` adds the size check."""
     if output_format == "json":
-        return json.dumps(plan_dict(plan, provider=provider), indent=2)
+        return json.dumps(plan_dict(plan, provider=provider, sizes=sizes), indent=2)
     if output_format == "markdown":
-        return _plan_markdown(plan, provider=provider)
-    return _plan_text(plan, provider=provider)
+        return _plan_markdown(plan, provider=provider, sizes=sizes)
+    return _plan_text(plan, provider=provider, sizes=sizes)
 
 
 # --------------------------------------------------------------------- status

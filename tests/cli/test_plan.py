@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,9 @@ spec:
 def gitsync(*args: str, cwd: Path, data: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")}
     env["GITSYNC_DATA_DIR"] = str(data)
+    # These specs name Docker Hub images, which this machine cannot reach; the size
+    # check reads registries and has its own tests (tests/integration/test_plan_size.py).
+    env["GITSYNC_NO_SIZE_CHECK"] = "true"
     return subprocess.run(
         [sys.executable, "-m", "gitsync", *args],
         cwd=cwd,
@@ -126,3 +130,44 @@ def test_unknown_format_is_a_usage_error(repo: Path, tmp_path: Path) -> None:
     done = gitsync("plan", "--repo", str(repo), "--format", "yaml", cwd=tmp_path, data=tmp_path)
     assert done.returncode == 2
     assert "invalid choice" in done.stderr
+
+
+def test_standing_and_one_off_costs_each_have_their_own_column(repo: Path, tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    store = StateStore(data / "state.db")
+    cache_id = store.insert_cache(
+        CacheSpec(name="web", images=("nginx:1.27.2",), image_cache_size_gib=20),
+        owner="gitsync",
+        status=CacheStatus.PENDING,
+    )
+    store.commit_snapshot(
+        cache_id, content_bytes=2 * 1024**3, images=[], blob_digests=[], retention_days=0
+    )
+    store.set_status(cache_id, CacheStatus.FAILED)
+    store.close()
+    # web is rebuilt as it was (no standing change, one build); tools is new (both).
+    text = gitsync("plan", "--repo", str(repo), cwd=tmp_path, data=data)
+    assert text.returncode == 0, text.stderr
+    [recreate] = [line for line in text.stdout.splitlines() if "recreate web" in line]
+    assert re.search(r"monthly +0\.00 CNY  one-off \+0\.\d\d CNY  status Failed", recreate)
+    [create] = [line for line in text.stdout.splitlines() if "create   tools" in line]
+    assert "monthly +" in create
+    assert "Size check: off (--no-size-check)." in text.stdout
+    assert "Cost delta: standing +" in text.stdout
+
+    markdown = gitsync("plan", "--repo", str(repo), "--format", "markdown", cwd=tmp_path, data=data)
+    assert "| | action | cache | details | monthly | one-off |" in markdown.stdout
+    [row] = [line for line in markdown.stdout.splitlines() if "| recreate |" in line]
+    *_, monthly, one_off, _ = (cell.strip() for cell in row.split("|"))
+    assert monthly == "0.00 CNY"
+    assert one_off.startswith("+0.")
+
+    report = json.loads(
+        gitsync("plan", "--repo", str(repo), "--format", "json", cwd=tmp_path, data=data).stdout
+    )
+    [web] = [a for a in report["actions"] if a["name"] == "web"]
+    assert web["action"] == "recreate"
+    assert web["cost"]["standingMonthly"] == 0
+    assert web["cost"]["oneOff"] > 0
+    assert web["cost"]["monthly"] == web["cost"]["oneOff"]  # unchanged field: both together
+    assert report["sizeCheck"]["enabled"] is False

@@ -93,7 +93,7 @@ def test_plan_text_lists_changes_with_symbols_and_cost() -> None:
 def test_plan_markdown_is_a_table_for_a_pr_comment() -> None:
     text = reports.format_plan(_plan(), output_format="markdown", provider="local")
     assert text.startswith("### gitsync plan for `3f9c00000000` (local)")
-    assert "| | action | cache | details | monthly cost |" in text
+    assert "| | action | cache | details | monthly | one-off |" in text
     assert "| + | create | `new` |" in text
     assert "**Cost delta:**" in text
 
