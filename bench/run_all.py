@@ -41,6 +41,7 @@ QUICK_ARGS = {
     "pull.py": ["--rounds", "1"],
     "sync.py": ["--pushes", "10"],
     "scrape.py": ["--scrapes", "10"],
+    "size_ratio.py": ["--max-debs", "200"],
 }
 
 

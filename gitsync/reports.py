@@ -136,7 +136,8 @@ def _value(value: object) -> str:
 
 
 def _change_text(action: Action) -> str:
-    if action.changes:
+    # A recreate's reason lists every change and says why it cannot be made in place.
+    if action.changes and action.kind is not ActionKind.RECREATE:
         return "; ".join(
             f"{c.field}: {_value(c.before)} → {_value(c.after)}" for c in action.changes
         )

@@ -7,13 +7,17 @@ from datetime import UTC, datetime
 
 from gitsync import planning, reports
 from gitsync.model import (
+    EIP_FIELD,
+    SPEC_FIELDS,
     CacheEvent,
     CacheSpec,
     CacheStatus,
     DesiredState,
     Diagnostic,
+    EipAttributes,
     ObservedCache,
     ObservedState,
+    ProviderFields,
     Severity,
     SourceLocation,
 )
@@ -154,3 +158,30 @@ def test_status_json_has_the_design_fields() -> None:
     assert "web" in text
     assert "imc-abc" in text
     assert "Ready" in text
+
+
+def test_a_recreate_says_why_it_cannot_be_made_in_place() -> None:
+    fields = ProviderFields(
+        kept=SPEC_FIELDS,
+        updatable=SPEC_FIELDS - {EIP_FIELD},
+        why_not=((EIP_FIELD, "UpdateImageCache cannot change the EIP settings"),),
+    )
+    desired = DesiredState(
+        caches=(
+            CacheSpec(
+                name="web",
+                images=("nginx:1.27.2",),
+                eip=EipAttributes(internet_max_bandwidth_out=2),
+            ),
+        ),
+        revision="3f9c" + "0" * 36,
+    )
+    observed = ObservedState(
+        caches=(ObservedCache("web", "imc-1", CacheStatus.READY, ("nginx:1.27.2",), owner="g"),),
+        fields=fields,
+    )
+    policy = planning.PlanPolicy(controller_id="g", now=NOW)
+    the_plan = planning.plan(desired, observed, policy=policy, prices=PriceTable())
+    for output_format in ("text", "markdown"):
+        text = reports.format_plan(the_plan, output_format=output_format, provider="tencentcloud")
+        assert "UpdateImageCache cannot change the EIP settings: recreated" in text, text
