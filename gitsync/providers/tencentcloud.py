@@ -58,9 +58,15 @@ Why it is built the way it is
   renewing it; the planner's renewal window is at most half the retention),
   or the spec shrinks `imageCacheSize` (cloud disks grow, never shrink), or
   the EIP settings change (`UpdateImageCache` has no EIP fields; the planner
-  plans those as RECREATE, since `TENCENTCLOUD_FIELDS` says so). If
+  plans those as RECREATE, since `TENCENTCLOUD_FIELDS` says so), or a
+  snapshot check found its CBS snapshot gone or damaged. If
   the delete of the old cache fails after the new one exists, the next pass
   sees two owned caches of one name and the planner deletes the older.
+* **Snapshots are checked.** The CBS snapshot behind each Ready cache is
+  looked up with DescribeSnapshots by `tencent_snapshots.CbsSnapshotLookup`,
+  wrapped around this provider by `snapshots.SnapshotChecked`; both APIs are
+  called through `TencentCloudAPI`, so CBS calls get the same credentials,
+  retries, strict reading and secret hygiene as the TKE ones.
 * **Credentials never leak.** The secret id and key live only in the SDK's
   credential object; messages built from API text are scrubbed of them; the
   SDK's own logger, which dumps whole requests (the `Authorization` header,
@@ -152,6 +158,7 @@ log = logging.getLogger("gitsync.providers.tencentcloud")
 API_VERSION = "2018-05-25"
 SERVICE = "tke"
 DEFAULT_ENDPOINT = "tke.tencentcloudapi.com"
+DEFAULT_CBS_ENDPOINT = "cbs.tencentcloudapi.com"  # the snapshot checks' DescribeSnapshots
 PAGE_SIZE = 50  # DescribeImageCaches: "最大不能超过50"
 DELETE_BATCH_SIZE = 50
 OWNER_TAG = "gitsync.io/owner"
@@ -468,6 +475,7 @@ class TencentCloudSettings:
     them on a container instance in that subnet); reading (`plan`, `status`,
     `match`) works without them. `endpoint` is HOST[:PORT] without a scheme,
     for a private endpoint or a test server; `scheme` is `https` unless told.
+    `cbs_endpoint` is where the snapshot checks call CBS (see `cbs_host`).
     Retry figures apply inside one call; the reconciler backs off across passes.
     """
 
@@ -479,6 +487,7 @@ class TencentCloudSettings:
     registry_skip_verify: tuple[str, ...] = ()
     endpoint: str | None = None
     scheme: str = "https"
+    cbs_endpoint: str | None = None
     request_timeout_seconds: float = 30.0
     secrets_dir: Path | None = None
     max_attempts: int = 5
@@ -495,11 +504,15 @@ class TencentCloudSettings:
             )
         if self.scheme not in ("http", "https"):
             raise ConfigError(f"--tencentcloud-scheme: {self.scheme!r} must be http or https")
-        if self.endpoint is not None and not _ENDPOINT.fullmatch(self.endpoint):
-            raise ConfigError(
-                f"--tencentcloud-endpoint: {self.endpoint!r} must be HOST[:PORT] without a"
-                " scheme or path, e.g. tke.internal.tencentcloudapi.com or 127.0.0.1:8080"
-            )
+        for flag, endpoint, example in (
+            ("--tencentcloud-endpoint", self.endpoint, "tke.internal.tencentcloudapi.com"),
+            ("--tencentcloud-cbs-endpoint", self.cbs_endpoint, "cbs.internal.tencentcloudapi.com"),
+        ):
+            if endpoint is not None and not _ENDPOINT.fullmatch(endpoint):
+                raise ConfigError(
+                    f"{flag}: {endpoint!r} must be HOST[:PORT] without a scheme or path,"
+                    f" e.g. {example} or 127.0.0.1:8080"
+                )
         positive = {
             "request timeout": self.request_timeout_seconds,
             "retry base": self.retry_base_seconds,
@@ -521,6 +534,20 @@ class TencentCloudSettings:
     @property
     def host(self) -> str:
         return self.endpoint or DEFAULT_ENDPOINT
+
+    @property
+    def cbs_host(self) -> str:
+        """Where DescribeSnapshots goes: `cbs_endpoint`; else `cbs.X` beside a `tke.X` endpoint
+        (`tke.internal.tencentcloudapi.com` → `cbs.internal.tencentcloudapi.com`); else the
+        same custom endpoint (a gateway or test server that serves both APIs); else
+        cbs.tencentcloudapi.com."""
+        if self.cbs_endpoint:
+            return self.cbs_endpoint
+        if self.endpoint is None:
+            return DEFAULT_CBS_ENDPOINT
+        if self.endpoint.startswith(f"{SERVICE}."):
+            return "cbs." + self.endpoint.removeprefix(f"{SERVICE}.")
+        return self.endpoint
 
 
 # ----------------------------------------------------------------- pure mapping
@@ -1211,6 +1238,8 @@ class TencentCloudProvider:
     def _replacement_reason(self, spec: CacheSpec, current: ObservedCache) -> str | None:
         if spec.eip != current.eip:
             return "UpdateImageCache cannot change the EIP settings (it has no EIP fields)"
+        if current.snapshot_problem:
+            return f"{current.snapshot_problem}: only a new cache gets a new snapshot"
         if current.status is CacheStatus.FAILED:
             return "it is Failed: an in-place update of a failed build is not documented to rebuild"
         if current.expires_at is not None:
