@@ -1,7 +1,7 @@
 """Where the snapshot checks go and when they are on: endpoints, verdicts, the CLI's wiring.
 
 The lookup's calls are tested against the emulator
-(tests/integration/test_tencent_snapshots.py (the lookup against the emulator)); here the pure parts: the CBS
+(tests/integration/test_tencent_snapshots.py); here the pure parts: the CBS
 endpoint a setting gives, the verdict of one `Snapshot`, and which backend and
 flags turn the checks on, as the commands build their provider.
 """
