@@ -15,6 +15,7 @@ unexpected exception is one line naming the command and the error, exit 1
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import shutil
@@ -146,6 +147,19 @@ def _add_tencent(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tencentcloud-scheme", choices=("http", "https"), default=None)
     group.add_argument("--tencentcloud-credentials-file", help="the SDK's INI credentials file")
     group.add_argument("--tencentcloud-profile", help="profile in that file (default: default)")
+    group.add_argument(
+        "--tencentcloud-cbs-endpoint",
+        help="CBS API endpoint HOST[:PORT] for the snapshot checks (default: cbs.… beside a"
+        " tke.… --tencentcloud-endpoint, else that endpoint, else cbs.tencentcloudapi.com)",
+    )
+    checks = parser.add_argument_group(
+        "snapshot checks (tencentcloud; kubernetes given --region and Tencent Cloud credentials)"
+    )
+    checks.add_argument(
+        "--snapshot-check-interval",
+        help="look up the snapshot behind each Ready cache at most this often, e.g. 30m;"
+        " 0 turns the checks off (default: 1h)",
+    )
 
 
 def _add_repo(parser: argparse.ArgumentParser, *, default_note: str) -> None:
@@ -382,67 +396,175 @@ def _open_provider(
     if settings.provider == "kubernetes":
         from gitsync.providers.kubernetes import KubernetesProvider  # noqa: PLC0415  # lazy
 
-        return KubernetesProvider.from_config(
+        provider = KubernetesProvider.from_config(
             kubeconfig=_kubeconfig(args, env), context=_flag(args, env, "context", "") or None
         )
+        return _kubernetes_snapshot_checks(args, env, provider)
     raise ConfigError(
         f"--provider {settings.provider}: this backend is not available yet in gitsync "
         f"{__version__}; use --provider local or tencentcloud"
     )
 
 
-def _tencent_provider(
-    args: argparse.Namespace, env: Mapping[str, str], settings: Settings
-) -> Provider:
+def _tencent_module() -> Any:
     try:
-        from gitsync.providers import tencentcloud as tc  # noqa: PLC0415  # heavy SDK, lazy
+        from gitsync.providers import tencentcloud  # noqa: PLC0415  # heavy SDK, lazy
     except ImportError as exc:
         raise ConfigError(
             "--provider tencentcloud needs the Tencent Cloud SDK: pip install 'gitsync[tencent]'"
         ) from exc
+    return tencentcloud
 
-    def listed(name: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in _flag(args, env, name, "").split(",") if p.strip())
 
-    region = _flag(args, env, "region", "") or env.get("TENCENTCLOUD_REGION", "")
-    if not region:
-        raise ConfigError("--provider tencentcloud needs --region (e.g. ap-guangzhou)")
+def _tencent_region(args: argparse.Namespace, env: Mapping[str, str]) -> str:
+    return _flag(args, env, "region", "") or env.get("TENCENTCLOUD_REGION", "")
+
+
+def _tencent_credentials(
+    args: argparse.Namespace, env: Mapping[str, str], tc: Any, *, default_file: bool
+) -> Any:
+    """TencentCloudCredentials from --tencentcloud-credentials-file, the environment or, when
+    `default_file`, ~/.tencentcloud/credentials; None when none is given."""
     secret_id, secret_key = env.get("TENCENTCLOUD_SECRET_ID"), env.get("TENCENTCLOUD_SECRET_KEY")
     credentials_file = _flag(args, env, "tencentcloud-credentials-file", "")
-    default_file = Path(env.get("HOME", "~")).expanduser() / ".tencentcloud" / "credentials"
+    home_file = Path(env.get("HOME", "~")).expanduser() / ".tencentcloud" / "credentials"
+    profile = _flag(args, env, "tencentcloud-profile", "default")
     if credentials_file:
-        credentials = tc.load_credentials_file(
-            Path(credentials_file), profile=_flag(args, env, "tencentcloud-profile", "default")
-        )
-    elif secret_id or secret_key:
-        credentials = tc.TencentCloudCredentials(
+        return tc.load_credentials_file(Path(credentials_file), profile=profile)
+    if secret_id or secret_key:
+        return tc.TencentCloudCredentials(
             secret_id=secret_id or "",
             secret_key=secret_key or "",
             token=env.get("TENCENTCLOUD_SESSION_TOKEN") or None,
             source="environment (TENCENTCLOUD_SECRET_ID/KEY)",
         )
-    elif default_file.is_file():
-        credentials = tc.load_credentials_file(
-            default_file, profile=_flag(args, env, "tencentcloud-profile", "default")
-        )
-    else:
+    if default_file and home_file.is_file():
+        return tc.load_credentials_file(home_file, profile=profile)
+    return None
+
+
+def _snapshot_check_interval(args: argparse.Namespace, env: Mapping[str, str]) -> timedelta:
+    """--snapshot-check-interval: 1h unless told; 0 turns the snapshot checks off."""
+    return _duration(
+        args, env, "snapshot-check-interval", "1h", allow_zero=True, minimum=timedelta(seconds=1)
+    )
+
+
+def _snapshot_checked(
+    provider: Provider, *, tc_settings: Any, credentials: Any, interval: timedelta
+) -> Provider:
+    """`provider` with the CBS snapshot behind each Ready cache looked up (providers.snapshots).
+
+    Closes `provider` when the checks cannot be set up, so the caller has nothing to undo.
+    """
+    from gitsync.providers.snapshots import SnapshotChecked  # noqa: PLC0415
+
+    try:
+        try:
+            from gitsync.providers.tencent_snapshots import (  # noqa: PLC0415  # heavy SDK
+                CbsSnapshotLookup,
+            )
+        except ImportError as exc:
+            raise ConfigError(
+                "snapshot checks need the Tencent Cloud CBS SDK (tencentcloud-sdk-python-cbs):"
+                " pip install 'gitsync[tencent]', or turn them off with"
+                " --snapshot-check-interval 0"
+            ) from exc
+        lookup = CbsSnapshotLookup(settings=tc_settings, credentials=credentials)
+    except BaseException:
+        provider.close()
+        raise
+    return SnapshotChecked(provider, lookup=lookup, interval_seconds=interval.total_seconds())
+
+
+def _tencent_provider(
+    args: argparse.Namespace, env: Mapping[str, str], settings: Settings
+) -> Provider:
+    tc = _tencent_module()
+
+    def listed(name: str) -> tuple[str, ...]:
+        return tuple(p.strip() for p in _flag(args, env, name, "").split(",") if p.strip())
+
+    region = _tencent_region(args, env)
+    if not region:
+        raise ConfigError("--provider tencentcloud needs --region (e.g. ap-guangzhou)")
+    credentials = _tencent_credentials(args, env, tc, default_file=True)
+    if credentials is None:
         raise ConfigError(
             "--provider tencentcloud needs credentials: set TENCENTCLOUD_SECRET_ID and "
             "TENCENTCLOUD_SECRET_KEY, or --tencentcloud-credentials-file"
         )
-    return tc.TencentCloudProvider(
-        settings=tc.TencentCloudSettings(
+    interval = _snapshot_check_interval(args, env)
+    tc_settings = tc.TencentCloudSettings(
+        region=region,
+        vpc_id=_flag(args, env, "vpc-id", "") or None,
+        subnet_id=_flag(args, env, "subnet-id", "") or None,
+        security_group_ids=listed("security-group-id"),
+        registry_http_endpoints=listed("registry-http-endpoint"),
+        registry_skip_verify=listed("registry-skip-verify"),
+        endpoint=_flag(args, env, "tencentcloud-endpoint", "") or None,
+        scheme=_flag(args, env, "tencentcloud-scheme", "https"),
+        cbs_endpoint=_flag(args, env, "tencentcloud-cbs-endpoint", "") or None,
+        secrets_dir=settings.secrets_dir,
+    )
+    provider: Provider = tc.TencentCloudProvider(settings=tc_settings, credentials=credentials)
+    if not interval:
+        return provider
+    return _snapshot_checked(
+        provider, tc_settings=tc_settings, credentials=credentials, interval=interval
+    )
+
+
+def _kubernetes_snapshot_checks(
+    args: argparse.Namespace, env: Mapping[str, str], provider: Provider
+) -> Provider:
+    """The operator's caches are TKE caches too: check their CBS snapshots when gitsync can.
+
+    On when gitsync is given both a region (--region or TENCENTCLOUD_REGION) and
+    explicit credentials (TENCENTCLOUD_SECRET_ID and _KEY, or
+    --tencentcloud-credentials-file; not ~/.tencentcloud/credentials, which a
+    cluster user may hold for other reasons), unless --snapshot-check-interval is
+    0; it then needs the Tencent Cloud SDK. Given only one of the two, the checks
+    stay off with a warning. Closes `provider` when the settings are wrong.
+    """
+    try:
+        interval = _snapshot_check_interval(args, env)
+        region = _tencent_region(args, env)
+        explicit = bool(
+            env.get("TENCENTCLOUD_SECRET_ID")
+            or env.get("TENCENTCLOUD_SECRET_KEY")
+            or _flag(args, env, "tencentcloud-credentials-file", "")
+        )
+        if not interval or not (region or explicit):
+            return provider
+        if not (region and explicit):
+            logging.getLogger("gitsync.cli").warning(
+                "snapshot checks are off: on the kubernetes backend they need both --region"
+                " and Tencent Cloud credentials (TENCENTCLOUD_SECRET_ID/KEY or"
+                " --tencentcloud-credentials-file); %s is missing",
+                "the region" if not region else "the credentials",
+            )
+            return provider
+        try:
+            tc = _tencent_module()
+        except ConfigError as exc:
+            raise ConfigError(
+                "snapshot checks on the kubernetes backend (--region and Tencent Cloud"
+                " credentials are set) need the Tencent Cloud SDK: pip install"
+                " 'gitsync[tencent]', or --snapshot-check-interval 0"
+            ) from exc
+        credentials = _tencent_credentials(args, env, tc, default_file=False)
+        tc_settings = tc.TencentCloudSettings(
             region=region,
-            vpc_id=_flag(args, env, "vpc-id", "") or None,
-            subnet_id=_flag(args, env, "subnet-id", "") or None,
-            security_group_ids=listed("security-group-id"),
-            registry_http_endpoints=listed("registry-http-endpoint"),
-            registry_skip_verify=listed("registry-skip-verify"),
             endpoint=_flag(args, env, "tencentcloud-endpoint", "") or None,
             scheme=_flag(args, env, "tencentcloud-scheme", "https"),
-            secrets_dir=settings.secrets_dir,
-        ),
-        credentials=credentials,
+            cbs_endpoint=_flag(args, env, "tencentcloud-cbs-endpoint", "") or None,
+        )
+    except BaseException:
+        provider.close()
+        raise
+    return _snapshot_checked(
+        provider, tc_settings=tc_settings, credentials=credentials, interval=interval
     )
 
 

@@ -336,6 +336,9 @@ class Daemon:
         self.metrics.record_diagnostics(
             valid=record.spec_valid, counts=record.diagnostics_by_severity
         )
+        checked = result.observed_after.snapshot_checks if result.observed_after else None
+        if checked is not None:  # running totals: they include the checks of every observe
+            self.metrics.record_snapshot_checks(checked)
         if result.error is None:
             self.metrics.reconciles.labels(result="success").inc()
             self.metrics.last_success.set(self._clock())

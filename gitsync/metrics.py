@@ -28,7 +28,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from gitsync import pricing
-from gitsync.model import CacheSpec, CacheStatus, ObservedCache
+from gitsync.model import (
+    CacheSpec,
+    CacheStatus,
+    ObservedCache,
+    SnapshotCheck,
+    SnapshotCheckCounts,
+)
 
 GIB = 1024**3
 
@@ -109,6 +115,27 @@ class DaemonMetrics:
             "Unix time of the last pass that applied without error.",
             registry=registry,
         )
+        self.snapshot_checks = Counter(
+            "gitsync_snapshot_checks_total",
+            "Snapshots behind Ready caches looked up, by result: ok, damaged (there but not"
+            " usable), missing (gone).",
+            ["result"],
+            registry=registry,
+        )
+        for check in SnapshotCheck:
+            self.snapshot_checks.labels(result=check.value)
+        self._snapshot_totals = SnapshotCheckCounts()
+
+    def record_snapshot_checks(self, totals: SnapshotCheckCounts) -> None:
+        """Count the checks a provider made since the last call, from its running totals."""
+        seen = self._snapshot_totals
+        if any(totals.get(check) < seen.get(check) for check in SnapshotCheck):
+            seen = SnapshotCheckCounts()  # a provider opened anew: its totals start at 0
+        for check in SnapshotCheck:
+            added = totals.get(check) - seen.get(check)
+            if added:
+                self.snapshot_checks.labels(result=check.value).inc(added)
+        self._snapshot_totals = totals
 
     def record_diagnostics(self, *, valid: bool, counts: dict[str, int]) -> None:
         self.spec_valid.set(1 if valid else 0)

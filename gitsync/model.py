@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -49,6 +50,70 @@ class CacheStatus(enum.StrEnum):
     FAILED = "Failed"
     UPDATING = "Updating"
     UPDATE_FAILED = "UpdateFailed"
+
+
+class SnapshotCheck(enum.StrEnum):
+    """What a look at the snapshot behind a Ready cache found.
+
+    A provider that can look snapshots up (CBS on Tencent Cloud) reports a cache
+    whose snapshot is DAMAGED or MISSING as Failed, with `snapshot_problem` set,
+    so the planner rebuilds it.
+    """
+
+    OK = "ok"  # there, in a state new disks can be made from
+    DAMAGED = "damaged"  # there, but not usable (being made, copied, recycled, ...)
+    MISSING = "missing"  # gone
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotVerdict:
+    """One check of one snapshot: what was found and, unless OK, why in words.
+
+    `detail` completes "snapshot <id> …" and names where it was looked up:
+    "is gone (DescribeSnapshots)".
+    """
+
+    snapshot_id: str
+    result: SnapshotCheck
+    detail: str = ""
+
+    @property
+    def problem(self) -> str | None:
+        """`snapshot snap-… is gone (DescribeSnapshots)`; None when the snapshot is fine."""
+        if self.result is SnapshotCheck.OK:
+            return None
+        return f"snapshot {self.snapshot_id} {self.detail or self.result.value}"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotCheckCounts:
+    """Snapshot checks a provider has made since it was opened, by result: running totals.
+
+    Totals rather than per-observation counts, so a reader that sees only some
+    observations (the daemon keeps the last one of a pass) still counts every
+    check; a smaller total than last seen means the provider was opened anew.
+    """
+
+    ok: int = 0
+    damaged: int = 0
+    missing: int = 0
+
+    def get(self, result: SnapshotCheck) -> int:
+        return {
+            SnapshotCheck.OK: self.ok,
+            SnapshotCheck.DAMAGED: self.damaged,
+            SnapshotCheck.MISSING: self.missing,
+        }[result]
+
+    def plus(self, verdicts: Iterable[SnapshotVerdict]) -> SnapshotCheckCounts:
+        added = dict.fromkeys(SnapshotCheck, 0)
+        for verdict in verdicts:
+            added[verdict.result] += 1
+        return SnapshotCheckCounts(
+            ok=self.ok + added[SnapshotCheck.OK],
+            damaged=self.damaged + added[SnapshotCheck.DAMAGED],
+            missing=self.missing + added[SnapshotCheck.MISSING],
+        )
 
 
 class Severity(enum.StrEnum):
@@ -172,6 +237,9 @@ class ObservedCache:
     content_bytes: int | None = None
     events: tuple[CacheEvent, ...] = ()
     prune: bool = True  # False when the provider's copy carries gitsync.io/prune: disabled
+    # Set when a check found the snapshot behind the cache gone or damaged
+    # (`SnapshotVerdict.problem`); the cache is then Failed and this is why.
+    snapshot_problem: str | None = None
     # What the provider keeps of these depends on it: see `ProviderFields`.
     security_group_ids: tuple[str, ...] = ()
     labels: Pairs = ()
@@ -238,10 +306,16 @@ class ProviderFields:
 
 @dataclass(frozen=True, slots=True)
 class ObservedState:
-    """Every cache the provider reports, owned or not, and what the provider keeps of a spec."""
+    """Every cache the provider reports, owned or not, and what the provider keeps of a spec.
+
+    `snapshot_checks` is None for a provider that checks no snapshots; else its
+    running totals as of this observation. Two states that differ only there are
+    equal: a check that found nothing new changes nothing to plan.
+    """
 
     caches: tuple[ObservedCache, ...]
     fields: ProviderFields = ProviderFields()
+    snapshot_checks: SnapshotCheckCounts | None = field(default=None, compare=False)
 
 
 class ActionKind(enum.StrEnum):

@@ -22,7 +22,9 @@ against a cloud account. The rules, in the order a reviewer needs them:
   never compared, since it would differ on every pass. A difference is an
   UPDATE listing each changed field under its YAML name (a change of a label
   or an annotation alone is one too); no difference is a NOOP.
-* **Rebuild.** A cache that is Failed or UpdateFailed, has expired
+* **Rebuild.** A cache that is Failed or UpdateFailed (also one whose
+  snapshot a check found gone or damaged: the reason is then the check's,
+  "snapshot snap-… is gone (DescribeSnapshots)"), has expired
   (`expires_at <= now`), or is inside its renewal window (`expires_at -
   renew_before <= now`) is RECREATEd with the desired spec. The window is at
   most half the cache's retention period, so a `renew_before` longer than the
@@ -350,7 +352,8 @@ def _compare(
     changes, summaries = _field_changes(spec, cache, kept=fields.kept)
     rebuild: list[str] = []
     if cache.status in _BROKEN:
-        rebuild.append(f"status {cache.status}")
+        # A check that found the snapshot gone says so; "status Failed" would hide why.
+        rebuild.append(cache.snapshot_problem or f"status {cache.status}")
     expiry = _expiry_reason(cache, policy=policy)
     if expiry is not None:
         rebuild.append(expiry)

@@ -33,6 +33,31 @@ fake would hide bugs:
   any error code, answers a raw body with any status and content type, and
   answers slowly (before or after doing the work). It records every call.
 
+It also answers CBS `DescribeSnapshots` (cbs 2017-03-12), because the
+snapshot behind a Ready cache is a CBS snapshot that gitsync checks:
+
+* A request is dispatched on the service its signature's credential scope
+  names (`tke` or `cbs`), and `X-TC-Version` must be that service's version;
+  an action of the other service is InvalidAction. `endpoint` answers both
+  (a gateway or test endpoint that serves both APIs, which is what gitsync
+  assumes for a custom `--tencentcloud-endpoint` that is not `tke.…`);
+  `cbs_endpoint` is a second listener that, like the real
+  cbs.tencentcloudapi.com, serves CBS only and only for requests signed for
+  its own Host.
+* Every cache that turns Ready gets a CBS snapshot (NORMAL); an update that
+  turns Ready again replaces it, and deleting or expiring a cache deletes its
+  snapshot, as the cloud does. Tests delete a snapshot behind the API's back
+  (`delete_snapshot`), set its state (`set_snapshot_state`) or plant others.
+* `DescribeSnapshots` is checked as the API reference (362/15647) states it:
+  `SnapshotIds` or `Filters` (snapshot-id, snapshot-name, snapshot-state;
+  not both: InvalidParameter), `Limit` 1 to 100 (default 20), `Offset`,
+  `TotalCount`, ids of another form InvalidParameterValue, an unknown filter
+  InvalidFilter. A snapshot that does not exist is simply not listed: the
+  API documents no not-found error for it.
+* CBS calls are recorded apart from TKE calls (`cbs_calls`, `count(action)`),
+  so counts of TKE calls stay what TKE was asked; injected errors, slow
+  answers and throttling without an `action` apply to TKE calls only.
+
 Choices where the real API's behaviour is not documented (so the provider must
 not depend on them): `DeleteImageCaches` with an unknown id fails as a whole
 with ResourceNotFound and deletes nothing; `UpdateImageCache` merges `Tags` by
@@ -40,7 +65,9 @@ key; names need not be unique; caches are listed oldest first;
 `AutoCreateEipAttribute` with `AutoCreateEip: false` is InvalidParameterValue
 (the reference says the attribute alone creates an EIP, so the two contradict);
 InternetMaxBandwidthOut below 1 is InvalidParameterValue; an unknown security
-group is InvalidParameterValue.
+group is InvalidParameterValue; DescribeSnapshots lists snapshots oldest first
+unless `Order` says DESC; a request signed for another service or Host at
+`cbs_endpoint` is AuthFailure.SignatureFailure.
 """
 
 from __future__ import annotations
@@ -61,10 +88,24 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tencentcloud.cbs.v20170312 import models as cbs_models
 from tencentcloud.tke.v20180525 import models
 
 SERVICE = "tke"
 VERSION = "2018-05-25"
+CBS_SERVICE = "cbs"
+CBS_VERSION = "2017-03-12"
+CBS_MAX_LIMIT = 100  # DescribeSnapshots: Limit "最大值为100"
+CBS_ACTIONS = ("DescribeSnapshots",)
+SNAPSHOT_STATES = (
+    "NORMAL",
+    "CREATING",
+    "ROLLBACKING",
+    "COPYING_FROM_REMOTE",
+    "CHECKING_COPIED",
+    "TORECYCLE",
+)
+SNAPSHOT_FILTERS = ("snapshot-id", "snapshot-name", "snapshot-state")
 ALGORITHM = "TC3-HMAC-SHA256"
 MAX_SKEW_SECONDS = 300  # Tencent rejects a timestamp more than 5 minutes off
 MAX_LIMIT = 50
@@ -82,6 +123,7 @@ _AUTHORIZATION = re.compile(
 )
 _TAG_TEXT = re.compile(r"[\w +\-=.:/@]*")
 _SECURITY_GROUP = re.compile(r"sg-[0-9a-z]+")
+_SNAPSHOT_ID = re.compile(r"snap-[0-9a-z]{8}")
 
 
 class ApiError(Exception):
@@ -99,6 +141,8 @@ class RecordedCall:
     params: dict[str, Any]
     request_id: str
     error: str | None  # the error Code answered, None for a success, "raw" for a raw body
+    service: str = SERVICE  # tke or cbs: the action's service
+    host: str = ""  # the Host header it was sent with (which endpoint the client used)
 
 
 @dataclass(slots=True)
@@ -127,6 +171,15 @@ class _Cache:
 
 
 @dataclass(slots=True)
+class _Snapshot:
+    snapshot_id: str
+    size: int
+    created_at: float
+    name: str = ""
+    state: str = "NORMAL"
+
+
+@dataclass(slots=True)
 class _Raw:
     status: int
     content_type: str
@@ -137,6 +190,7 @@ class _Raw:
 class _Injection:
     action: str | None
     times: int
+    service: str = SERVICE
     error: tuple[str, str] | None = None
     raw: _Raw | None = None
     delay: float = 0.0
@@ -148,12 +202,19 @@ def _fields(model: type[Any]) -> frozenset[str]:
     return frozenset(k[1:] for k in vars(model()) if k.startswith("_") and k != "_headers")
 
 
-_REQUEST_FIELDS = {action: _fields(getattr(models, f"{action}Request")) for action in ACTIONS}
-_NESTED_FIELDS = {
-    "Tags": _fields(models.Tag),
-    "ImageRegistryCredentials": _fields(models.ImageRegistryCredential),
-    "Filters": _fields(models.Filter),
+_REQUEST_FIELDS = {
+    **{action: _fields(getattr(models, f"{action}Request")) for action in ACTIONS},
+    **{action: _fields(getattr(cbs_models, f"{action}Request")) for action in CBS_ACTIONS},
 }
+_NESTED_FIELDS = {
+    SERVICE: {
+        "Tags": _fields(models.Tag),
+        "ImageRegistryCredentials": _fields(models.ImageRegistryCredential),
+        "Filters": _fields(models.Filter),
+    },
+    CBS_SERVICE: {"Filters": _fields(cbs_models.Filter)},
+}
+SNAPSHOT_FIELDS = _fields(cbs_models.Snapshot)  # what a Snapshot of DescribeSnapshots may hold
 _NESTED_OBJECTS = {"AutoCreateEipAttribute": _fields(models.EipAttribute)}
 # EipAttribute's fields and their types, as the SDK documents them (:type ...: str / int).
 _EIP_TYPES: dict[str, type] = {
@@ -161,6 +222,11 @@ _EIP_TYPES: dict[str, type] = {
     "InternetServiceProvider": str,
     "InternetMaxBandwidthOut": int,
 }
+
+
+def service_of(action: str) -> str:
+    """The service an action belongs to: cbs for DescribeSnapshots, tke for the rest."""
+    return CBS_SERVICE if action in CBS_ACTIONS else SERVICE
 
 
 def _iso(moment: float | None) -> str | None:
@@ -238,6 +304,7 @@ class TkeEmulator:
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._caches: dict[str, _Cache] = {}
+        self._snapshots: dict[str, _Snapshot] = {}
         self._ids = itertools.count(1)
         self._calls: list[RecordedCall] = []
         self._injections: list[_Injection] = []
@@ -247,31 +314,34 @@ class TkeEmulator:
         # Called (under the state lock) before each authenticated action: tests change state
         # between two calls of a sequence, e.g. delete a cache between two describe pages.
         self.before_action: Callable[[str, dict[str, Any]], None] | None = None
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._servers: dict[str, ThreadingHTTPServer] = {}  # listener -> server
+        self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------- lifecycle
 
     def start(self) -> TkeEmulator:
-        handler = type("Handler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.02},  # stop() returns within one interval
-            name="tke-emulator",
-            daemon=True,
-        )
-        self._thread.start()
+        for listener in ("main", CBS_SERVICE):
+            handler = type("Handler", (_Handler,), {"emulator": self, "listener": listener})
+            server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+            server.daemon_threads = True
+            thread = threading.Thread(
+                target=server.serve_forever,
+                kwargs={"poll_interval": 0.02},  # stop() returns within one interval
+                name=f"tke-emulator-{listener}",
+                daemon=True,
+            )
+            self._servers[listener] = server
+            self._threads.append(thread)
+            thread.start()
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
+        for server in self._servers.values():
+            server.shutdown()
+            server.server_close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+        self._servers, self._threads = {}, []
 
     def __enter__(self) -> TkeEmulator:
         return self.start()
@@ -281,33 +351,59 @@ class TkeEmulator:
 
     @property
     def endpoint(self) -> str:
-        """HOST:PORT, what `--tencentcloud-endpoint` takes (with `--tencentcloud-scheme http`)."""
-        if self._server is None:
+        """HOST:PORT, what `--tencentcloud-endpoint` takes (with `--tencentcloud-scheme http`).
+
+        It serves TKE and CBS alike, dispatching on the signature's credential scope.
+        """
+        return self._address("main")
+
+    @property
+    def cbs_endpoint(self) -> str:
+        """HOST:PORT of the CBS-only listener, what `--tencentcloud-cbs-endpoint` takes."""
+        return self._address(CBS_SERVICE)
+
+    def _address(self, listener: str) -> str:
+        server = self._servers.get(listener)
+        if server is None:
             raise RuntimeError("the emulator is not running; call start()")
-        port = self._server.server_address[1]
-        return f"127.0.0.1:{port}"
+        return f"127.0.0.1:{server.server_address[1]}"
 
     # --------------------------------------------------------------- control
 
     @property
     def calls(self) -> list[RecordedCall]:
+        """The TKE calls (CBS calls are `cbs_calls`)."""
         with self._lock:
-            return list(self._calls)
+            return [c for c in self._calls if c.service == SERVICE]
 
-    def counts(self) -> Counter[str]:
+    @property
+    def cbs_calls(self) -> list[RecordedCall]:
         with self._lock:
-            return Counter(call.action for call in self._calls)
+            return [c for c in self._calls if c.service == CBS_SERVICE]
+
+    def counts(self, *, service: str = SERVICE) -> Counter[str]:
+        with self._lock:
+            return Counter(call.action for call in self._calls if call.service == service)
 
     def count(self, action: str | None = None) -> int:
+        """Calls of `action`; without one, every TKE call."""
+        service = service_of(action) if action is not None else SERVICE
         with self._lock:
-            return sum(1 for c in self._calls if action is None or c.action == action)
+            return sum(
+                1
+                for c in self._calls
+                if c.service == service and (action is None or c.action == action)
+            )
 
     def reset_calls(self) -> None:
         with self._lock:
             self._calls.clear()
 
     def throttle(self, ratio: float, *, actions: Iterable[str] | None = None) -> None:
-        """Answer RequestLimitExceeded to this fraction of calls (seeded, reproducible)."""
+        """Answer RequestLimitExceeded to this fraction of calls (seeded, reproducible).
+
+        Without `actions`, TKE calls only; name DescribeSnapshots to throttle CBS.
+        """
         with self._lock:
             self._throttle_ratio = ratio
             self._throttle_actions = frozenset(actions) if actions is not None else None
@@ -315,9 +411,9 @@ class TkeEmulator:
     def inject_error(
         self, code: str, message: str, *, action: str | None = None, times: int = 1
     ) -> None:
-        """Answer the next `times` calls (of `action`, or any) with this error."""
+        """Answer the next `times` calls (of `action`, or any TKE call) with this error."""
         with self._lock:
-            self._injections.append(_Injection(action, times, error=(code, message)))
+            self._injections.append(_injection(action, times, error=(code, message)))
 
     def inject_raw(
         self,
@@ -330,14 +426,14 @@ class TkeEmulator:
     ) -> None:
         """Answer the next `times` calls with exactly this status, content type and body."""
         with self._lock:
-            self._injections.append(_Injection(action, times, raw=_Raw(status, content_type, body)))
+            self._injections.append(_injection(action, times, raw=_Raw(status, content_type, body)))
 
     def slow(
         self, seconds: float, *, action: str | None = None, times: int = 1, after: bool = True
     ) -> None:
         """Delay the next answers; `after=True` does the work first (a timeout is ambiguous)."""
         with self._lock:
-            self._injections.append(_Injection(action, times, delay=seconds, delay_after=after))
+            self._injections.append(_injection(action, times, delay=seconds, delay_after=after))
 
     def fail_images(self, *images: str) -> None:
         """Builds that include any of these images end Failed / UpdateFailed."""
@@ -368,7 +464,8 @@ class TkeEmulator:
                 created_at=now if created_at is None else created_at,
             )
             if status == "Ready":
-                cache.status, cache.snapshot_id = "Ready", f"snap-{cache.cache_id[4:]}"
+                cache.status = "Ready"
+                cache.snapshot_id = self._new_snapshot(cache, f"snap-{cache.cache_id[4:]}")
             elif status in ("Pending", "Failed"):
                 cache.status = status
             else:
@@ -376,9 +473,42 @@ class TkeEmulator:
             return cache.cache_id
 
     def remove_cache(self, cache_id: str) -> None:
-        """Delete a cache behind the API's back (another tool, or expiry)."""
+        """Delete a cache behind the API's back (another tool, or expiry), and its snapshot."""
         with self._lock:
-            del self._caches[cache_id]
+            self._drop(cache_id)
+
+    # ------------------------------------------------------------- snapshots
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every CBS snapshot as DescribeSnapshots would show it now, oldest first."""
+        with self._lock:
+            self._advance()
+            return [self._api_snapshot(s) for s in self._snapshots.values()]
+
+    def snapshot_of(self, cache_id: str) -> str | None:
+        """The SnapshotId a cache reports (whether or not the snapshot still exists)."""
+        with self._lock:
+            self._advance()
+            return self._caches[cache_id].snapshot_id
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete a CBS snapshot behind TKE's back: its cache still reports it, Ready."""
+        with self._lock:
+            del self._snapshots[snapshot_id]
+
+    def set_snapshot_state(self, snapshot_id: str, state: str) -> None:
+        """Report `state` (one of SNAPSHOT_STATES, or any other text) for a snapshot."""
+        with self._lock:
+            self._snapshots[snapshot_id].state = state
+
+    def add_snapshot(self, *, state: str = "NORMAL", size: int = 20) -> str:
+        """Plant a snapshot no cache uses (another team's), e.g. to page past it."""
+        with self._lock:
+            snapshot_id = f"snap-{uuid.uuid4().hex[:8]}"
+            self._snapshots[snapshot_id] = _Snapshot(
+                snapshot_id, size=size, created_at=self.clock(), name="planted", state=state
+            )
+            return snapshot_id
 
     def set_status(self, cache_id: str, raw: str) -> None:
         """Report `raw` as the Status of a cache from now on (an unknown value, say)."""
@@ -409,11 +539,15 @@ class TkeEmulator:
     # -------------------------------------------------------------- handling
 
     def handle(
-        self, *, method: str, headers: Mapping[str, str], body: bytes
+        self, *, method: str, headers: Mapping[str, str], body: bytes, listener: str = "main"
     ) -> tuple[int, str, bytes, float]:
-        """One HTTP request → (status, content type, body, seconds to wait before answering)."""
+        """One HTTP request → (status, content type, body, seconds to wait before answering).
+
+        `listener` is "main" (`endpoint`: TKE and CBS) or "cbs" (`cbs_endpoint`: CBS only).
+        """
         request_id = str(uuid.uuid4())
         action = headers.get("x-tc-action", "")
+        host = headers.get("host", "")
         try:
             params = json.loads(body or b"{}")
         except ValueError:
@@ -428,9 +562,11 @@ class TkeEmulator:
         try:
             if injection is not None and injection.raw is not None:
                 raw = injection.raw
-                self._record(action, params, request_id, "raw")
+                self._record(action, params, request_id, "raw", host)
                 return raw.status, raw.content_type, raw.body, delay_after
-            self._authenticate(method=method, headers=headers, body=body)
+            service = self._authenticate(
+                method=method, headers=headers, body=body, listener=listener
+            )
             if not isinstance(params, dict):
                 raise ApiError("InvalidParameter", "the request body must be a JSON object")
             if injection is not None and injection.error is not None:
@@ -440,7 +576,7 @@ class TkeEmulator:
                     raise ApiError(
                         "RequestLimitExceeded", "Your current request times exceeds the limit."
                     )
-            result = self._dispatch(action, params)
+            result = self._dispatch(service, action, params)
             envelope: dict[str, Any] = {"Response": {**result, "RequestId": request_id}}
         except ApiError as exc:
             error = exc.code
@@ -450,10 +586,12 @@ class TkeEmulator:
                     "RequestId": request_id,
                 }
             }
-        self._record(action, params, request_id, error)
+        self._record(action, params, request_id, error, host)
         return 200, "application/json", json.dumps(envelope).encode(), delay_after
 
-    def _record(self, action: str, params: object, request_id: str, error: str | None) -> None:
+    def _record(
+        self, action: str, params: object, request_id: str, error: str | None, host: str
+    ) -> None:
         with self._lock:
             self._calls.append(
                 RecordedCall(
@@ -461,11 +599,16 @@ class TkeEmulator:
                     params=params if isinstance(params, dict) else {},
                     request_id=request_id,
                     error=error,
+                    service=service_of(action),
+                    host=host,
                 )
             )
 
     def _take_injection(self, action: str) -> _Injection | None:
+        service = service_of(action)
         for injection in self._injections:
+            if injection.service != service:
+                continue
             if injection.action is None or injection.action == action:
                 injection.times -= 1
                 if injection.times <= 0:
@@ -476,11 +619,16 @@ class TkeEmulator:
     def _throttled(self, action: str) -> bool:
         if self._throttle_ratio <= 0:
             return False
+        if self._throttle_actions is None and service_of(action) != SERVICE:
+            return False  # without named actions, TKE only: CBS draws nothing from the rng
         if self._throttle_actions is not None and action not in self._throttle_actions:
             return False
         return self._rng.random() < self._throttle_ratio
 
-    def _authenticate(self, *, method: str, headers: Mapping[str, str], body: bytes) -> None:
+    def _authenticate(
+        self, *, method: str, headers: Mapping[str, str], body: bytes, listener: str
+    ) -> str:
+        """The service the request is signed for, once its signature checks out."""
         if method != "POST":
             raise ApiError("UnsupportedProtocol", f"the emulator takes POST only, got {method}")
         authorization = headers.get("authorization", "")
@@ -495,10 +643,8 @@ class TkeEmulator:
             raise ApiError("MissingParameter", "X-TC-Timestamp is missing.") from None
         if abs(self.signature_clock() - timestamp) > MAX_SKEW_SECONDS:
             raise ApiError("AuthFailure.SignatureExpire", "Signature expired.")
-        date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+        service = self._scope(match, timestamp=timestamp, headers=headers, listener=listener)
         signed = match["headers"].split(";")
-        if match["date"] != date or match["service"] != SERVICE:
-            raise ApiError("AuthFailure.SignatureFailure", "The credential scope is invalid.")
         if "content-type" not in signed or "host" not in signed:
             raise ApiError("AuthFailure.SignatureFailure", "content-type and host must be signed.")
         payload = body
@@ -513,6 +659,7 @@ class TkeEmulator:
             timestamp=timestamp,
             signed_headers=match["headers"],
             headers={name: headers.get(name, "") for name in signed},
+            service=service,
         )
         if not hmac.compare_digest(expected, match["signature"]):
             raise ApiError(
@@ -520,7 +667,7 @@ class TkeEmulator:
                 "The provided credentials could not be validated. Please check your signature"
                 " is correct.",
             )
-        if headers.get("x-tc-version") != VERSION:
+        if headers.get("x-tc-version") != (CBS_VERSION if service == CBS_SERVICE else VERSION):
             raise ApiError(
                 "NoSuchVersion", f"The API version {headers.get('x-tc-version')} is wrong."
             )
@@ -530,11 +677,29 @@ class TkeEmulator:
             )
         if headers.get("content-type") != "application/json":
             raise ApiError("InvalidParameter", "Content-Type must be application/json.")
+        return service
+
+    def _scope(
+        self, match: re.Match[str], *, timestamp: int, headers: Mapping[str, str], listener: str
+    ) -> str:
+        """The service of the credential scope, if this listener serves it for this Host."""
+        date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+        service = match["service"]
+        served = (CBS_SERVICE,) if listener == CBS_SERVICE else (SERVICE, CBS_SERVICE)
+        if match["date"] != date or service not in served:
+            raise ApiError("AuthFailure.SignatureFailure", "The credential scope is invalid.")
+        if listener == CBS_SERVICE and headers.get("host", "") != self.cbs_endpoint:
+            # The real cbs host verifies the signature against its own name.
+            raise ApiError(
+                "AuthFailure.SignatureFailure",
+                f"The request is signed for host {headers.get('host', '')!r}, not this one.",
+            )
+        return service
 
     # ------------------------------------------------------------------- API
 
-    def _dispatch(self, action: str, params: dict[str, Any]) -> dict[str, Any]:
-        if action not in ACTIONS:
+    def _dispatch(self, service: str, action: str, params: dict[str, Any]) -> dict[str, Any]:
+        if action not in (CBS_ACTIONS if service == CBS_SERVICE else ACTIONS):
             raise ApiError("InvalidAction", f"The action {action} does not exist.")
         _check_fields(action, params)
         with self._lock:
@@ -644,7 +809,7 @@ class TkeEmulator:
         if missing:
             raise ApiError("ResourceNotFound", f"Image caches {', '.join(missing)} do not exist.")
         for cache_id in ids:
-            del self._caches[cache_id]
+            self._drop(cache_id)
         return {}
 
     def _api_GetMostSuitableImageCache(
@@ -663,6 +828,74 @@ class TkeEmulator:
         if chosen is None:
             return {"Found": False, "ImageCache": None}
         return {"Found": True, "ImageCache": self._api_cache(chosen)}
+
+    def _api_DescribeSnapshots(
+        self, params: dict[str, Any]
+    ) -> dict[str, Any]:  # the API's action name: _api_<Action>
+        limit, offset = params.get("Limit", 20), params.get("Offset", 0)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= CBS_MAX_LIMIT:
+            raise ApiError(
+                "InvalidParameterValue", f"Limit must be 1 to {CBS_MAX_LIMIT}, got {limit}."
+            )
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ApiError("InvalidParameterValue", f"Offset must be 0 or more, got {offset}.")
+        if "SnapshotIds" in params and "Filters" in params:
+            raise ApiError(
+                "InvalidParameter", "SnapshotIds and Filters cannot be specified at the same time."
+            )
+        selected = list(self._snapshots.values())
+        if "SnapshotIds" in params:
+            ids = _strings(params["SnapshotIds"], "SnapshotIds")
+            for snapshot_id in ids:
+                _snapshot_id(snapshot_id)
+            wanted = set(ids)
+            selected = [s for s in selected if s.snapshot_id in wanted]
+        for item in params.get("Filters") or []:
+            name = item.get("Name")
+            if name not in SNAPSHOT_FILTERS:
+                raise ApiError("InvalidFilter", f"The filter {name} is not supported.")
+            values = set(_strings(item.get("Values"), "Filters.Values"))
+            if name == "snapshot-id":
+                for value in values:
+                    _snapshot_id(value)
+            field_of = {"snapshot-id": "snapshot_id", "snapshot-name": "name"}
+            attribute = field_of.get(name, "state")
+            selected = [s for s in selected if getattr(s, attribute) in values]
+        if params.get("OrderField", "CREATE_TIME") != "CREATE_TIME":
+            raise ApiError("InvalidParameterValue", "OrderField must be CREATE_TIME.")
+        order = params.get("Order", "ASC")
+        if order not in ("ASC", "DESC"):
+            raise ApiError("InvalidParameterValue", f"Order must be ASC or DESC, got {order}.")
+        selected.sort(key=lambda s: (s.created_at, s.snapshot_id), reverse=order == "DESC")
+        page = selected[offset : offset + limit]
+        return {"TotalCount": len(selected), "SnapshotSet": [self._api_snapshot(s) for s in page]}
+
+    def _api_snapshot(self, snapshot: _Snapshot) -> dict[str, Any]:
+        created = _iso(snapshot.created_at)
+        return {
+            "SnapshotId": snapshot.snapshot_id,
+            "SnapshotName": snapshot.name,
+            "SnapshotState": snapshot.state,
+            "Percent": 50 if snapshot.state == "CREATING" else 100,
+            "DiskId": f"disk-{snapshot.snapshot_id[5:]}",
+            "DiskSize": snapshot.size,
+            "DiskUsage": "DATA_DISK",
+            "Placement": {"Zone": f"{self.region}-3"},
+            "CreateTime": created,
+            "LatestModifyTime": created,
+            "IsPermanent": True,
+            "DeadlineTime": None,
+            "Encrypt": False,
+            "CopyFromRemote": False,
+            "SnapshotType": "PRIVATE_SNAPSHOT",
+            "ShareReference": 0,
+            "TimeStartShare": None,
+            "Images": [],
+            "ImageCount": 0,
+            "CopyingToRegions": [],
+            "Tags": [],
+            "IsLocked": False,
+        }
 
     # ----------------------------------------------------------------- state
 
@@ -732,14 +965,31 @@ class TkeEmulator:
                     )
                 else:
                     cache.status = "Ready"
-                    cache.snapshot_id = f"snap-{uuid.uuid4().hex[:8]}"
+                    if cache.snapshot_id is not None:
+                        self._snapshots.pop(cache.snapshot_id, None)  # replaced by the new one
+                    cache.snapshot_id = self._new_snapshot(cache, f"snap-{uuid.uuid4().hex[:8]}")
                     verb = "Updated" if updating else "Created"
                     cache.events.append(
                         self._event(cache, "Normal", verb, f"{len(cache.images)} images cached")
                     )
             expires = cache.expires_at
             if expires is not None and now >= expires:
-                del self._caches[cache.cache_id]
+                self._drop(cache.cache_id)
+
+    def _new_snapshot(self, cache: _Cache, snapshot_id: str) -> str:
+        self._snapshots[snapshot_id] = _Snapshot(
+            snapshot_id,
+            size=cache.size,
+            created_at=self.clock(),
+            name=f"imagecache-{cache.cache_id}",
+        )
+        return snapshot_id
+
+    def _drop(self, cache_id: str) -> None:
+        """Delete a cache and the snapshot it made, as the cloud does."""
+        cache = self._caches.pop(cache_id)
+        if cache.snapshot_id is not None:
+            self._snapshots.pop(cache.snapshot_id, None)
 
     def _status(self, cache: _Cache) -> str:
         return cache.raw_status if cache.raw_status is not None else cache.status
@@ -793,7 +1043,7 @@ def _check_fields(action: str, params: Mapping[str, Any]) -> None:
         extra = sorted(set(value) - allowed)
         if extra:
             raise ApiError("UnknownParameter", f"The parameter {key}.{extra[0]} is not recognized.")
-    for key, allowed in _NESTED_FIELDS.items():
+    for key, allowed in _NESTED_FIELDS[service_of(action)].items():
         value = params.get(key)
         if value is None:
             continue
@@ -849,6 +1099,18 @@ def _eip(params: Mapping[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def _injection(action: str | None, times: int, **fields: Any) -> _Injection:
+    """An injection for `action`'s service; without an action, for TKE calls."""
+    service = service_of(action) if action is not None else SERVICE
+    return _Injection(action, times, service=service, **fields)
+
+
+def _snapshot_id(value: str) -> str:
+    if not _SNAPSHOT_ID.fullmatch(value):
+        raise ApiError("InvalidParameterValue", f"{value!r} is not a snapshot id (snap-xxxxxxxx).")
+    return value
+
+
 def _strings(value: object, key: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ApiError("InvalidParameter", f"{key} must be a list of strings.")
@@ -895,6 +1157,7 @@ def _credentials(value: object) -> list[dict[str, str]]:
 
 class _Handler(BaseHTTPRequestHandler):
     emulator: TkeEmulator
+    listener: str  # "main" (TKE and CBS) or "cbs" (CBS only)
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
 
@@ -909,7 +1172,7 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, content_type, payload, delay = self.emulator.handle(
-            method=method, headers=headers, body=body
+            method=method, headers=headers, body=body, listener=self.listener
         )
         if delay:
             time.sleep(delay)

@@ -58,9 +58,15 @@ Why it is built the way it is
   renewing it; the planner's renewal window is at most half the retention),
   or the spec shrinks `imageCacheSize` (cloud disks grow, never shrink), or
   the EIP settings change (`UpdateImageCache` has no EIP fields; the planner
-  plans those as RECREATE, since `TENCENTCLOUD_FIELDS` says so). If
+  plans those as RECREATE, since `TENCENTCLOUD_FIELDS` says so), or a
+  snapshot check found its CBS snapshot gone or damaged. If
   the delete of the old cache fails after the new one exists, the next pass
   sees two owned caches of one name and the planner deletes the older.
+* **Snapshots are checked.** The CBS snapshot behind each Ready cache is
+  looked up with DescribeSnapshots by `tencent_snapshots.CbsSnapshotLookup`,
+  wrapped around this provider by `snapshots.SnapshotChecked`; both APIs are
+  called through `TencentCloudAPI`, so CBS calls get the same credentials,
+  retries, strict reading and secret hygiene as the TKE ones.
 * **Credentials never leak.** The secret id and key live only in the SDK's
   credential object; messages built from API text are scrubbed of them; the
   SDK's own logger, which dumps whole requests (the `Authorization` header,
@@ -152,6 +158,7 @@ log = logging.getLogger("gitsync.providers.tencentcloud")
 API_VERSION = "2018-05-25"
 SERVICE = "tke"
 DEFAULT_ENDPOINT = "tke.tencentcloudapi.com"
+DEFAULT_CBS_ENDPOINT = "cbs.tencentcloudapi.com"  # the snapshot checks' DescribeSnapshots
 PAGE_SIZE = 50  # DescribeImageCaches: "最大不能超过50"
 DELETE_BATCH_SIZE = 50
 OWNER_TAG = "gitsync.io/owner"
@@ -231,16 +238,25 @@ _NOT_FOUND_PREFIX = "ResourceNotFound"
 
 
 class TencentCloudAPIError(PermanentError):
-    """The TKE API refused a call for a reason retrying cannot fix.
+    """A Tencent Cloud API (TKE, or CBS for snapshot checks) refused a call for good.
 
     The message carries the API's Code, Message and RequestId (what Tencent
-    support asks for), never the caller's credentials.
+    support asks for), never the caller's credentials; `api` names the service
+    ("TKE", "CBS").
     """
 
     def __init__(
-        self, *, action: str, code: str, message: str, request_id: str | None, hint: str = ""
+        self,
+        *,
+        action: str,
+        code: str,
+        message: str,
+        request_id: str | None,
+        hint: str = "",
+        api: str = "TKE",
     ) -> None:
-        super().__init__(_api_message(action, code, message, request_id, hint))
+        super().__init__(_api_message(action, code, message, request_id, hint, api=api))
+        self.api = api
         self.action = action
         self.code = code
         self.api_message = message
@@ -270,10 +286,12 @@ class TencentCloudTransientError(TemporaryError):
         message: str,
         request_id: str | None,
         retry_after: float | None = None,
+        api: str = "TKE",
     ) -> None:
         super().__init__(
-            _api_message(action, code, message, request_id, ""), retry_after=retry_after
+            _api_message(action, code, message, request_id, "", api=api), retry_after=retry_after
         )
+        self.api = api
         self.action = action
         self.code = code
         self.api_message = message
@@ -286,16 +304,19 @@ class TencentCloudTransientError(TemporaryError):
 
 
 class TencentCloudResponseError(TemporaryError):
-    """The answer could not be read as a TKE API response: never taken for a success.
+    """The answer could not be read as a Tencent Cloud API response: never taken for a success.
 
     Temporary, because a proxy or gateway in the way (an HTML error page, a
-    truncated body) is the usual cause; a wrong `--tencentcloud-endpoint`
-    shows up here too, so the message names the endpoint.
+    truncated body) is the usual cause; a wrong `--tencentcloud-endpoint` (or
+    `--tencentcloud-cbs-endpoint`) shows up here too, so the message names the
+    endpoint.
     """
 
 
-def _api_message(action: str, code: str, message: str, request_id: str | None, hint: str) -> str:
-    text = f"TKE {action} failed: {code}: {message or '(no message)'}"
+def _api_message(
+    action: str, code: str, message: str, request_id: str | None, hint: str, *, api: str = "TKE"
+) -> str:
+    text = f"{api} {action} failed: {code}: {message or '(no message)'}"
     text += f" (RequestId {request_id})" if request_id else " (no RequestId)"
     return text + (f"; {hint}" if hint else "")
 
@@ -311,13 +332,13 @@ _HINTS = {
 }
 
 
-def _hint(code: str, action: str) -> str:
+def _hint(code: str, action: str, api: str = "TKE") -> str:
     if code in _HINTS:
         return _HINTS[code]
     if code.startswith("AuthFailure.Token"):
         return "the temporary token is missing, malformed or expired"
     if code.startswith("UnauthorizedOperation") or code.endswith("CamNoAuth"):
-        return f"grant the CAM user or role permission for tke:{action}"
+        return f"grant the CAM user or role permission for {api.lower()}:{action}"
     return ""
 
 
@@ -328,20 +349,26 @@ def classify_error(
     message: str,
     request_id: str | None,
     throttle_retry_after: float | None = 1.0,
+    api: str = "TKE",
 ) -> GitSyncError:
-    """The gitsync error for an API error `code`: transient ones back off, the rest are reported."""
+    """The gitsync error for an API error `code`: transient ones back off, the rest are reported.
+
+    The codes are Tencent Cloud's common ones (AuthFailure*, RequestLimitExceeded,
+    InternalError, ...) plus TKE's own; `api` only names the service in messages.
+    """
     if code.startswith(_THROTTLE_PREFIX):
-        # The documented limits are per second (20/s for DescribeImageCaches).
+        # The documented limits are per second (20/s for DescribeImageCaches and DescribeSnapshots).
         return TencentCloudTransientError(
             action=action,
             code=code,
             message=message,
             request_id=request_id,
             retry_after=throttle_retry_after,
+            api=api,
         )
     if code in _TRANSIENT_CODES or code.startswith(_TRANSIENT_PREFIXES):
         return TencentCloudTransientError(
-            action=action, code=code, message=message, request_id=request_id
+            action=action, code=code, message=message, request_id=request_id, api=api
         )
     kind: type[TencentCloudAPIError] = TencentCloudAPIError
     if code in _AUTH_CODES or code.startswith(_AUTH_PREFIXES):
@@ -355,7 +382,8 @@ def classify_error(
         code=code,
         message=message,
         request_id=request_id,
-        hint=_hint(code, action),
+        hint=_hint(code, action, api),
+        api=api,
     )
 
 
@@ -447,6 +475,7 @@ class TencentCloudSettings:
     them on a container instance in that subnet); reading (`plan`, `status`,
     `match`) works without them. `endpoint` is HOST[:PORT] without a scheme,
     for a private endpoint or a test server; `scheme` is `https` unless told.
+    `cbs_endpoint` is where the snapshot checks call CBS (see `cbs_host`).
     Retry figures apply inside one call; the reconciler backs off across passes.
     """
 
@@ -458,6 +487,7 @@ class TencentCloudSettings:
     registry_skip_verify: tuple[str, ...] = ()
     endpoint: str | None = None
     scheme: str = "https"
+    cbs_endpoint: str | None = None
     request_timeout_seconds: float = 30.0
     secrets_dir: Path | None = None
     max_attempts: int = 5
@@ -474,11 +504,15 @@ class TencentCloudSettings:
             )
         if self.scheme not in ("http", "https"):
             raise ConfigError(f"--tencentcloud-scheme: {self.scheme!r} must be http or https")
-        if self.endpoint is not None and not _ENDPOINT.fullmatch(self.endpoint):
-            raise ConfigError(
-                f"--tencentcloud-endpoint: {self.endpoint!r} must be HOST[:PORT] without a"
-                " scheme or path, e.g. tke.internal.tencentcloudapi.com or 127.0.0.1:8080"
-            )
+        for flag, endpoint, example in (
+            ("--tencentcloud-endpoint", self.endpoint, "tke.internal.tencentcloudapi.com"),
+            ("--tencentcloud-cbs-endpoint", self.cbs_endpoint, "cbs.internal.tencentcloudapi.com"),
+        ):
+            if endpoint is not None and not _ENDPOINT.fullmatch(endpoint):
+                raise ConfigError(
+                    f"{flag}: {endpoint!r} must be HOST[:PORT] without a scheme or path,"
+                    f" e.g. {example} or 127.0.0.1:8080"
+                )
         positive = {
             "request timeout": self.request_timeout_seconds,
             "retry base": self.retry_base_seconds,
@@ -500,6 +534,20 @@ class TencentCloudSettings:
     @property
     def host(self) -> str:
         return self.endpoint or DEFAULT_ENDPOINT
+
+    @property
+    def cbs_host(self) -> str:
+        """Where DescribeSnapshots goes: `cbs_endpoint`; else `cbs.X` beside a `tke.X` endpoint
+        (`tke.internal.tencentcloudapi.com` → `cbs.internal.tencentcloudapi.com`); else the
+        same custom endpoint (a gateway or test server that serves both APIs); else
+        cbs.tencentcloudapi.com."""
+        if self.cbs_endpoint:
+            return self.cbs_endpoint
+        if self.endpoint is None:
+            return DEFAULT_CBS_ENDPOINT
+        if self.endpoint.startswith(f"{SERVICE}."):
+            return "cbs." + self.endpoint.removeprefix(f"{SERVICE}.")
+        return self.endpoint
 
 
 # ----------------------------------------------------------------- pure mapping
@@ -954,29 +1002,19 @@ class TencentCloudProvider:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self._secrets = credentials.secrets()
-        _SDK_LOG_GUARD.add(self._secrets)
         self._clock = clock
-        self._sleep = sleep
-        self._rng = rng or random.Random()  # noqa: S311  # retry jitter, not cryptography
-        self._rng_lock = threading.Lock()
-        sdk_credential = tc_credential.Credential(
-            credentials.secret_id, credentials.secret_key, credentials.token
+        self._api = TencentCloudAPI(
+            api="TKE",
+            client_class=tke_client.TkeClient,
+            host=settings.host,
+            settings=settings,
+            credentials=credentials,
+            sleep=sleep,
+            rng=rng,
         )
-        self._pool = _ClientPool(lambda: self._new_client(sdk_credential))
         self._deletes = _DeleteBatcher(
             self._delete_batch, window=settings.delete_batch_window_seconds, sleep=sleep
         )
-
-    def _new_client(self, sdk_credential: Any) -> Any:
-        http = HttpProfile(
-            protocol=self.settings.scheme,
-            endpoint=self.settings.host,
-            reqMethod="POST",
-            reqTimeout=self.settings.request_timeout_seconds,
-        )
-        profile = ClientProfile(signMethod="TC3-HMAC-SHA256", httpProfile=http, language="en-US")
-        return tke_client.TkeClient(sdk_credential, self.settings.region, profile)
 
     # --------------------------------------------------------------- Provider
 
@@ -1044,7 +1082,7 @@ class TencentCloudProvider:
         log.info("deleted image cache %s", current.cache_id, extra={"cache": current.name})
 
     def close(self) -> None:
-        self._pool.close()
+        self._api.close()
 
     # ---------------------------------------------------------------- extras
 
@@ -1200,6 +1238,8 @@ class TencentCloudProvider:
     def _replacement_reason(self, spec: CacheSpec, current: ObservedCache) -> str | None:
         if spec.eip != current.eip:
             return "UpdateImageCache cannot change the EIP settings (it has no EIP fields)"
+        if current.snapshot_problem:
+            return f"{current.snapshot_problem}: only a new cache gets a new snapshot"
         if current.status is CacheStatus.FAILED:
             return "it is Failed: an in-place update of a failed build is not documented to rebuild"
         if current.expires_at is not None:
@@ -1334,6 +1374,63 @@ class TencentCloudProvider:
     # ------------------------------------------------------------------ calls
 
     def _call(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
+        return self._api.call(action, params, idempotent=idempotent)
+
+    def _malformed(self, action: str, what: str, response: Mapping[str, Any]) -> GitSyncError:
+        return self._api.malformed(action, what, response)
+
+
+class TencentCloudAPI:
+    """Signed calls to one Tencent Cloud service (TKE, CBS), read strictly and retried.
+
+    The TKE provider and the CBS snapshot check both call through this, so both
+    follow the module docstring's rules: every call is the SDK's generic signed
+    POST (`client.call`, TC3-HMAC-SHA256, the service in the credential scope),
+    the raw body is checked here (a `Response` with a `RequestId`, no `Error`),
+    throttling and transient errors are retried inside the call with exponential
+    backoff and jitter, and the caller's secrets are scrubbed from every message.
+    `api` names the service in messages ("TKE", "CBS"); `host` is its endpoint.
+    """
+
+    def __init__(
+        self,
+        *,
+        api: str,
+        client_class: Callable[[Any, str, Any], Any],
+        host: str,
+        settings: TencentCloudSettings,
+        credentials: TencentCloudCredentials,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api = api
+        self.host = host
+        self.settings = settings
+        self._secrets = credentials.secrets()
+        _SDK_LOG_GUARD.add(self._secrets)
+        self._sleep = sleep
+        self._rng = rng or random.Random()  # noqa: S311  # retry jitter, not cryptography
+        self._rng_lock = threading.Lock()
+        sdk_credential = tc_credential.Credential(
+            credentials.secret_id, credentials.secret_key, credentials.token
+        )
+        http = HttpProfile(
+            protocol=settings.scheme,
+            endpoint=host,
+            reqMethod="POST",
+            reqTimeout=settings.request_timeout_seconds,
+        )
+        profile = ClientProfile(signMethod="TC3-HMAC-SHA256", httpProfile=http, language="en-US")
+        self._pool = _ClientPool(lambda: client_class(sdk_credential, settings.region, profile))
+
+    def close(self) -> None:
+        self._pool.close()
+
+    def scrub(self, text: str) -> str:
+        """`text` with the caller's secret id, key and token masked."""
+        return _scrub(text, self._secrets)
+
+    def call(self, action: str, params: Mapping[str, Any], *, idempotent: bool) -> dict[str, Any]:
         """One action, retried a few times: when throttled, or transient and idempotent."""
         attempts = self.settings.max_attempts
         for attempt in range(1, attempts + 1):
@@ -1344,7 +1441,8 @@ class TencentCloudProvider:
                     raise
                 delay = self._retry_delay(attempt, exc.retry_after)
                 log.info(
-                    "TKE %s: %s (RequestId %s); attempt %d of %d in %.2f s",
+                    "%s %s: %s (RequestId %s); attempt %d of %d in %.2f s",
+                    self.api,
                     action,
                     exc.code,
                     exc.request_id or "none",
@@ -1372,16 +1470,16 @@ class TencentCloudProvider:
             except TencentCloudSDKException as exc:
                 raise self._sdk_error(action, exc) from exc
             except (ValueError, KeyError, TypeError) as exc:
-                # The SDK parsed an application/json body that is not a TKE envelope.
+                # The SDK parsed an application/json body that is not an API envelope.
                 raise TencentCloudResponseError(
-                    f"TKE {action}: {self.settings.host} answered with a body that is not a"
-                    f" TKE API response ({type(exc).__name__})"
+                    f"{self.api} {action}: {self.host} answered with a body that is not a"
+                    f" {self.api} API response ({type(exc).__name__})"
                 ) from exc
             except OSError as exc:
                 # requests' errors are OSErrors: a body cut off mid-way (ChunkedEncodingError),
                 # a reset. Temporary, like the SDK's own ClientNetworkError.
                 raise TencentCloudResponseError(
-                    f"TKE {action}: the connection to {self.settings.host} failed mid-answer"
+                    f"{self.api} {action}: the connection to {self.host} failed mid-answer"
                     f" ({type(exc).__name__}); retrying later"
                 ) from exc
         return self._envelope(action, body)
@@ -1393,13 +1491,13 @@ class TencentCloudProvider:
             data = json.loads(text)
         except ValueError:
             raise TencentCloudResponseError(
-                f"TKE {action}: {self.settings.host} answered with a body that is not JSON"
+                f"{self.api} {action}: {self.host} answered with a body that is not JSON"
                 f' (starts {self._snippet(text)!r}); expected {{"Response": {{…}}}}'
             ) from None
         response = data.get("Response") if isinstance(data, dict) else None
         if not isinstance(response, dict):
             raise TencentCloudResponseError(
-                f"TKE {action}: {self.settings.host} answered JSON without a Response object"
+                f"{self.api} {action}: {self.host} answered JSON without a Response object"
                 f" (starts {self._snippet(text)!r})"
             )
         request_id = response.get("RequestId")
@@ -1411,14 +1509,15 @@ class TencentCloudProvider:
             raise classify_error(
                 action=action,
                 code=code if isinstance(code, str) and code else "UnknownError",
-                message=self._scrub(message if isinstance(message, str) else ""),
+                message=self.scrub(message if isinstance(message, str) else ""),
                 request_id=request_id,
                 throttle_retry_after=self.settings.throttle_retry_after_seconds,
+                api=self.api,
             )
         if request_id is None:
             raise TencentCloudResponseError(
-                f"TKE {action}: {self.settings.host} answered without a RequestId, which every"
-                " TKE API response carries; refusing to take it for a success"
+                f"{self.api} {action}: {self.host} answered without a RequestId, which every"
+                " Tencent Cloud API response carries; refusing to take it for a success"
             )
         return response
 
@@ -1435,9 +1534,10 @@ class TencentCloudProvider:
         return classify_error(
             action=action,
             code=code,
-            message=self._scrub(message)[: _SNIPPET * 2],
+            message=self.scrub(message)[: _SNIPPET * 2],
             request_id=exc.requestId if isinstance(exc.requestId, str) else None,
             throttle_retry_after=self.settings.throttle_retry_after_seconds,
+            api=self.api,
         )
 
     def _envelope_error(self, action: str, text: str) -> GitSyncError:
@@ -1447,20 +1547,19 @@ class TencentCloudProvider:
             if isinstance(exc, TencentCloudResponseError):
                 raise
             return exc
-        raise TencentCloudResponseError(f"TKE {action}: a non-200 answer held a success envelope")
+        raise TencentCloudResponseError(
+            f"{self.api} {action}: a non-200 answer held a success envelope"
+        )
 
-    def _malformed(self, action: str, what: str, response: Mapping[str, Any]) -> GitSyncError:
+    def malformed(self, action: str, what: str, response: Mapping[str, Any]) -> GitSyncError:
         request_id = response.get("RequestId")
         return TencentCloudResponseError(
-            f"TKE {action}: the answer has {what} (RequestId {request_id}); refusing to take it"
-            " for a success"
+            f"{self.api} {action}: the answer has {what} (RequestId {request_id}); refusing to"
+            " take it for a success"
         )
 
     def _snippet(self, text: str) -> str:
-        return self._scrub(text[:_SNIPPET])
-
-    def _scrub(self, text: str) -> str:
-        return _scrub(text, self._secrets)
+        return self.scrub(text[:_SNIPPET])
 
 
 def _expiry(created_at: datetime | None, retention_days: int) -> datetime | None:

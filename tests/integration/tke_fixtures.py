@@ -24,6 +24,8 @@ if str(_TESTS) not in sys.path:
 
 from tke_emulator import TkeEmulator  # noqa: E402  # needs the sys.path line above
 
+from gitsync.providers.snapshots import SnapshotChecked  # noqa: E402
+from gitsync.providers.tencent_snapshots import CbsSnapshotLookup  # noqa: E402
 from gitsync.providers.tencentcloud import (  # noqa: E402  # after the emulator on purpose
     TencentCloudCredentials,
     TencentCloudProvider,
@@ -87,6 +89,54 @@ def provider_for(
         credentials=TencentCloudCredentials(secret_id=secret_id, secret_key=secret_key),
         clock=clock,
         sleep=sleep,
+    )
+
+
+def settings_for(emulator: TkeEmulator, **settings: Any) -> TencentCloudSettings:
+    """Test settings pointed at the emulator: its CBS-only listener for DescribeSnapshots."""
+    values: dict[str, Any] = {
+        "region": REGION,
+        "endpoint": emulator.endpoint,
+        "cbs_endpoint": emulator.cbs_endpoint,
+        "scheme": "http",
+        "vpc_id": VPC_ID,
+        "subnet_id": SUBNET_ID,
+        "security_group_ids": SECURITY_GROUPS,
+        **FAST,
+    }
+    values.update(settings)
+    return TencentCloudSettings(**values)
+
+
+def lookup_for(
+    emulator: TkeEmulator,
+    *,
+    secret_id: str = SECRET_ID,
+    secret_key: str = SECRET_KEY,
+    sleep: Callable[[float], None] = time.sleep,
+    **settings: Any,
+) -> CbsSnapshotLookup:
+    """A CBS snapshot lookup against the emulator, with the planted secrets."""
+    return CbsSnapshotLookup(
+        settings=settings_for(emulator, **settings),
+        credentials=TencentCloudCredentials(secret_id=secret_id, secret_key=secret_key),
+        sleep=sleep,
+    )
+
+
+def checked_provider_for(
+    emulator: TkeEmulator,
+    *,
+    interval_seconds: float = 3600.0,
+    clock: Callable[[], float] = time.time,
+    **settings: Any,
+) -> SnapshotChecked:
+    """The TKE provider with its snapshots checked in CBS, as `gitsync` wires it."""
+    return SnapshotChecked(
+        provider_for(emulator, clock=clock, **settings),
+        lookup=lookup_for(emulator, **settings),
+        interval_seconds=interval_seconds,
+        clock=clock,
     )
 
 

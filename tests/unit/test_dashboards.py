@@ -95,6 +95,7 @@ CONTRACT_METRICS = frozenset(
         "gitsync_startup_seconds_count",
         "gitsync_cache_cost_per_hour",
         "gitsync_cost_total",
+        "gitsync_snapshot_checks_total",
     }
 )
 
