@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from gitsync import pricing
+from gitsync import pricing, webhooks
 from gitsync.model import (
     CacheSpec,
     CacheStatus,
@@ -144,8 +144,9 @@ class DaemonMetrics:
 
 
 # Label values of gitsync_webhook_requests_total{hook,outcome}, as gitsync.server counts them.
-WEBHOOK_HOOKS = ("github", "gitlab", "generic")
-WEBHOOK_OUTCOMES = ("triggered", "ignored", "ping", "unauthorized", "refused", "invalid")
+# The label values of gitsync_webhook_requests_total: the webhooks module's own vocabulary.
+WEBHOOK_HOOKS: tuple[str, ...] = tuple(webhooks.HOOKS)
+WEBHOOK_OUTCOMES: tuple[str, ...] = webhooks.OUTCOMES
 
 
 class RequestCounts(Collector):
