@@ -77,7 +77,7 @@ def _document(rnd: random.Random, index: int, team: int) -> str:
         f"  name: team-{team:02d}-cache-{index:05d}",
         "  labels:",
         f"    team: team-{team:02d}",
-        "    app.kubernetes.io/managed-by: gitsync",
+        "    app.kubernetes.io/part-of: platform",  # not managed-by: gitsync reserves that
     ]
     if index % 9 == 0:
         lines += ["  annotations:", "    gitsync.io/prune: disabled"]

@@ -33,7 +33,9 @@ def test_only_changed_files_are_checked_again(
         checked.append(file.display)
         return real(file)
 
-    monkeypatch.setattr(specs, "_check_file", counting)
+    # Both places that check a file: in this process, and in a forked worker.
+    monkeypatch.setattr(specs.loading, "_check_file", counting)
+    monkeypatch.setattr(specs.pool, "_check_file", counting)
     again = specs.load_repository([tmp_path], root=tmp_path, cache=cache)
     assert checked == []
     assert again == first

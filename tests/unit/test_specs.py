@@ -207,7 +207,7 @@ def test_pure_python_parser_gives_the_same_positions(monkeypatch: pytest.MonkeyP
     """Without libyaml, PyYAML's own parser is used: same values, same positions."""
     trees = [VALID, *(INVALID / case for case in sorted(INVALID_CASES))]
     with_libyaml = [specs.load_repository([tree], root=tree) for tree in trees]
-    monkeypatch.setattr(specs, "_Loader", yaml.SafeLoader)
+    monkeypatch.setattr(specs.yaml_events, "_Loader", yaml.SafeLoader)
     without = [specs.load_repository([tree], root=tree) for tree in trees]
     for fast, slow in zip(with_libyaml, without, strict=True):
         assert _rows(slow.diagnostics) == _rows(fast.diagnostics)
@@ -801,9 +801,9 @@ def test_worker_processes_give_the_same_result_as_one_process(
                 '    eks.tke.cloud.tencent.com/eip-attributes: \'{"DeletePolicy":"Never"}\'\n',
             )
         _write(tmp_path / f"d{n % 7}" / f"c{n:03d}.yaml", text)
-    monkeypatch.setattr(specs, "_worker_count", lambda files: 2)  # even on a one-core machine
+    monkeypatch.setattr(specs.pool, "_worker_count", lambda files: 2)  # even on a one-core machine
     parallel = specs.load_repository([tmp_path], root=tmp_path)
-    monkeypatch.setattr(specs, "_worker_count", lambda files: 1)
+    monkeypatch.setattr(specs.pool, "_worker_count", lambda files: 1)
     serial = specs.load_repository([tmp_path], root=tmp_path)
 
     assert parallel == serial
