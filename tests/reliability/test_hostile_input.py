@@ -449,7 +449,7 @@ def _valid_images(images: Any) -> bool:
 
 
 def _oracle(document: dict[str, Any]) -> bool:
-    """Whether an ImageCache document is valid, decided independently of specs.py."""
+    """Whether an ImageCache document is valid, decided independently of gitsync.specs."""
     name = document["metadata"]["name"]
     spec = document["spec"]
     secrets = spec.get("imagePullSecrets", [])
