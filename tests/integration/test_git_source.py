@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,6 +32,7 @@ import gitsync.sources.git as gitmod
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
 from gitsync.sources import open_source
 from gitsync.sources.base import Source
+from gitsync.sources.folder import FolderSource
 from gitsync.sources.git import (
     FOLDER_REVISION_PREFIX,
     GitCredentials,
@@ -462,6 +464,38 @@ except SourceError as exc:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "the git command is not installed or not on PATH"
+
+
+def test_open_source_picks_the_source_by_what_the_path_is(tmp_path: Path, remote: Remote) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    assert isinstance(opened(tmp_path, folder), FolderSource)
+    assert isinstance(opened(tmp_path, tmp_path / "nowhere"), FolderSource)
+    for repository in (remote.bare, remote.work, f"file://{remote.bare}", "git@host:org/r.git"):
+        assert isinstance(opened(tmp_path, repository), GitSource)
+    with pytest.raises(ConfigError, match="is not a valid git ref"):  # as for a repository
+        opened(tmp_path, folder, ref="main..x")
+    with pytest.raises(ConfigError, match="must be a folder inside the repository"):
+        opened(tmp_path, folder, path="../elsewhere")
+
+
+def test_a_path_that_changes_kind_asks_for_a_restart(tmp_path: Path, remote: Remote) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "web.yaml").write_text("name: web\n")
+    plain = opened(tmp_path / "a", folder)
+    plain.fetch()
+    git("init", "--quiet", str(folder), cwd=tmp_path)
+    with pytest.raises(SourceError, match=r"is a git repository now.*restart gitsync"):
+        plain.fetch()
+
+    local = tmp_path / "local"
+    git("clone", "--quiet", str(remote.bare), str(local), cwd=tmp_path)
+    repository = opened(tmp_path / "b", local)
+    repository.fetch()
+    shutil.rmtree(local / ".git")
+    with pytest.raises(SourceError, match=r"is not a git repository \(any more\).*restart gitsync"):
+        repository.fetch()
 
 
 # ------------------------------------------------------------------ failures
