@@ -1033,7 +1033,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from gitsync.datadir import DataDirLock  # noqa: PLC0415
     from gitsync.liveness import Heartbeat, default_timeout  # noqa: PLC0415
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry  # noqa: PLC0415
-    from gitsync.sources.git import GitCredentials, GitSource  # noqa: PLC0415
+    from gitsync.sources import open_source  # noqa: PLC0415
+    from gitsync.sources.git import GitCredentials  # noqa: PLC0415
 
     settings = _settings(args, env)
     log_format = _flag(args, env, "log-format", "auto")
@@ -1070,7 +1071,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             disable_created_metrics()  # type: ignore[no-untyped-call]
             registry = ExpositionRegistry()
             daemon = Daemon(
-                source=GitSource(
+                source=open_source(
                     url=repo,
                     ref=branch,
                     path=_flag(args, env, "path", "") or None,

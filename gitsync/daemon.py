@@ -44,8 +44,7 @@ from gitsync.model import CacheSpec, ObservedCache
 from gitsync.providers.base import LocalView
 from gitsync.reconciler import PassResult, Reconciler
 from gitsync.server import ControlServer, ServerHooks
-from gitsync.sources.git import FOLDER_REVISION_PREFIX, GitSource
-from gitsync.sources.watch import FolderWatch
+from gitsync.sources.base import Source, Watch
 from gitsync.triggers import TriggerQueue, jittered_interval
 
 log = logging.getLogger("gitsync.daemon")
@@ -84,7 +83,7 @@ class Daemon:
     def __init__(
         self,
         *,
-        source: GitSource,
+        source: Source,
         reconciler: Reconciler,
         registry: ExpositionRegistry,
         metrics: DaemonMetrics,
@@ -115,7 +114,8 @@ class Daemon:
         self._loop_alive = False
         self.heartbeat = heartbeat or Heartbeat(timeout_seconds=default_timeout(interval_seconds))
         self._reported_stuck = False
-        self._watch: FolderWatch | None = None
+        self._watch: Watch | None = None
+        self._watch_asked = False  # once, after the first good fetch: the folder exists then
         self.leader: Leadership | None = None
         self.observer: Observer | None = None
         self._registry = registry
@@ -322,10 +322,10 @@ class Daemon:
             log.error("fetch failed: %s", exc, extra={"reason": reason})
             return None
         self.metrics.fetch_success.set(self._clock())
-        if self._watch is None and fetched.revision.startswith(FOLDER_REVISION_PREFIX):
-            # A plain folder (development): react to edits instead of waiting for the timer.
-            self._watch = FolderWatch(fetched.tree, lambda: self.queue.put("watch"))
-            self._watch.start()
+        if not self._watch_asked:
+            # A plain folder (development) reacts to edits instead of waiting for the timer.
+            self._watch_asked = True
+            self._watch = self.source.watch(lambda: self.queue.put("watch"))
         self.heartbeat.doing(
             f"a pass ({reason}): reconciling revision {fetched.revision} "
             f"with the {self.reconciler.provider.name} provider"

@@ -42,7 +42,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from gitsync.sources.git import SourceError
+from gitsync.sources.base import SourceError
 
 log = logging.getLogger(__name__)
 

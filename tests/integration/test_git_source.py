@@ -6,7 +6,8 @@ clone goes through `gitsync.sources.git._run`, which the `calls` fixture
 records). HTTPS runs against `git http-backend` behind a Basic-auth HTTP server
 on 127.0.0.1; SSH has no server here, so a fake `ssh` on PATH plays the host
 that fails. The one-shot readers (`export_revision`, `head_revision`) read local
-repositories through GitPython, and URLs through a GitSource.
+repositories through GitPython, and URLs through a GitSource. A plain folder is a
+FolderSource, which `open_source` picks as `gitsync run` does.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import base64
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +30,9 @@ import pytest
 
 import gitsync.sources.git as gitmod
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
+from gitsync.sources import open_source
+from gitsync.sources.base import Source
+from gitsync.sources.folder import FolderSource
 from gitsync.sources.git import (
     FOLDER_REVISION_PREFIX,
     GitCredentials,
@@ -142,6 +147,11 @@ def remote(tmp_path: Path) -> Remote:
 
 def source(tmp_path: Path, url: str | Path, **kwargs: Any) -> GitSource:
     return GitSource(url=str(url), cache_dir=tmp_path / "cache", **kwargs)
+
+
+def opened(tmp_path: Path, url: str | Path, **kwargs: Any) -> Source:
+    """The source `gitsync run --repo URL` reads: a GitSource, or a FolderSource for a folder."""
+    return open_source(url=str(url), cache_dir=tmp_path / "cache", **kwargs)
 
 
 def files_of(tree: Path) -> set[str]:
@@ -389,7 +399,7 @@ def test_plain_folder_is_its_own_tree_with_a_content_revision(tmp_path: Path) ->
     (folder / "team").mkdir(parents=True)
     (folder / "team" / "web.yaml").write_text("name: web\n")
     (folder / "notes.txt").write_text("not a spec\n")
-    src = source(tmp_path, folder)
+    src = opened(tmp_path, folder)
 
     first = src.fetch()
     assert first.tree == folder
@@ -416,10 +426,10 @@ def test_plain_folder_with_path_and_missing_folder(tmp_path: Path) -> None:
     folder = tmp_path / "specs"
     (folder / "prod").mkdir(parents=True)
     (folder / "prod" / "web.yaml").write_text("name: web\n")
-    assert source(tmp_path, folder, path="prod").fetch().tree == folder / "prod"
+    assert opened(tmp_path, folder, path="prod").fetch().tree == folder / "prod"
 
     with pytest.raises(SourceError, match="does not exist"):
-        source(tmp_path, tmp_path / "nowhere").fetch()
+        opened(tmp_path, tmp_path / "nowhere").fetch()
 
 
 def test_a_plain_folder_needs_neither_git_nor_gitpython(tmp_path: Path) -> None:
@@ -433,8 +443,9 @@ def test_a_plain_folder_needs_neither_git_nor_gitpython(tmp_path: Path) -> None:
     script = f"""
 import sys
 from pathlib import Path
-from gitsync.sources.git import GitSource, SourceError, export_revision, head_revision
-result = GitSource(url={str(folder)!r}, cache_dir=Path({str(tmp_path / "cache")!r})).fetch()
+from gitsync.sources import open_source
+from gitsync.sources.git import SourceError, export_revision, head_revision
+result = open_source(url={str(folder)!r}, cache_dir=Path({str(tmp_path / "cache")!r})).fetch()
 assert result.revision.startswith("sha256:"), result
 assert "git" not in sys.modules, "GitPython was imported for a plain folder"
 assert head_revision(Path({str(folder)!r})) is None
@@ -453,6 +464,38 @@ except SourceError as exc:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "the git command is not installed or not on PATH"
+
+
+def test_open_source_picks_the_source_by_what_the_path_is(tmp_path: Path, remote: Remote) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    assert isinstance(opened(tmp_path, folder), FolderSource)
+    assert isinstance(opened(tmp_path, tmp_path / "nowhere"), FolderSource)
+    for repository in (remote.bare, remote.work, f"file://{remote.bare}", "git@host:org/r.git"):
+        assert isinstance(opened(tmp_path, repository), GitSource)
+    with pytest.raises(ConfigError, match="is not a valid git ref"):  # as for a repository
+        opened(tmp_path, folder, ref="main..x")
+    with pytest.raises(ConfigError, match="must be a folder inside the repository"):
+        opened(tmp_path, folder, path="../elsewhere")
+
+
+def test_a_path_that_changes_kind_asks_for_a_restart(tmp_path: Path, remote: Remote) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "web.yaml").write_text("name: web\n")
+    plain = opened(tmp_path / "a", folder)
+    plain.fetch()
+    git("init", "--quiet", str(folder), cwd=tmp_path)
+    with pytest.raises(SourceError, match=r"is a git repository now.*restart gitsync"):
+        plain.fetch()
+
+    local = tmp_path / "local"
+    git("clone", "--quiet", str(remote.bare), str(local), cwd=tmp_path)
+    repository = opened(tmp_path / "b", local)
+    repository.fetch()
+    shutil.rmtree(local / ".git")
+    with pytest.raises(SourceError, match=r"is not a git repository \(any more\).*restart gitsync"):
+        repository.fetch()
 
 
 # ------------------------------------------------------------------ failures

@@ -1,5 +1,9 @@
 """FolderWatch on a real folder with watchdog's real observer (inotify on Linux).
 
+The daemon gets its watch from the source (`FolderSource.watch`); the last tests
+check that a folder source hands out a live watch on its tree and a git source none,
+and that a daemon over a folder passes on an edit and stops the watch when it stops.
+
 Waits are bounded by events where possible; "no callback" is checked after a
 quiet window several times the debounce, then a real change proves the watch
 was alive all along (so a dead watch cannot pass a negative check). After a
@@ -15,8 +19,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
-from gitsync.sources.git import SourceError
+from gitsync.controller_record import RecordFile
+from gitsync.daemon import Daemon
+from gitsync.metrics import DaemonMetrics, ExpositionRegistry
+from gitsync.pricing import PriceTable
+from gitsync.providers.local.provider import LocalProvider
+from gitsync.reconciler import ReconcilePolicy, Reconciler
+from gitsync.sources import open_source
+from gitsync.sources.git import GitSource, SourceError
 from gitsync.sources.watch import FolderWatch
 
 DEBOUNCE = 0.15
@@ -161,3 +173,81 @@ def test_a_missing_folder_cannot_be_watched(tmp_path: Path, counter: Counter) ->
 def test_bad_timings_are_rejected(folder: Path, counter: Counter) -> None:
     with pytest.raises(ValueError, match="max delay"):
         FolderWatch(folder, counter, debounce_seconds=1.0, max_delay_seconds=0.5)
+
+
+def test_a_folder_source_watches_its_tree_until_the_caller_stops_it(
+    tmp_path: Path, counter: Counter
+) -> None:
+    folder = tmp_path / "specs"
+    (folder / "prod").mkdir(parents=True)
+    (folder / "prod" / "web.yaml").write_text("name: web\n")
+    source = open_source(url=str(folder), path="prod", cache_dir=tmp_path / "cache")
+    assert source.fetch().tree == folder / "prod"
+    running_before = set(threading.enumerate())
+    watch = source.watch(counter)
+    assert watch is not None
+    started = set(threading.enumerate()) - running_before
+    try:
+        (folder / "prod" / "api.yaml").write_text("name: api\n")
+        assert counter.wait_for(1) == 1
+    finally:
+        watch.stop()
+    assert started
+    assert [t.name for t in started if t.is_alive()] == []
+
+
+def test_a_folder_source_that_cannot_watch_says_so(tmp_path: Path, counter: Counter) -> None:
+    source = open_source(url=str(tmp_path / "nowhere"), cache_dir=tmp_path / "cache")
+    with pytest.raises(SourceError, match="not a folder"):
+        source.watch(counter)
+
+
+def test_a_git_source_has_no_watch(tmp_path: Path, counter: Counter) -> None:
+    source = GitSource(url="https://git.example.test/r.git", cache_dir=tmp_path / "cache")
+    assert source.watch(counter) is None
+
+
+def test_a_daemon_over_a_folder_passes_on_an_edit_and_stops_its_watch(tmp_path: Path) -> None:
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    data = tmp_path / "data"
+    provider = LocalProvider(data_dir=data)
+    registry = ExpositionRegistry()
+    daemon = Daemon(
+        source=open_source(url=str(folder), cache_dir=data / "source"),
+        reconciler=Reconciler(
+            provider=provider,
+            records=RecordFile(data),
+            policy=ReconcilePolicy(),
+            prices=PriceTable(),
+        ),
+        registry=registry,
+        metrics=DaemonMetrics(registry=registry, version="test"),
+        interval_seconds=3600,  # no poll during the test: only the watch can cause a pass
+        host="127.0.0.1",
+        port=0,
+        branch="main",
+        webhook_secret=None,
+        version="test",
+    )
+    running_before = set(threading.enumerate())
+    thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
+    thread.start()
+    try:
+        wait_until(daemon.ready_to_serve, timeout=30, what="the first pass")
+        first = daemon.status()["newestRevision"]
+        (folder / "web.yaml").write_text("name: web\n")
+        wait_until(
+            lambda: daemon.status()["newestRevision"] != first,
+            timeout=30,
+            what="a pass caused by the edit",
+            detail=lambda: str(daemon.queue.counts_by_source()),
+        )
+        assert daemon.queue.counts_by_source()["watch"] >= 1
+    finally:
+        daemon.stop()
+        thread.join(30)
+        provider.close()
+    assert not thread.is_alive(), "the daemon did not stop"
+    started = set(threading.enumerate()) - running_before
+    assert [t.name for t in started if t.is_alive()] == []

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-import gitsync.sources.git as gitmod
 from gitsync.errors import ConfigError
+from gitsync.sources import credentials, revisions
 from gitsync.sources.git import (
     DEFAULT_HTTPS_USERNAME,
     FetchResult,
@@ -77,12 +77,12 @@ def test_without_a_token_no_askpass_is_set(tmp_path: Path) -> None:
 
 def test_askpass_helper_answers_both_prompts_from_its_environment(tmp_path: Path) -> None:
     askpass = tmp_path / "git-askpass"
-    askpass.write_text(gitmod._ASKPASS_SCRIPT)
+    askpass.write_text(credentials.ASKPASS_SCRIPT)
     askpass.chmod(0o700)
     auth = auth_environment(
         GitCredentials(https_token=TOKEN), askpass_path=askpass, connect_timeout_seconds=30
     )
-    assert TOKEN not in gitmod._ASKPASS_SCRIPT
+    assert TOKEN not in credentials.ASKPASS_SCRIPT
 
     def ask(prompt: str) -> str:
         done = subprocess.run(
@@ -263,7 +263,7 @@ def test_loopback_http_and_https_may_carry_a_token(url: str) -> None:
 
 
 class _Entry:
-    """The part of a GitPython tree entry `_write_tree` reads, for names no parser lets by."""
+    """The part of a GitPython tree entry `write_tree` reads, for names no parser lets by."""
 
     def __init__(self, name: str, path: str) -> None:
         self.name, self.path, self.type, self.mode = name, path, "blob", 0o100644
@@ -278,7 +278,7 @@ def test_tree_entries_git_never_checks_out_are_refused_before_any_write(
 ) -> None:
     # GitPython ≥ 3.2 refuses these while parsing the tree; older ones pass them on.
     with pytest.raises(SourceError, match="refusing to write a path git never checks out"):
-        gitmod._write_tree(_Entry(name, name), tmp_path)  # type: ignore[arg-type]
+        revisions.write_tree(_Entry(name, name), tmp_path)  # type: ignore[arg-type]
     assert list(tmp_path.iterdir()) == []
 
 
@@ -290,9 +290,9 @@ def test_gitpython_failures_become_source_errors_without_secrets() -> None:
         128,
         f"fatal: unable to read alternate https://bob:{TOKEN}@git.example.test/o.git\n",
     )
-    error = gitmod._gitpython_failure(failed, what="reading revision 'main' of /repo")
+    error = revisions.gitpython_failure(failed, what="reading revision 'main' of /repo")
     assert str(error).startswith("reading revision 'main' of /repo failed: fatal: unable to")
     assert TOKEN not in str(error)
     assert "cat-file" not in str(error)  # git's message, not GitPython's command line
     missing = git.exc.GitCommandNotFound(["git"], FileNotFoundError("git"))
-    assert "not installed" in str(gitmod._gitpython_failure(missing, what="x"))
+    assert "not installed" in str(revisions.gitpython_failure(missing, what="x"))

@@ -1,0 +1,184 @@
+"""How a git call authenticates, and how its secrets stay out of argv, files and messages.
+
+Credentials never reach an argument list (visible in `ps`) or a file:
+
+* an HTTPS token is answered to git's password prompt by a tiny askpass script
+  (`GIT_ASKPASS`) that prints an environment variable set on that one git
+  process only; configured credential helpers are switched off for the call so
+  none of them stores the token. `https://user:secret@host/…` in the URL is
+  moved out of the URL the same way. The default user name is
+  `x-access-token`: GitHub accepts it for personal and app tokens, GitLab and
+  Gitea for personal, project and group tokens (any non-empty name works there);
+  GitLab OAuth tokens need `oauth2` and Bitbucket `x-token-auth`, set explicitly.
+  A token is refused for a plain `http://` remote, except on loopback.
+* SSH runs as `ssh -i KEY -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes
+  -o UserKnownHostsFile=FILE -o BatchMode=yes`: an unknown or changed host key
+  fails with a message naming the host and the file, never a prompt.
+* every message that may carry git's output goes through a scrubber that
+  removes the token, its encoded forms and any `scheme://user:pass@` userinfo.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import shlex
+import stat
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gitsync.sources.base import SourceError
+
+# See the module docstring for why this name; override with GitCredentials.https_username.
+DEFAULT_HTTPS_USERNAME = "x-access-token"
+
+_USERNAME_ENV = "GITSYNC_GIT_USERNAME"
+_PASSWORD_ENV = "GITSYNC_GIT_PASSWORD"  # noqa: S105  # the variable's name, not a password
+ASKPASS_SCRIPT = f"""#!/bin/sh
+# gitsync askpass helper: git runs this to answer its credential prompts. It holds
+# no secret: it prints variables set on that one git process only.
+case "$1" in
+  Username*) printf '%s\\n' "${_USERNAME_ENV}" ;;
+  *) printf '%s\\n' "${_PASSWORD_ENV}" ;;
+esac
+"""
+# Greedy up to the last "@" before the path: a password may hold a raw "@".
+_USERINFO_RE = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<userinfo>[^/\s'\"]+)@")
+
+
+@dataclass(frozen=True, slots=True)
+class GitCredentials:
+    """How to authenticate to the remote; every field is optional.
+
+    The cli reads the values from files or the environment and passes them in.
+    The user name and token are left out of `repr`, so logging this object, or
+    an object holding it, shows no secret.
+    """
+
+    https_username: str | None = field(default=None, repr=False)  # DEFAULT_HTTPS_USERNAME
+    https_token: str | None = field(default=None, repr=False)
+    ssh_key_path: Path | None = None
+    known_hosts_path: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GitAuth:
+    """What one network git call gets for authentication: config flags and environment."""
+
+    config_args: tuple[str, ...]  # `-c` pairs, never secret: they go on the command line
+    env: Mapping[str, str] = field(repr=False)  # may hold the token: for that process only
+
+
+# ---------------------------------------------------------------- scrubbing
+
+
+def redact_url(url: str) -> str:
+    """`url` with any `user:password@` userinfo replaced, safe to log and show in status."""
+    return _USERINFO_RE.sub(lambda m: f"{m['scheme']}***@", url)
+
+
+class Scrubber:
+    """Removes known secrets, in every form git might print them, from a text."""
+
+    def __init__(self, secrets: Iterable[str | None]) -> None:
+        forms: set[str] = set()
+        for secret in secrets:
+            if secret:
+                forms.update({secret, urllib.parse.quote(secret, safe="")})
+        self._forms = sorted(forms, key=len, reverse=True)  # longest first: no partial leftovers
+
+    def __call__(self, text: str) -> str:
+        for form in self._forms:
+            text = text.replace(form, "***")
+        return redact_url(text)
+
+
+def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
+    """(url without userinfo, user, password) for `scheme://user:pass@host/…` URLs."""
+    match = _USERINFO_RE.match(url)
+    if match is None:
+        return url, None, None
+    user, _, password = match["userinfo"].partition(":")
+    bare = match["scheme"] + url[match.end() :]
+    return (
+        bare,
+        urllib.parse.unquote(user) or None,
+        urllib.parse.unquote(password) if password else None,
+    )
+
+
+def is_clear_text_remote(url: str) -> bool:
+    """A plain-http URL to a host other than loopback: no place for a token."""
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme.lower() != "http":
+        return False
+    host = parsed.hostname or ""
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name, not an address
+        return True
+
+
+# ---------------------------------------------------------------- what git gets
+
+
+def ssh_command(credentials: GitCredentials | None, *, connect_timeout_seconds: float) -> str:
+    """The GIT_SSH_COMMAND for a fetch: strict host keys, no prompts, only the given key.
+
+    git runs it through a shell, so every path is quoted.
+    """
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    parts += ["-o", f"ConnectTimeout={max(1, round(connect_timeout_seconds))}"]
+    if credentials is not None and credentials.ssh_key_path is not None:
+        parts += ["-i", str(credentials.ssh_key_path), "-o", "IdentitiesOnly=yes"]
+    if credentials is not None and credentials.known_hosts_path is not None:
+        # Only the given file counts, so the error message can name the one file to fix.
+        parts += ["-o", f"UserKnownHostsFile={credentials.known_hosts_path}"]
+        parts += ["-o", "GlobalKnownHostsFile=/dev/null"]
+    return shlex.join(parts)
+
+
+def auth_environment(
+    credentials: GitCredentials | None,
+    *,
+    askpass_path: Path,
+    connect_timeout_seconds: float,
+) -> GitAuth:
+    """Config flags and environment for one network git call (ls-remote, fetch)."""
+    env = {
+        "GIT_SSH_COMMAND": ssh_command(credentials, connect_timeout_seconds=connect_timeout_seconds)
+    }
+    config: tuple[str, ...] = ()
+    if credentials is not None and credentials.https_token:
+        env.update(
+            {
+                "GIT_ASKPASS": str(askpass_path),
+                _USERNAME_ENV: credentials.https_username or DEFAULT_HTTPS_USERNAME,
+                _PASSWORD_ENV: credentials.https_token,
+            }
+        )
+        # An empty value resets the helper list: no configured helper is asked, and
+        # none is told to store (approve) the token after a successful fetch.
+        config = ("-c", "credential.helper=")
+    return GitAuth(config_args=config, env=env)
+
+
+def write_askpass(path: Path) -> None:
+    """Install the askpass helper at `path`, unless it is there already; it holds no secret."""
+    try:
+        if path.is_file() and path.read_text() == ASKPASS_SCRIPT:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".tmp")
+        partial.write_text(ASKPASS_SCRIPT)
+        partial.chmod(stat.S_IRWXU)  # executable for git, readable by us only
+        partial.replace(path)
+    except OSError as exc:
+        raise SourceError(
+            f"cannot write the git askpass helper {path}: {exc.strerror}; "
+            "the data dir must be writable and allow executables"
+        ) from exc
