@@ -9,7 +9,10 @@ file system under a running daemon).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +22,7 @@ from gitsync.model import CacheSpec, CacheStatus
 from gitsync.providers.local.leases import LeaseManager
 from gitsync.providers.local.provider import LocalProvider
 from gitsync.providers.local.registry import NotFoundError
-from gitsync.providers.local.state import DiskFullError, StateStore
+from gitsync.providers.local.state import WAL_CHECKPOINT_PAGES, DiskFullError, StateStore
 
 DIGEST = "sha256:" + "c" * 64
 HUGE = "x" * 100_000  # an event this long needs new pages, so a full database refuses it
@@ -168,3 +171,78 @@ def test_a_failure_the_state_database_refuses_is_written_by_the_next_observe(
     assert cache.status is CacheStatus.READY  # the stale failure was not written over it
     assert local.state.leases() == ()  # the superseded failure's lease ended too
     local.close()
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs: a file system that really fills up (needs mount rights)."""
+    path = tmp_path / "disk"
+    path.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "gitsync-test", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip("needs mount rights to fill a real file system")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, timeout=10)
+
+
+def _fill_up(folder: Path) -> None:
+    with contextlib.suppress(OSError), open(folder / "ballast", "wb") as out:
+        while True:
+            out.write(b"\0" * 4096)
+            out.flush()
+
+
+def test_on_a_full_disk_a_failure_still_lands_in_the_space_the_wal_holds(
+    small_fs: Path,
+) -> None:
+    """The state database keeps a small WAL that starts over in its own space.
+
+    With SQLite's default checkpoint (1000 pages) every build here grows the WAL
+    by some 60 KiB, and on a full disk nothing more can be written; with
+    `WAL_CHECKPOINT_PAGES` the WAL stays small and a failure is still recorded.
+    """
+    state = StateStore(small_fs / "state.db")
+    manager = LeaseManager(state=state, folder=small_fs / "leases")
+    spec = _spec("web", "busybox:1.36.1")
+    cache_id = state.insert_cache(spec, owner="gitsync", status=CacheStatus.PENDING)
+    for attempt in range(30):  # what each failed build writes
+        state.set_spec(cache_id, spec, status=CacheStatus.PENDING)
+        state.add_event(cache_id, type_="Normal", reason="Creating", message="pulling")
+        lease = manager.acquire(purpose="pull")
+        lease.hold([f"sha256:{attempt:064x}"])
+        lease.release(end_row=False)
+        state.record_failure(
+            cache_id,
+            status=CacheStatus.FAILED,
+            reason="DiskFull",
+            message="no room",
+            lease_id=lease.lease_id,
+        )
+    wal = (small_fs / "state.db-wal").stat().st_size
+    assert wal < 2 * WAL_CHECKPOINT_PAGES * 4096, wal  # not 30 builds' worth (~1.8 MiB)
+
+    state.set_spec(cache_id, spec, status=CacheStatus.PENDING)
+    lease = manager.acquire(purpose="pull")
+    lease.hold(["sha256:" + "f" * 64])
+    _fill_up(small_fs)
+    lease.release(end_row=False)
+    for message in ("no room", "a message not seen before"):
+        assert state.record_failure(
+            cache_id,
+            status=CacheStatus.FAILED,
+            reason="DiskFull",
+            message=message,
+            lease_id=lease.lease_id,
+        )
+    cache = state.cache(cache_id)
+    assert cache is not None
+    assert cache.status is CacheStatus.FAILED
+    assert state.leases() == ()
+    manager.close()
+    state.close()

@@ -33,9 +33,12 @@ A full disk: SQLite refuses the transaction (SQLITE_FULL) and rolls it back
 whole, so the database stays consistent; `transaction` makes sure no half-open
 transaction is left on the connection and raises `DiskFullError`, a
 TemporaryError. In WAL mode every write, a DELETE too, appends frames to the
-WAL, which needs room until a checkpoint lets the WAL start over. So a build's
-failure is recorded in one transaction (`record_failure`: status, event and
-the end of its lease), after the build has given back the space it took.
+WAL; they need new disk space unless a checkpoint has let the WAL start over
+in the space its file already holds. Hence a small WAL checkpointed often
+(`WAL_CHECKPOINT_PAGES`), and a build's failure recorded in one transaction
+(`record_failure`: status, event and the end of its lease), after the build
+has given back the space it took, and once more after a checkpoint if the
+disk refused it.
 """
 
 from __future__ import annotations
@@ -55,6 +58,11 @@ from gitsync.errors import PermanentError, TemporaryError
 from gitsync.model import CacheEvent, CacheSpec, CacheStatus, ObservedCache
 
 SCHEMA_VERSION = 2
+# Checkpoint the WAL once it holds this many pages (SQLite's default is 1000, ~4 MiB).
+# A small WAL is copied into the database often and then written again from its
+# start, so the state takes little disk and a transaction mostly lands in space the
+# WAL already holds, which is what still works when the disk is full.
+WAL_CHECKPOINT_PAGES = 64
 
 # Version 1, created as it always was (CREATE … IF NOT EXISTS), then upgraded by _MIGRATIONS.
 _SCHEMA = """
@@ -237,6 +245,7 @@ class StateStore:
         self._dirty: set[str] = set()
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(_SCHEMA)  # idempotent: CREATE … IF NOT EXISTS
@@ -304,8 +313,8 @@ class StateStore:
                     yield self._db
                     self._db.execute("COMMIT")
                 except BaseException:
-                    # SQLITE_FULL and friends may have rolled back already (then ROLLBACK
-                    # fails, harmlessly); a failed COMMIT may not have: never leave it open.
+                    # SQLITE_FULL and friends may have rolled it back already; a failed
+                    # statement or COMMIT may not have: never leave a transaction open.
                     if self._db.in_transaction:
                         with suppress(sqlite3.Error):
                             self._db.execute("ROLLBACK")
@@ -462,9 +471,25 @@ class StateStore:
         """A build failed: its status, a Warning event and the end of its lease, at once.
 
         One transaction, not three: each transaction appends its own frames to the
-        WAL, and this one has to fit on a disk that has just been full. False (and
-        only the lease ended) if the cache is gone meanwhile.
+        WAL, and this one has to fit on a disk that may still be full. Refused for
+        want of room, it checkpoints the WAL, so that the WAL starts over in the
+        space it already holds, and tries once more. False (and only the lease
+        ended) if the cache is gone meanwhile.
         """
+        try:
+            return self._record_failure(cache_id, status, reason, message, lease_id)
+        except DiskFullError:
+            self.checkpoint()
+            return self._record_failure(cache_id, status, reason, message, lease_id)
+
+    def _record_failure(
+        self,
+        cache_id: str,
+        status: CacheStatus,
+        reason: str,
+        message: str,
+        lease_id: str | None,
+    ) -> bool:
         now = _ts(self.now())
         with self.transaction(touches=cache_id) as db:
             found = db.execute(
@@ -476,6 +501,20 @@ class StateStore:
             if lease_id is not None:
                 db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
         return bool(found)
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database now, without waiting for readers; best effort.
+
+        Once all of it is copied and no reader still needs it, the next transaction
+        writes the WAL from its start again, into space the file already holds: on a
+        full disk that is the room a small transaction can still have. True if done.
+        """
+        with self._lock:
+            try:
+                _, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                return False  # e.g. the database file cannot grow: the disk is that full
+        return bool(frames == copied)
 
     def put_tombstone(self, name: str, message: str) -> None:
         """Remember why a cache disappeared (expiry), for the event of its successor."""
