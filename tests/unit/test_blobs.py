@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Collection
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -297,3 +302,69 @@ def test_sweep_temp_removes_files_of_ended_leases_at_once(tmp_path: Path) -> Non
     for writer in (live_write, dead_write, untagged):
         writer.abort()  # a writer whose file gc removed aborts cleanly
     assert base.temp_files() == []
+
+
+# A child process, so that the file size limit binds it and not pytest: past the limit,
+# write() fails with EFBIG after a short write, as it fails with ENOSPC on a full disk,
+# and the buffered file still holds bytes that its close() cannot flush either.
+_FULL_DISK_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from gitsync.providers.local.blobs import BlobStore, LayerInfo
+
+root, limit, lease_id, what = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+
+class Lease:
+    lease_id = lease_id
+    def hold(self, digests):
+        pass
+
+store = BlobStore(root, fsync=False)
+if lease_id:
+    store = store.with_lease(Lease())
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+error = None
+try:
+    if what == "blob":
+        data = bytes(range(256)) * 1024
+        digest = "sha256:" + __import__("hashlib").sha256(data).hexdigest()
+        with store.writer(digest, size=len(data)) as writer:
+            for start in range(0, len(data), 1000):  # small chunks: some stay buffered
+                writer.write(data[start : start + 1000])
+    else:
+        store.put_layer_info("sha256:" + "a" * 64, LayerInfo("sha256:" + "b" * 64, 10))
+except OSError as exc:
+    error = exc.errno
+print(json.dumps({"errno": error, "temp": [p.name for p in store.temp_files()]}))
+"""
+
+
+def _fill_in_child(root: Path, *, limit: int, lease_id: str, what: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _FULL_DISK_CHILD, str(root), str(limit), lease_id, what],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@pytest.mark.parametrize("lease_id", ["", "0123456789abcdef"])
+def test_a_write_the_disk_refuses_leaves_no_temporary_file(tmp_path: Path, lease_id: str) -> None:
+    """Whatever the lease, the failed write's temporary file is gone when the error arrives.
+
+    On a full disk the space it holds is what the caller needs to record the failure.
+    """
+    result = _fill_in_child(tmp_path, limit=100_000, lease_id=lease_id, what="blob")
+    assert result["errno"] == errno.EFBIG
+    assert result["temp"] == []
+    assert list(BlobStore(tmp_path).iter_digests()) == []
+
+
+def test_layer_facts_the_disk_refuses_leave_no_temporary_file(tmp_path: Path) -> None:
+    result = _fill_in_child(tmp_path, limit=10, lease_id="0123456789abcdef", what="layer")
+    assert result["errno"] == errno.EFBIG
+    assert result["temp"] == []
+    assert BlobStore(tmp_path).layer_info("sha256:" + "a" * 64) is None

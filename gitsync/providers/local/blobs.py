@@ -171,7 +171,9 @@ class BlobWriter:
 
     A write past the announced size fails at once, so a lying server cannot
     fill the disk. `commit()` checks the digest, fsyncs and renames; anything
-    else (an exception, `abort()`) removes the temporary file.
+    else (an exception, `abort()`) removes the temporary file. A write the disk
+    refuses (ENOSPC) removes it at once, before the error travels up: whatever
+    records the failure next needs that space.
     """
 
     def __init__(self, *, store: BlobStore, digest: str, size: int | None) -> None:
@@ -199,7 +201,11 @@ class BlobWriter:
                 where=f"blob {self.digest}",
             )
         self._hasher.update(chunk)
-        self._file.write(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError:
+            self.abort()  # free the space now: a full disk must not stay full for the caller
+            raise
         self.written = new_total
 
     def verify(self, *, where: str | None = None) -> None:
@@ -240,13 +246,17 @@ class BlobWriter:
             _fsync_dir(final.parent)
 
     def abort(self) -> None:
-        """Drop the temporary file; a no-op after commit."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if not self.committed:
-            with contextlib.suppress(FileNotFoundError):
-                self._tmp.unlink()
+        """Drop the temporary file; a no-op after commit. Never fails on a full disk."""
+        if self.committed:
+            return
+        # Unlink first: closing flushes what the buffer still holds, and on a full disk
+        # that flush fails (ENOSPC) after the file is closed; the name must be gone by then.
+        with contextlib.suppress(FileNotFoundError):
+            self._tmp.unlink()
+        file, self._file = self._file, None
+        if file is not None:
+            with contextlib.suppress(OSError):  # the bytes are discarded: a failed flush is moot
+                file.close()
 
     def __enter__(self) -> Self:
         return self
@@ -412,11 +422,16 @@ class BlobStore:
         path = self._info_path(digest)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / self.temp_name(path.name)
-        tmp.write_text(
-            json.dumps({"diff_id": info.diff_id, "expanded_size": info.expanded_size}),
-            encoding="utf-8",
-        )
-        os.replace(tmp, path)
+        try:
+            tmp.write_text(
+                json.dumps({"diff_id": info.diff_id, "expanded_size": info.expanded_size}),
+                encoding="utf-8",
+            )
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()  # a full disk leaves no torn temporary file behind
+            raise
 
     # -- gc support ----------------------------------------------------------
 

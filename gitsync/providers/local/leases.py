@@ -14,7 +14,7 @@ held by a lease, and gc removes the rest. Here:
   only inside write transactions (`StateStore.sweep`), so a claim and a
   removal of the same digest cannot interleave.
 * The lease ends in the transaction that commits the snapshot (which then
-  references the blobs), or when the pull fails.
+  references the blobs), or in the one that records the pull's failure.
 
 A lease is live while both hold:
 
@@ -128,22 +128,36 @@ class Lease:
             except sqlite3.Error as exc:
                 raise _state_error(f"record the lease of {self.purpose}", exc) from exc
 
-    def release(self) -> None:
-        """End the lease: its blobs keep only the roots they have elsewhere. Idempotent."""
+    def release(self, *, end_row: bool = True) -> None:
+        """End the lease: its blobs keep only the roots they have elsewhere. Idempotent.
+
+        The lock file goes first, so its space is free before the database write: a
+        failed pull is recorded right after, on a disk that may just have been full.
+        Without the file, gc goes by the row's expiry, so until the row is deleted the
+        lease still counts as live. `end_row=False`: the caller deletes the row in its
+        own transaction (`commit_snapshot`, `record_failure`); nothing is written here.
+        """
         with self._lock:
             fd, self._fd = self._fd, None
         if fd is None:
             return
         self._manager.forget(self)
+        with contextlib.suppress(FileNotFoundError):
+            self._manager.lock_path(self.lease_id).unlink()
+        os.close(fd)  # drops the flock
+        if not end_row:
+            return
         try:
             self._manager.state.release_lease(self.lease_id)
-        except sqlite3.Error as exc:
-            # Not fatal: the lock is dropped below, so the next gc sees the lease dead.
-            log.warning("could not end lease %s (%s): %s", self.lease_id, self.purpose, exc)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                self._manager.lock_path(self.lease_id).unlink()
-            os.close(fd)  # drops the flock
+        except (sqlite3.Error, TemporaryError) as exc:
+            # Not fatal: nobody renews it any more, so it lapses at its expiry.
+            log.warning(
+                "could not end lease %s (%s): %s; it lapses within %.0f s",
+                self.lease_id,
+                self.purpose,
+                exc,
+                self._manager.ttl,
+            )
 
     def __enter__(self) -> Self:
         return self
@@ -296,7 +310,7 @@ class LeaseManager:
             for lease in leases:
                 if lease.lease_id in gone and not lease.released:
                     self.recreate(lease, lease.held())
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, TemporaryError) as exc:
             # The next beat tries again; the lease lapses only after `ttl` of failures.
             log.warning("could not renew leases: %s", exc)
 

@@ -19,6 +19,14 @@ next writable instance (there is one per data dir, see `datadir`) marks it
 Failed with an "Interrupted" event and the planner rebuilds it. `create` is
 idempotent by name and owner, so a repeated create never duplicates a cache.
 
+A full data disk: a pull that runs out of space removes its temporary file
+at once, gives up its lease file, and records Failed (or UpdateFailed) with a
+Warning event and the end of its lease in one transaction, so the failure
+needs as little new space as possible. If even that cannot be written (the
+disk is full for other reasons), the failure is kept in memory and written at
+the next `observe` that can: the cache never stays Pending for good, which the
+planner would take for a build in progress.
+
 Garbage: deleting a cache drops its snapshot; `gc` then removes every blob
 that no snapshot references and no live lease holds (see `leases`): a pull
 holds a lease on the blobs it writes or reuses until its snapshot commits, so
@@ -30,8 +38,10 @@ Layout of the data dir: `state.db` (SQLite, see `state`), `store/` (blobs),
 
 from __future__ import annotations
 
+import errno
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
@@ -66,7 +76,7 @@ from gitsync.providers.local.registry import (
     Platform,
     RegistryClient,
 )
-from gitsync.providers.local.state import StateStore
+from gitsync.providers.local.state import DataDiskError, DiskFullError, StateStore
 
 log = logging.getLogger("gitsync.providers.local")
 
@@ -101,12 +111,33 @@ def _failure_reason(exc: BaseException) -> str:
         (AuthenticationError, "AuthFailed"),
         (AccessDeniedError, "AuthFailed"),
         (NotFoundError, "ImageNotFound"),
+        (DiskFullError, "DiskFull"),
+        (DataDiskError, "DiskWriteFailed"),
         (TemporaryError, "RegistryUnavailable"),
     )
     for kind, reason in reasons:
         if isinstance(exc, kind):
             return reason
     return "PullFailed"
+
+
+def _store_error(data_dir: Path, exc: OSError) -> DataDiskError:
+    """A failed write to the data disk: DiskFullError when it is out of space or quota."""
+    message = f"cannot write to the store in {data_dir}: {exc.strerror or exc}"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(message)
+    return DataDiskError(message)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """A failed build the state database could not record yet (a full disk)."""
+
+    name: str  # the cache's, for the log
+    status: CacheStatus
+    reason: str
+    message: str
+    lease_id: str | None
 
 
 class LocalProvider:
@@ -153,6 +184,9 @@ class LocalProvider:
         # One token cache per set of pull secrets: a token earned with one cache's
         # credentials must never serve a cache that lacks them.
         self._tokens: dict[tuple[str, ...], TokenCache] = {}
+        # Failures the state database refused (a full disk), by cache id: retried by observe().
+        self._unrecorded: dict[str, _Failure] = {}
+        self._unrecorded_lock = threading.Lock()
         if writable:
             self._recover_interrupted()
 
@@ -160,6 +194,7 @@ class LocalProvider:
 
     def observe(self) -> ObservedState:
         if self._writable:
+            self._record_unrecorded()
             self._expire()
         return ObservedState(caches=self.state.caches(), fields=self.fields)
 
@@ -190,6 +225,7 @@ class LocalProvider:
             reason="Updating" if serving else "Creating",
             message=_pulling(spec) + ("; the current snapshot serves meanwhile" if serving else ""),
         )
+        self._forget_failure(current.cache_id)  # a new build supersedes an unrecorded failure
         failed = CacheStatus.UPDATE_FAILED if serving else CacheStatus.FAILED
         return self._build(
             current.cache_id, spec, failed=failed, verb="Updated" if serving else "Created"
@@ -198,6 +234,7 @@ class LocalProvider:
     def delete(self, current: ObservedCache) -> None:
         # Blobs stay until `gc`, which frees those no other snapshot or lease keeps.
         self.state.delete_cache(current.cache_id)
+        self._forget_failure(current.cache_id)
         log.info("deleted cache %s", current.cache_id, extra={"cache": current.name})
 
     def close(self) -> None:
@@ -217,6 +254,7 @@ class LocalProvider:
         self, cache_id: str, spec: CacheSpec, *, failed: CacheStatus, verb: str
     ) -> ObservedCache:
         lease: Lease | None = None
+        committed = False
         try:
             try:
                 lease = self.leases.acquire(purpose=f"pull {cache_id} ({spec.name})")
@@ -234,21 +272,20 @@ class LocalProvider:
                     lease_id=lease.lease_id,
                     check=lambda: self._require_blobs(result),
                 )
+                committed = True
             except OSError as exc:
                 # A full or failing data disk: nothing half-written is kept (blobs are
-                # renamed into place only when complete); try again when there is room.
-                raise TemporaryError(
-                    f"cannot write to the store in {self.data_dir}: {exc.strerror or exc}"
-                ) from exc
+                # renamed into place only when complete, a failed write removes its
+                # temporary file); try again when there is room.
+                raise _store_error(self.data_dir, exc) from exc
         except GitSyncError as exc:
-            self.state.set_status(cache_id, failed)
-            self.state.add_event(
-                cache_id, type_="Warning", reason=_failure_reason(exc), message=str(exc)
-            )
+            self._record_failure(cache_id, spec.name, status=failed, error=exc, lease=lease)
             raise
         finally:
             if lease is not None:
-                lease.release()  # after a commit, a no-op in the database: it ended there
+                # Idempotent. The commit or the failure record ended the row; only a bug
+                # (any other exception) leaves it for this to end.
+                lease.release(end_row=not committed)
         self.state.add_event(
             cache_id,
             type_="Normal",
@@ -259,6 +296,90 @@ class LocalProvider:
             ),
         )
         return self._cache(cache_id)
+
+    def _record_failure(
+        self,
+        cache_id: str,
+        name: str,
+        *,
+        status: CacheStatus,
+        error: GitSyncError,
+        lease: Lease | None,
+    ) -> None:
+        """Failed or UpdateFailed, a Warning event, and the lease's end: one transaction.
+
+        By now the failed pull has removed its temporary files; the lease's lock file
+        goes before the write too. Whatever the disk is short of, the write needs the
+        least it can, and if it is refused all the same, `observe` writes it later.
+        """
+        lease_id = None
+        if lease is not None:
+            lease_id = lease.lease_id
+            lease.release(end_row=False)  # frees its lock file; the row ends in the record
+        failure = _Failure(
+            name=name,
+            status=status,
+            reason=_failure_reason(error),
+            message=str(error),
+            lease_id=lease_id,
+        )
+        self._write_failure(cache_id, failure)
+
+    def _write_failure(self, cache_id: str, failure: _Failure) -> bool:
+        """Record `failure`; on a refusal keep it for the next `observe`. True if written."""
+        try:
+            self.state.record_failure(
+                cache_id,
+                status=failure.status,
+                reason=failure.reason,
+                message=failure.message,
+                lease_id=failure.lease_id,
+            )
+        except (sqlite3.Error, GitSyncError) as exc:
+            with self._unrecorded_lock:
+                first = cache_id not in self._unrecorded
+                self._unrecorded[cache_id] = failure
+            if first:
+                log.error(
+                    "cannot record that cache %s is %s (%s): %s; it is written as soon as the"
+                    " state database takes writes again",
+                    cache_id,
+                    failure.status.value,
+                    failure.reason,
+                    exc,
+                    extra={"cache": failure.name},
+                )
+            return False
+        with self._unrecorded_lock:
+            retried = self._unrecorded.pop(cache_id, None) is not None
+        if retried:
+            log.info(
+                "recorded that cache %s is %s (%s) now that the state database takes writes",
+                cache_id,
+                failure.status.value,
+                failure.reason,
+                extra={"cache": failure.name},
+            )
+        return True
+
+    def _record_unrecorded(self) -> None:
+        with self._unrecorded_lock:
+            pending = list(self._unrecorded.items())
+        for cache_id, failure in pending:
+            if not self._write_failure(cache_id, failure):
+                return  # the disk is still full: the next pass tries again
+
+    def _forget_failure(self, cache_id: str) -> None:
+        """A new build or a delete supersedes a failure not recorded yet; its lease ends."""
+        with self._unrecorded_lock:
+            failure = self._unrecorded.pop(cache_id, None)
+        if failure is not None and failure.lease_id is not None:
+            try:
+                self.state.release_lease(failure.lease_id)
+            except (sqlite3.Error, GitSyncError) as exc:
+                log.warning(
+                    "could not end lease %s: %s; it lapses at its expiry", failure.lease_id, exc
+                )
 
     def _credentials(self, cache_id: str, spec: CacheSpec) -> CredentialStore:
         """docker config logins plus the cache's pull secrets.
@@ -355,6 +476,7 @@ class LocalProvider:
         for cache in self.state.expired(now):
             when = (cache.expires_at or now).isoformat(timespec="seconds")
             self.state.delete_cache(cache.cache_id)
+            self._forget_failure(cache.cache_id)
             self.state.put_tombstone(
                 cache.name, f"replaces {cache.cache_id}, which expired at {when}"
             )

@@ -28,6 +28,17 @@ Tables mirror the cloud's objects:
 Schema versions: 1 had no leases; 2 adds them. Opening a data dir upgrades it
 in one transaction; a data dir written by a newer gitsync is refused rather
 than misread.
+
+A full disk: SQLite refuses the transaction (SQLITE_FULL) and rolls it back
+whole, so the database stays consistent; `transaction` makes sure no half-open
+transaction is left on the connection and raises `DiskFullError`, a
+TemporaryError. In WAL mode every write, a DELETE too, appends frames to the
+WAL; they need new disk space unless a checkpoint has let the WAL start over
+in the space its file already holds. Hence a small WAL checkpointed often
+(`WAL_CHECKPOINT_PAGES`), and a build's failure recorded in one transaction
+(`record_failure`: status, event and the end of its lease), after the build
+has given back the space it took, and once more after a checkpoint if the
+disk refused it.
 """
 
 from __future__ import annotations
@@ -37,15 +48,21 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeGuard
 
-from gitsync.errors import PermanentError
+from gitsync.errors import PermanentError, TemporaryError
 from gitsync.model import CacheEvent, CacheSpec, CacheStatus, ObservedCache
 
 SCHEMA_VERSION = 2
+# Checkpoint the WAL once it holds this many pages (SQLite's default is 1000, ~4 MiB).
+# A small WAL is copied into the database often and then written again from its
+# start, so the state takes little disk and a transaction mostly lands in space the
+# WAL already holds, which is what still works when the disk is full.
+WAL_CHECKPOINT_PAGES = 64
 
 # Version 1, created as it always was (CREATE … IF NOT EXISTS), then upgraded by _MIGRATIONS.
 _SCHEMA = """
@@ -123,6 +140,27 @@ class SchemaVersionError(PermanentError):
     """The state database was written by a newer gitsync, whose schema this one cannot read."""
 
 
+class DataDiskError(TemporaryError):
+    """Writing to the data disk failed: nothing half-written was kept; retry later."""
+
+
+class DiskFullError(DataDiskError):
+    """The data disk is full (ENOSPC, SQLITE_FULL): nothing of the write was kept."""
+
+
+def _state_disk_full(path: Path, exc: sqlite3.Error) -> DiskFullError:
+    return DiskFullError(
+        f"cannot write the state database {path}: the disk is full ({exc});"
+        " nothing of this change was written"
+    )
+
+
+def _disk_full(exc: BaseException) -> TypeGuard[sqlite3.Error]:
+    return isinstance(exc, sqlite3.Error) and getattr(exc, "sqlite_errorcode", None) == (
+        sqlite3.SQLITE_FULL
+    )
+
+
 def _ts(moment: datetime | None) -> str | None:
     return None if moment is None else moment.astimezone(UTC).isoformat(timespec="seconds")
 
@@ -136,6 +174,13 @@ def _listing_order(cache: ObservedCache) -> tuple[str, datetime]:
 
 
 _EPOCH = datetime.fromtimestamp(0, UTC)
+# Events are deduplicated by (cache, type, reason, message), counted, and timestamped.
+_ADD_EVENT = (
+    "INSERT INTO events(cache_id, type, reason, message, count, first_timestamp,"
+    " last_timestamp) VALUES (?, ?, ?, ?, 1, ?, ?)"
+    " ON CONFLICT(cache_id, type, reason, message)"
+    " DO UPDATE SET count = count + 1, last_timestamp = excluded.last_timestamp"
+)
 _ANY = "*"  # transaction(touches=...) default: any cache may have changed
 
 
@@ -191,10 +236,6 @@ class StateStore:
             path, timeout=30.0, check_same_thread=False, isolation_level=None
         )
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)  # idempotent: CREATE … IF NOT EXISTS
         # caches() is kept in memory: our own commits mark the caches they touch
         # (re-read alone), another process's commit changes SQLite's `data_version`
         # (everything is re-read). At 10,000 caches a full read costs ~100 ms.
@@ -203,9 +244,16 @@ class StateStore:
         self._data_version: int | None = None
         self._dirty: set[str] = set()
         try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)  # idempotent: CREATE … IF NOT EXISTS
             self._migrate()
-        except BaseException:
+        except BaseException as exc:
             self._db.close()
+            if _disk_full(exc):
+                raise _state_disk_full(path, exc) from exc
             raise
 
     def _schema_version(self) -> int:
@@ -259,13 +307,22 @@ class StateStore:
         it; None says no cache changed; by default anything may have changed.
         """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    # SQLITE_FULL and friends may have rolled it back already; a failed
+                    # statement or COMMIT may not have: never leave a transaction open.
+                    if self._db.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                if _disk_full(exc):
+                    raise _state_disk_full(self.path, exc) from exc
                 raise
-            self._db.execute("COMMIT")
             if touches is _ANY:
                 self._data_version = None  # unknown change: read everything again
             elif touches is not None:
@@ -400,13 +457,64 @@ class StateStore:
     def add_event(self, cache_id: str, *, type_: str, reason: str, message: str) -> None:
         now = _ts(self.now())
         with self.transaction(touches=cache_id) as db:
-            db.execute(
-                "INSERT INTO events(cache_id, type, reason, message, count, first_timestamp,"
-                " last_timestamp) VALUES (?, ?, ?, ?, 1, ?, ?)"
-                " ON CONFLICT(cache_id, type, reason, message)"
-                " DO UPDATE SET count = count + 1, last_timestamp = excluded.last_timestamp",
-                (cache_id, type_, reason, message, now, now),
-            )
+            db.execute(_ADD_EVENT, (cache_id, type_, reason, message, now, now))
+
+    def record_failure(
+        self,
+        cache_id: str,
+        *,
+        status: CacheStatus,
+        reason: str,
+        message: str,
+        lease_id: str | None = None,
+    ) -> bool:
+        """A build failed: its status, a Warning event and the end of its lease, at once.
+
+        One transaction, not three: each transaction appends its own frames to the
+        WAL, and this one has to fit on a disk that may still be full. Refused for
+        want of room, it checkpoints the WAL, so that the WAL starts over in the
+        space it already holds, and tries once more. False (and only the lease
+        ended) if the cache is gone meanwhile.
+        """
+        try:
+            return self._record_failure(cache_id, status, reason, message, lease_id)
+        except DiskFullError:
+            self.checkpoint()
+            return self._record_failure(cache_id, status, reason, message, lease_id)
+
+    def _record_failure(
+        self,
+        cache_id: str,
+        status: CacheStatus,
+        reason: str,
+        message: str,
+        lease_id: str | None,
+    ) -> bool:
+        now = _ts(self.now())
+        with self.transaction(touches=cache_id) as db:
+            found = db.execute(
+                "UPDATE caches SET status = ?, updated_at = ? WHERE id = ?",
+                (status.value, now, cache_id),
+            ).rowcount
+            if found:
+                db.execute(_ADD_EVENT, (cache_id, "Warning", reason, message, now, now))
+            if lease_id is not None:
+                db.execute("DELETE FROM leases WHERE id = ?", (lease_id,))
+        return bool(found)
+
+    def checkpoint(self) -> bool:
+        """Copy the WAL into the database now, without waiting for readers; best effort.
+
+        Once all of it is copied and no reader still needs it, the next transaction
+        writes the WAL from its start again, into space the file already holds: on a
+        full disk that is the room a small transaction can still have. True if done.
+        """
+        with self._lock:
+            try:
+                _, frames, copied = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            except sqlite3.Error:
+                return False  # e.g. the database file cannot grow: the disk is that full
+        return bool(frames == copied)
 
     def put_tombstone(self, name: str, message: str) -> None:
         """Remember why a cache disappeared (expiry), for the event of its successor."""
