@@ -33,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gitsync import planning, reports, specs
-from gitsync.controller_record import ControllerRecord, RecordFile
+from gitsync.controller_record import ControllerRecord, RecordFile, RecordSaveError
 from gitsync.errors import GitSyncError, TemporaryError
 from gitsync.model import (
     Action,
@@ -347,7 +347,10 @@ class Reconciler:
             last_reconcile_at=now,
             last_success_at=now if success else record.last_success_at,
         )
-        self.records.save(record)
+        try:
+            self.records.save(record)
+        except RecordSaveError as exc:  # a full disk: kept in memory, saved by a later pass
+            log.error("%s", exc)
         log.debug("pass took %.3f s", now - started)
 
 
