@@ -5,10 +5,48 @@ reconciler decides backoff from the type alone and never parses messages::
 
     GitSyncError
      ├── TemporaryError      the same call may succeed later: back off and retry
+     │    ├── sources.base.SourceUnavailable            the remote did not answer
+     │    ├── controller_record.RecordSaveError         the record could not be saved
+     │    ├── providers.local.state.DataDiskError       the data disk refused a write
+     │    │    └── DiskFullError                        … because it is full
+     │    ├── providers.local.registry.OperationCancelledError
+     │    │                                             stopped because a sibling failed
+     │    ├── providers.tencentcloud.TencentCloudTransientError
+     │    │                                             throttled, or the cloud erred
+     │    └── providers.tencentcloud.TencentCloudResponseError
+     │                                                  an answer that cannot be read
      └── PermanentError      the same input fails the same way: report, do not retry
           ├── ConfigError    flags, environment or config file are wrong (exit 2)
           ├── ImageRefError  an image reference breaks the distribution grammar
-          └── SpecError      a spec repository cannot be loaded at all
+          ├── SpecError      a spec repository cannot be loaded at all
+          ├── sources.base.SourceError                  a revision or path that is wrong
+          ├── datadir.DataDirBusyError                  another gitsync holds the data dir
+          ├── providers.local.auth.CredentialError      a docker config or pull secret
+          │    └── PullSecretNotFoundError
+          ├── providers.local.auth.TokenError           a registry token exchange failed
+          ├── providers.local.registry.RegistryError    what a registry answered
+          │    ├── AuthenticationError, AccessDeniedError, NotFoundError
+          │    └── ManifestError
+          │         └── PlatformNotFoundError
+          ├── providers.local.blobs.BlobStoreError
+          │    ├── InvalidDigestError
+          │    └── BlobNotFoundError
+          ├── providers.local.blobs.DigestMismatchError, SizeMismatchError
+          ├── providers.local.pull.SizeLimitExceededError, LayerVerificationError,
+          │   UnsupportedLayerError
+          ├── providers.local.export.ExportError
+          ├── providers.local.leases.LeaseError
+          ├── providers.local.state.SchemaVersionError  a data dir from a newer gitsync
+          └── providers.tencentcloud.TencentCloudAPIError
+               ├── TencentCloudAuthError
+               ├── TencentCloudInvalidParameterError
+               └── TencentCloudNotFoundError
+
+The base classes live here; each subclass lives beside the boundary that
+raises it, where a foreign error (an SDK's, an OSError, sqlite3's) is
+translated with `raise ... from exc`. A few private exceptions stay inside
+their module as control flow (the YAML loader's, the HTTP transport's) and
+never cross it. `tests/unit/test_errors.py` holds this drawing to the code.
 
 Messages say what failed, where, and what would be valid. They never carry
 credentials: callers pass names of secrets, not their values.

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 import httpx
 
 from gitsync import __version__
-from gitsync.errors import GitSyncError, PermanentError, TemporaryError
+from gitsync.errors import PermanentError, TemporaryError
 from gitsync.imageref import ImageRef
 from gitsync.providers.local.auth import Authenticator, CredentialStore, TokenCache
 from gitsync.providers.local.blobs import (
@@ -106,8 +106,11 @@ class PlatformNotFoundError(ManifestError):
     """An index has no manifest for the requested platform."""
 
 
-class OperationCancelledError(GitSyncError):
-    """The caller cancelled the operation (another part of the pull failed)."""
+class OperationCancelledError(TemporaryError):
+    """The caller cancelled the operation (another part of the pull failed, or a stop).
+
+    Temporary: nothing was wrong with this part, so the next pass may well succeed.
+    """
 
 
 # -- data ------------------------------------------------------------------------
