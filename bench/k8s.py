@@ -55,7 +55,7 @@ def seed(kube: KubeServer, specs: list[CacheSpec], *, owner: str) -> None:
             obj["metadata"].update(
                 uid=str(uuid.uuid4()), creationTimestamp="2026-11-22T03:00:00Z", generation=1
             )
-            stored = Stored(obj, {("gitsync", "Apply"): _leaf_paths(obj)})
+            stored = Stored(obj, {("gitsync", "Apply", ""): _leaf_paths(obj)})
             stored.obj["metadata"]["resourceVersion"] = str(kube.api._next_rv())
             kube.api.objects[(GROUP, "imagecaches", None, spec.name)] = stored
 

@@ -100,6 +100,7 @@ __all__ = [
     "PlanPolicy",
     "is_duplicate_delete",
     "plan",
+    "spec_changes",
 ]
 
 ACTION_ORDER: tuple[ActionKind, ...] = (
@@ -382,6 +383,18 @@ def _compare(
         observed=cache,
         changes=tuple(changes),
     )
+
+
+def spec_changes(
+    spec: CacheSpec, cache: ObservedCache, *, fields: ProviderFields
+) -> tuple[FieldChange, ...]:
+    """The fields in which `cache` differs from `spec`, compared as `plan` compares them.
+
+    Only the fields a provider keeps (`fields.kept`), and the prune annotation;
+    empty when the cache already holds the spec. Status and expiry are not looked
+    at: a provider asks this to tell an UPDATE from a RECREATE of an equal spec.
+    """
+    return tuple(_field_changes(spec, cache, kept=fields.kept)[0])
 
 
 def _extras_equal(spec: CacheSpec, cache: ObservedCache, kept: frozenset[str]) -> bool:
