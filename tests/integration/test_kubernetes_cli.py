@@ -144,7 +144,9 @@ def test_a_label_change_alone_is_an_update_that_names_it_and_then_nothing(
     text = cluster.gitsync("plan", "--detailed-exitcode")
     assert text.returncode == 2, text.stdout + text.stderr
     assert "0 to create, 1 to update, 0 to recreate, 0 to delete" in text.stdout
-    assert "update   imagecache-sample-full  metadata.labels: [] → [team=web]" in text.stdout
+    [row] = [line for line in text.stdout.splitlines() if "update   imagecache-sample-full" in line]
+    assert row.endswith("metadata.labels: [] → [team=web]"), row
+    assert "monthly 0.00 CNY  one-off 0.00 CNY" in row, row  # a label alone runs no build
     as_json = cluster.gitsync("plan", "--format", "json")
     assert as_json.returncode == 0, as_json.stderr
     [action] = [a for a in json.loads(as_json.stdout)["actions"] if a["action"] != "noop"]
