@@ -63,10 +63,10 @@ Why it is built the way it is
   the delete of the old cache fails after the new one exists, the next pass
   sees two owned caches of one name and the planner deletes the older.
 * **Snapshots are checked.** The CBS snapshot behind each Ready cache is
-  looked up with DescribeSnapshots by `snapshots.CbsSnapshotLookup`,
-  wrapped around this provider by `snapshots.SnapshotChecked`; both APIs are
-  called through `TencentCloudAPI`, so CBS calls get the same credentials,
-  retries, strict reading and secret hygiene as the TKE ones.
+  looked up with DescribeSnapshots by `snapshots.CbsSnapshotLookup` (here),
+  wrapped around this provider by `gitsync.providers.snapshots.SnapshotChecked`;
+  both APIs are called through `TencentCloudAPI`, so CBS calls get the same
+  credentials, retries, strict reading and secret hygiene as the TKE ones.
 * **Credentials never leak.** The secret id and key live only in the SDK's
   credential object; messages built from API text are scrubbed of them; the
   SDK's own logger, which dumps whole requests (the `Authorization` header,
@@ -79,7 +79,9 @@ without an offset (`2026-11-22 11:00:00`, the format of older Tencent APIs) is
 read as China Standard Time (UTC+8), the zone Tencent's console and APIs use,
 unless `naive_time_offset_hours` says otherwise.
 
-The package, one concern per module, each importing only those above it:
+The package, one concern per module; a module imports only those listed
+before it (`provider` and `snapshots` not each other; an import-linter
+contract checks it):
 
 * `errors` - the API's error codes and their classification into the
   `gitsync.errors` tree (pure).
@@ -95,8 +97,12 @@ The package, one concern per module, each importing only those above it:
   (not imported here: it needs the CBS SDK, which a TKE-only setup may lack).
 
 Only this package imports the SDK (`tencentcloud`; an import-linter contract
-says so), and nothing imports this package until a command needs Tencent
-Cloud, so `gitsync validate` and the other backends never load the SDK.
+says so), and only `transport`, `provider` and `snapshots` do. Nothing imports
+the package until a command calls a Tencent Cloud API (the tencentcloud
+backend, or the snapshot checks on the kubernetes backend), so `gitsync
+validate` and the local backend never load the SDK. Importing any module here
+runs this file, which loads the TKE SDK: a missing SDK shows as an ImportError
+at that one place, which the CLI reports as "pip install 'gitsync[tencent]'".
 """
 
 from __future__ import annotations
