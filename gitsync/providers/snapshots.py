@@ -7,9 +7,9 @@ Ready and never rebuild it. `SnapshotChecked` wraps any `Provider`:
 
 * After the wrapped provider's `observe()`, the snapshot of every Ready cache
   with a `snapshot_id` is looked up through a `SnapshotLookup` (for Tencent
-  Cloud, `tencent_snapshots.CbsSnapshotLookup`), at most once per `interval`
-  per snapshot: the verdicts are remembered in memory (a one-shot command
-  checks once per run). The lookup batches as its API allows.
+  Cloud, `tencentcloud.snapshots.CbsSnapshotLookup`), at most once per
+  `interval` per snapshot: the verdicts are remembered in memory (a one-shot
+  command checks once per run). The lookup batches as its API allows.
 * A snapshot found MISSING or DAMAGED turns its cache into a Failed one with a
   Warning event (`SnapshotMissing` / `SnapshotDamaged`, naming the snapshot)
   and `snapshot_problem` set, for as long as that verdict stands. The planner

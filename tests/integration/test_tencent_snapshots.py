@@ -54,13 +54,13 @@ from gitsync.model import (
 )
 from gitsync.pricing import PriceTable
 from gitsync.providers.snapshots import MISSING_REASON, SnapshotChecked
-from gitsync.providers.tencent_snapshots import BATCH_SIZE, DAMAGED_STATES, USABLE_STATES
 from gitsync.providers.tencentcloud import (
     OWNER_TAG,
     PRUNE_TAG,
     TencentCloudAuthError,
     TencentCloudResponseError,
 )
+from gitsync.providers.tencentcloud.snapshots import BATCH_SIZE, DAMAGED_STATES, USABLE_STATES
 from gitsync.reconciler import ReconcilePolicy, Reconciler
 from gitsync.sources.git import GitSource
 

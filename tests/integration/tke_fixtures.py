@@ -25,12 +25,12 @@ if str(_TESTS) not in sys.path:
 from tke_emulator import TkeEmulator  # noqa: E402  # needs the sys.path line above
 
 from gitsync.providers.snapshots import SnapshotChecked  # noqa: E402
-from gitsync.providers.tencent_snapshots import CbsSnapshotLookup  # noqa: E402
 from gitsync.providers.tencentcloud import (  # noqa: E402  # after the emulator on purpose
     TencentCloudCredentials,
     TencentCloudProvider,
     TencentCloudSettings,
 )
+from gitsync.providers.tencentcloud.snapshots import CbsSnapshotLookup  # noqa: E402
 
 # Planted secrets: tests assert that none of them ever shows up in logs or messages.
 SECRET_ID = "AKIDplantedGitsyncSecretId0001"

@@ -21,8 +21,8 @@ from gitsync.config import resolve_settings
 from gitsync.errors import ConfigError
 from gitsync.model import ObservedCache, ObservedState, SnapshotCheck
 from gitsync.providers.snapshots import SnapshotChecked
-from gitsync.providers.tencent_snapshots import CbsSnapshotLookup, verdict_for
 from gitsync.providers.tencentcloud import TencentCloudProvider, TencentCloudSettings
+from gitsync.providers.tencentcloud.snapshots import CbsSnapshotLookup, verdict_for
 
 REGION = "ap-guangzhou"
 KEYS = {"TENCENTCLOUD_SECRET_ID": "AKIDplantedUnit0001", "TENCENTCLOUD_SECRET_KEY": "plantedKey01"}
