@@ -1,8 +1,10 @@
-"""The `gitsync` command: parses flags, wires the layers together, maps outcomes to exit codes.
+"""The `gitsync` command: parses flags, calls the wiring, formats results, maps them to exit codes.
 
-This is the only module (with `config`) that reads flags and the environment.
-Heavy backends are imported inside the branch that needs them, so
-`gitsync validate` starts fast: it is the command CI runs on every pull request.
+Each command parses its flags into one `config.CommandSettings` (the config
+file is read once), asks `gitsync.wiring` for the provider, reconciler or
+daemon, and prints. Heavy modules are imported inside the command that needs
+them, so `gitsync validate` starts fast: it is the command CI runs on every
+pull request.
 
 Exit codes: 0 success, 1 failure or invalid input, 2 usage error (and, for
 `plan --detailed-exitcode`, 2 = changes). `apply` exits 0 once the provider has
@@ -15,7 +17,6 @@ unexpected exception is one line naming the command and the error, exit 1
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import re
 import shutil
@@ -31,24 +32,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from gitsync import __version__
-from gitsync.config import (
-    Settings,
-    SettingsResolver,
-    env_name,
-    format_duration,
-    optional_path,
-    parse_bool,
-    resolve_settings,
-)
+from gitsync import __version__, wiring
+from gitsync.config import CommandSettings, TencentSettings, env_name, format_duration, parse_bool
 from gitsync.errors import ConfigError, GitSyncError, PermanentError
-from gitsync.model import ActionKind, CacheStatus, ObservedCache, ObservedState, Plan
+from gitsync.model import CacheStatus, ObservedCache
 
 if TYPE_CHECKING:
-    from gitsync.daemon import Daemon
     from gitsync.providers.base import Provider
-    from gitsync.reconciler import PassResult, Reconciler
-    from gitsync.sizing import SizeReport
+    from gitsync.reconciler import PassResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -314,37 +305,77 @@ def _config_path(args: argparse.Namespace, env: Mapping[str, str]) -> Path | Non
     return Path(text) if text else None
 
 
-def _flag(args: argparse.Namespace, env: Mapping[str, str], name: str, default: str) -> str:
-    """A command's own setting: flag, then GITSYNC_<FLAG>, then --config, then `default`."""
-    resolver = SettingsResolver(flags=vars(args), env=env, config_path=_config_path(args, env))
-    return resolver.text(f"--{name}", default)
+def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> CommandSettings:
+    """This command's settings: flag, GITSYNC_<FLAG>, --config (read once), then default."""
+    return CommandSettings(flags=vars(args), env=env, config_path=_config_path(args, env))
 
 
-def _duration(
-    args: argparse.Namespace,
+class _TencentCredentials:
+    """The Tencent Cloud credential chain, as `wiring.CredentialChain` asks for it."""
+
+    def __init__(self, settings: CommandSettings, env: Mapping[str, str]) -> None:
+        self._settings = settings
+        self._env = env
+
+    @property
+    def explicit(self) -> bool:
+        return bool(
+            self._env.get("TENCENTCLOUD_SECRET_ID")
+            or self._env.get("TENCENTCLOUD_SECRET_KEY")
+            or self._settings.tencent.credentials_file
+        )
+
+    def __call__(self, tc: Any, *, default_file: bool) -> Any:
+        return _tencent_credentials(
+            self._settings.tencent, self._env, tc, default_file=default_file
+        )
+
+
+def _tencent_credentials(
+    tencent: TencentSettings, env: Mapping[str, str], tc: Any, *, default_file: bool
+) -> Any:
+    """TencentCloudCredentials from --tencentcloud-credentials-file, the environment or, when
+    `default_file`, ~/.tencentcloud/credentials; None when none is given."""
+    secret_id, secret_key = env.get("TENCENTCLOUD_SECRET_ID"), env.get("TENCENTCLOUD_SECRET_KEY")
+    credentials_file = tencent.credentials_file
+    home_file = Path(env.get("HOME", "~")).expanduser() / ".tencentcloud" / "credentials"
+    profile = tencent.profile
+    if credentials_file:
+        return tc.load_credentials_file(Path(credentials_file), profile=profile)
+    if secret_id or secret_key:
+        return tc.TencentCloudCredentials(
+            secret_id=secret_id or "",
+            secret_key=secret_key or "",
+            token=env.get("TENCENTCLOUD_SESSION_TOKEN") or None,
+            source="environment (TENCENTCLOUD_SECRET_ID/KEY)",
+        )
+    if default_file and home_file.is_file():
+        return tc.load_credentials_file(home_file, profile=profile)
+    return None
+
+
+def _open_provider(
+    settings: CommandSettings,
     env: Mapping[str, str],
-    name: str,
-    default: str,
     *,
-    allow_zero: bool = False,
-    minimum: timedelta | None = None,
-) -> timedelta:
-    """A duration setting (`90s`, `1h30m`, `2d`); a bad one names the flag and its source."""
-    resolver = SettingsResolver(flags=vars(args), env=env, config_path=_config_path(args, env))
-    return resolver.duration(f"--{name}", default, allow_zero=allow_zero, minimum=minimum)
-
-
-def _settings(args: argparse.Namespace, env: Mapping[str, str]) -> Settings:
-    return resolve_settings(flags=vars(args), env=env, config_path=_config_path(args, env))
+    writable: bool,
+    on_progress: Callable[[Any], None] | None = None,
+) -> Provider:
+    return wiring.open_provider(
+        settings,
+        credentials=_TencentCredentials(settings, env),
+        writable=writable,
+        on_progress=on_progress,
+    )
 
 
 # ------------------------------------------------------------------ commands
 
 
 def cmd_validate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import reports, specs  # noqa: PLC0415  # keep `--help` fast
+    from gitsync import reports, specs  # keep `--help` fast
 
-    output_format = _flag(args, env, "format", "text")
+    output_format = _settings(args, env).text("--format", "text")
     if output_format not in reports.DIAGNOSTIC_FORMATS:
         raise ConfigError(
             f"--format: {output_format!r} is not one of {', '.join(reports.DIAGNOSTIC_FORMATS)}"
@@ -364,267 +395,6 @@ def cmd_validate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     if text:
         print(text)
     return EXIT_OK if result.ok else EXIT_FAILED
-
-
-def _open_provider(
-    args: argparse.Namespace,
-    env: Mapping[str, str],
-    settings: Settings,
-    *,
-    writable: bool,
-    progress: bool = False,
-    on_progress: Callable[[Any], None] | None = None,
-) -> Provider:
-    """The chosen backend; heavy SDKs load only here, when that backend is chosen.
-
-    `progress` draws a bar on a terminal; `on_progress` hears of every step instead.
-    """
-    if settings.provider == "local":
-        from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415  # lazy
-
-        return LocalProvider(
-            data_dir=settings.data_dir,
-            platform=settings.platform,
-            secrets_dir=settings.secrets_dir,
-            docker_config=settings.docker_config,
-            insecure_registries=settings.insecure_registries,
-            writable=writable,
-            on_progress=_progress_printer() if progress else on_progress,
-        )
-    if settings.provider == "tencentcloud":
-        return _tencent_provider(args, env, settings)
-    if settings.provider == "kubernetes":
-        from gitsync.providers.kubernetes import KubernetesProvider  # noqa: PLC0415  # lazy
-
-        provider = KubernetesProvider.from_config(
-            kubeconfig=_kubeconfig(args, env), context=_flag(args, env, "context", "") or None
-        )
-        return _kubernetes_snapshot_checks(args, env, provider)
-    raise ConfigError(
-        f"--provider {settings.provider}: this backend is not available yet in gitsync "
-        f"{__version__}; use --provider local or tencentcloud"
-    )
-
-
-def _tencent_module() -> Any:
-    try:
-        from gitsync.providers import tencentcloud  # noqa: PLC0415  # heavy SDK, lazy
-    except ImportError as exc:
-        raise ConfigError(
-            "--provider tencentcloud needs the Tencent Cloud SDK: pip install 'gitsync[tencent]'"
-        ) from exc
-    return tencentcloud
-
-
-def _tencent_region(args: argparse.Namespace, env: Mapping[str, str]) -> str:
-    return _flag(args, env, "region", "") or env.get("TENCENTCLOUD_REGION", "")
-
-
-def _tencent_credentials(
-    args: argparse.Namespace, env: Mapping[str, str], tc: Any, *, default_file: bool
-) -> Any:
-    """TencentCloudCredentials from --tencentcloud-credentials-file, the environment or, when
-    `default_file`, ~/.tencentcloud/credentials; None when none is given."""
-    secret_id, secret_key = env.get("TENCENTCLOUD_SECRET_ID"), env.get("TENCENTCLOUD_SECRET_KEY")
-    credentials_file = _flag(args, env, "tencentcloud-credentials-file", "")
-    home_file = Path(env.get("HOME", "~")).expanduser() / ".tencentcloud" / "credentials"
-    profile = _flag(args, env, "tencentcloud-profile", "default")
-    if credentials_file:
-        return tc.load_credentials_file(Path(credentials_file), profile=profile)
-    if secret_id or secret_key:
-        return tc.TencentCloudCredentials(
-            secret_id=secret_id or "",
-            secret_key=secret_key or "",
-            token=env.get("TENCENTCLOUD_SESSION_TOKEN") or None,
-            source="environment (TENCENTCLOUD_SECRET_ID/KEY)",
-        )
-    if default_file and home_file.is_file():
-        return tc.load_credentials_file(home_file, profile=profile)
-    return None
-
-
-def _snapshot_check_interval(args: argparse.Namespace, env: Mapping[str, str]) -> timedelta:
-    """--snapshot-check-interval: 1h unless told; 0 turns the snapshot checks off."""
-    return _duration(
-        args, env, "snapshot-check-interval", "1h", allow_zero=True, minimum=timedelta(seconds=1)
-    )
-
-
-def _snapshot_checked(
-    provider: Provider, *, tc_settings: Any, credentials: Any, interval: timedelta
-) -> Provider:
-    """`provider` with the CBS snapshot behind each Ready cache looked up (providers.snapshots).
-
-    Closes `provider` when the checks cannot be set up, so the caller has nothing to undo.
-    """
-    from gitsync.providers.snapshots import SnapshotChecked  # noqa: PLC0415
-
-    try:
-        try:
-            from gitsync.providers.tencent_snapshots import (  # noqa: PLC0415  # heavy SDK
-                CbsSnapshotLookup,
-            )
-        except ImportError as exc:
-            raise ConfigError(
-                "snapshot checks need the Tencent Cloud CBS SDK (tencentcloud-sdk-python-cbs):"
-                " pip install 'gitsync[tencent]', or turn them off with"
-                " --snapshot-check-interval 0"
-            ) from exc
-        lookup = CbsSnapshotLookup(settings=tc_settings, credentials=credentials)
-    except BaseException:
-        provider.close()
-        raise
-    return SnapshotChecked(provider, lookup=lookup, interval_seconds=interval.total_seconds())
-
-
-def _tencent_provider(
-    args: argparse.Namespace, env: Mapping[str, str], settings: Settings
-) -> Provider:
-    tc = _tencent_module()
-
-    def listed(name: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in _flag(args, env, name, "").split(",") if p.strip())
-
-    region = _tencent_region(args, env)
-    if not region:
-        raise ConfigError("--provider tencentcloud needs --region (e.g. ap-guangzhou)")
-    credentials = _tencent_credentials(args, env, tc, default_file=True)
-    if credentials is None:
-        raise ConfigError(
-            "--provider tencentcloud needs credentials: set TENCENTCLOUD_SECRET_ID and "
-            "TENCENTCLOUD_SECRET_KEY, or --tencentcloud-credentials-file"
-        )
-    interval = _snapshot_check_interval(args, env)
-    tc_settings = tc.TencentCloudSettings(
-        region=region,
-        vpc_id=_flag(args, env, "vpc-id", "") or None,
-        subnet_id=_flag(args, env, "subnet-id", "") or None,
-        security_group_ids=listed("security-group-id"),
-        registry_http_endpoints=listed("registry-http-endpoint"),
-        registry_skip_verify=listed("registry-skip-verify"),
-        endpoint=_flag(args, env, "tencentcloud-endpoint", "") or None,
-        scheme=_flag(args, env, "tencentcloud-scheme", "https"),
-        cbs_endpoint=_flag(args, env, "tencentcloud-cbs-endpoint", "") or None,
-        secrets_dir=settings.secrets_dir,
-    )
-    provider: Provider = tc.TencentCloudProvider(settings=tc_settings, credentials=credentials)
-    if not interval:
-        return provider
-    return _snapshot_checked(
-        provider, tc_settings=tc_settings, credentials=credentials, interval=interval
-    )
-
-
-def _kubernetes_snapshot_checks(
-    args: argparse.Namespace, env: Mapping[str, str], provider: Provider
-) -> Provider:
-    """The operator's caches are TKE caches too: check their CBS snapshots when gitsync can.
-
-    On when gitsync is given both a region (--region or TENCENTCLOUD_REGION) and
-    explicit credentials (TENCENTCLOUD_SECRET_ID and _KEY, or
-    --tencentcloud-credentials-file; not ~/.tencentcloud/credentials, which a
-    cluster user may hold for other reasons), unless --snapshot-check-interval is
-    0; it then needs the Tencent Cloud SDK. Given only one of the two, the checks
-    stay off with a warning. Closes `provider` when the settings are wrong.
-    """
-    try:
-        interval = _snapshot_check_interval(args, env)
-        region = _tencent_region(args, env)
-        explicit = bool(
-            env.get("TENCENTCLOUD_SECRET_ID")
-            or env.get("TENCENTCLOUD_SECRET_KEY")
-            or _flag(args, env, "tencentcloud-credentials-file", "")
-        )
-        if not interval or not (region or explicit):
-            return provider
-        if not (region and explicit):
-            logging.getLogger("gitsync.cli").warning(
-                "snapshot checks are off: on the kubernetes backend they need both --region"
-                " and Tencent Cloud credentials (TENCENTCLOUD_SECRET_ID/KEY or"
-                " --tencentcloud-credentials-file); %s is missing",
-                "the region" if not region else "the credentials",
-            )
-            return provider
-        try:
-            tc = _tencent_module()
-        except ConfigError as exc:
-            raise ConfigError(
-                "snapshot checks on the kubernetes backend (--region and Tencent Cloud"
-                " credentials are set) need the Tencent Cloud SDK: pip install"
-                " 'gitsync[tencent]', or --snapshot-check-interval 0"
-            ) from exc
-        credentials = _tencent_credentials(args, env, tc, default_file=False)
-        tc_settings = tc.TencentCloudSettings(
-            region=region,
-            endpoint=_flag(args, env, "tencentcloud-endpoint", "") or None,
-            scheme=_flag(args, env, "tencentcloud-scheme", "https"),
-            cbs_endpoint=_flag(args, env, "tencentcloud-cbs-endpoint", "") or None,
-        )
-    except BaseException:
-        provider.close()
-        raise
-    return _snapshot_checked(
-        provider, tc_settings=tc_settings, credentials=credentials, interval=interval
-    )
-
-
-def _kubeconfig(args: argparse.Namespace, env: Mapping[str, str]) -> Path | None:
-    return optional_path(_flag(args, env, "kubeconfig", "") or env.get("KUBECONFIG", ""))
-
-
-def _attach_kubernetes(daemon: Daemon, args: argparse.Namespace, env: Mapping[str, str]) -> None:
-    """The pod observer and, with --leader-elect, the Lease: the in-cluster extras of run."""
-    from gitsync.leader import LeaderElector, default_identity  # noqa: PLC0415
-    from gitsync.observers.kubernetes import (  # noqa: PLC0415
-        LookupReasons,
-        PodLookupTracker,
-        PodObserver,
-    )
-    from gitsync.providers.kubernetes import load_api_client  # noqa: PLC0415
-
-    def listed(name: str) -> tuple[str, ...]:
-        return tuple(p.strip() for p in _flag(args, env, name, "").split(",") if p.strip())
-
-    api = load_api_client(
-        kubeconfig=_kubeconfig(args, env), context=_flag(args, env, "context", "") or None
-    )
-    defaults = LookupReasons()
-    reasons = LookupReasons(
-        hit=listed("cache-hit-reasons") or defaults.hit,
-        partial=listed("cache-partial-reasons") or defaults.partial,
-        miss=listed("cache-miss-reasons") or defaults.miss,
-        pulling=listed("image-pull-reasons") or defaults.pulling,
-    )
-
-    def cache_name(cache_id: str) -> str | None:
-        return next((c.name for c in daemon.current_caches() if c.cache_id == cache_id), None)
-
-    tracker = PodLookupTracker(recorder=daemon.usage, reasons=reasons, resolve_cache=cache_name)
-    daemon.observer = PodObserver(api_client=api, tracker=tracker, namespaces=listed("namespaces"))
-    if _flag(args, env, "leader-elect", "false").lower() in ("1", "true", "yes"):
-        namespace = _flag(args, env, "leader-election-namespace", "")
-        if not namespace:
-            raise ConfigError("--leader-elect needs --leader-election-namespace (the pod's own)")
-        daemon.attach_leader(
-            LeaderElector(
-                api_client=api,
-                namespace=namespace,
-                name=_flag(args, env, "leader-election-name", "gitsync-leader"),
-                identity=_flag(args, env, "leader-election-identity", "") or default_identity(),
-                on_started_leading=daemon.on_started_leading,
-                on_stopped_leading=daemon.on_stopped_leading,
-            )
-        )
-
-
-def _observe(args: argparse.Namespace, env: Mapping[str, str], settings: Settings) -> ObservedState:
-    if settings.provider == "local" and not (settings.data_dir / "state.db").exists():
-        return ObservedState(caches=())  # nothing was ever created here; create nothing
-    provider = _open_provider(args, env, settings, writable=False)
-    try:
-        return provider.observe()
-    finally:
-        provider.close()
 
 
 def _progress_printer() -> Callable[[Any], None] | None:
@@ -647,15 +417,12 @@ def _progress_printer() -> Callable[[Any], None] | None:
 
 
 @contextmanager
-def _checkout(
-    args: argparse.Namespace, env: Mapping[str, str]
-) -> Iterator[tuple[Path, str | None]]:
+def _checkout(settings: CommandSettings) -> Iterator[tuple[Path, str | None]]:
     """The folder of the requested revision (or the working tree) and its commit id."""
-    from gitsync.sources import git  # noqa: PLC0415  # keep `validate` fast
+    from gitsync.sources import git  # keep `validate` fast
 
-    repo = _flag(args, env, "repo", ".")
-    revision = _flag(args, env, "revision", "")
-    subpath = _flag(args, env, "path", "")
+    source = settings.source(default_repo=".")
+    repo, revision, subpath = source.repo, source.revision, source.path
     with tempfile.TemporaryDirectory(prefix="gitsync-") as scratch:
         if revision or not Path(repo).is_dir():
             checkout = git.export_revision(
@@ -670,17 +437,18 @@ def _checkout(
 
 
 def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import planning, reports, specs  # noqa: PLC0415  # keep `validate` fast
-    from gitsync.controller_record import RecordFile  # noqa: PLC0415
-    from gitsync.reconciler import keep_names  # noqa: PLC0415
+    from gitsync import planning, reports, specs  # keep `validate` fast
+    from gitsync.controller_record import RecordFile
+    from gitsync.reconciler import keep_names
 
     settings = _settings(args, env)
-    output_format = _flag(args, env, "format", "text")
+    common = settings.common
+    output_format = settings.plan.format
     if output_format not in reports.PLAN_FORMATS:
         raise ConfigError(
             f"--format: {output_format!r} is not one of {', '.join(reports.PLAN_FORMATS)}"
         )
-    with _checkout(args, env) as (tree, revision):
+    with _checkout(settings) as (tree, revision):
         result = specs.load_repository([tree], root=tree)
     if not result.ok:
         text = reports.format_diagnostics(
@@ -696,98 +464,44 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    observed = _observe(args, env, settings)
+    observed = wiring.observe(settings, credentials=_TencentCredentials(settings, env))
     policy = planning.PlanPolicy(
-        controller_id=settings.controller_id,
+        controller_id=common.controller_id,
         now=datetime.now(UTC),
-        max_delete_ratio=settings.max_delete_ratio,
-        allow_mass_delete=settings.allow_mass_delete,
-        renew_before=settings.renew_before,
-        keep=keep_names(RecordFile(settings.data_dir).load(), observed),
+        max_delete_ratio=common.max_delete_ratio,
+        allow_mass_delete=common.allow_mass_delete,
+        renew_before=common.renew_before,
+        keep=keep_names(RecordFile(common.data_dir).load(), observed),
     )
     the_plan = planning.plan(
-        result.desired(revision), observed, policy=policy, prices=settings.prices
+        result.desired(revision), observed, policy=policy, prices=common.prices
     )
-    sizes = _size_check(args, env, settings, the_plan)
+    sizes = wiring.size_report(settings, the_plan)
     print(
         reports.format_plan(
-            the_plan, output_format=output_format, provider=settings.provider, sizes=sizes
+            the_plan, output_format=output_format, provider=common.provider, sizes=sizes
         )
     )
     if sizes.has_errors:  # a cache that cannot hold its images fails after billing its build
         return EXIT_FAILED
-    if _flag(args, env, "detailed-exitcode", "").lower() in ("1", "true"):
+    if settings.plan.detailed_exitcode:
         return EXIT_CHANGES if the_plan.has_changes else EXIT_OK
     return EXIT_OK
 
 
-def _size_check(
-    args: argparse.Namespace, env: Mapping[str, str], settings: Settings, the_plan: Plan
-) -> SizeReport:
-    """Check the caches the plan builds against their imageCacheSize (see `gitsync.sizing`).
-
-    Unchanged caches are not checked: nothing is built for them. The manifests
-    are read with the registry settings of the local backend (docker config,
-    --secrets-dir, --insecure-registry, --platform) whatever the provider, plus
-    the tencentcloud backend's --registry-http-endpoint registries.
-    """
-    from gitsync import sizing  # noqa: PLC0415
-
-    if parse_bool(_flag(args, env, "no-size-check", "false"), what="--no-size-check"):
-        return sizing.SizeReport(off="--no-size-check")
-    builds = (ActionKind.CREATE, ActionKind.UPDATE, ActionKind.RECREATE)
-    specs = [a.desired for a in the_plan.actions if a.kind in builds and a.desired is not None]
-    if not specs:
-        return sizing.SizeReport()
-    from gitsync.providers.local.imagesizes import ImageSizeResolver  # noqa: PLC0415
-    from gitsync.providers.local.provider import STORE_DIR  # noqa: PLC0415
-
-    http_endpoints = [
-        p.strip() for p in _flag(args, env, "registry-http-endpoint", "").split(",") if p.strip()
-    ]
-    with ImageSizeResolver(
-        store_root=settings.data_dir / STORE_DIR,
-        platform=settings.platform,
-        docker_config=settings.docker_config,
-        secrets_dir=settings.secrets_dir,
-        insecure_registries=(*settings.insecure_registries, *http_endpoints),
-    ) as resolver:
-        facts = resolver.facts(specs)
-    return sizing.SizeReport(
-        caches=tuple(sizing.check_cache(spec, facts[spec.name]) for spec in specs)
-    )
-
-
-def _reconciler(settings: Settings, provider: Provider) -> Reconciler:
-    from gitsync.controller_record import RecordFile  # noqa: PLC0415
-    from gitsync.reconciler import ReconcilePolicy, Reconciler  # noqa: PLC0415
-
-    return Reconciler(
-        provider=provider,
-        records=RecordFile(settings.data_dir),
-        policy=ReconcilePolicy(
-            controller_id=settings.controller_id,
-            max_delete_ratio=settings.max_delete_ratio,
-            allow_mass_delete=settings.allow_mass_delete,
-            renew_before=settings.renew_before,
-        ),
-        prices=settings.prices,
-    )
-
-
 def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import logs  # noqa: PLC0415
-    from gitsync.datadir import DataDirLock  # noqa: PLC0415
-    from gitsync.reconciler import cache_states, desired_names  # noqa: PLC0415
+    from gitsync import logs
+    from gitsync.datadir import DataDirLock
+    from gitsync.reconciler import cache_states, desired_names
 
     settings = _settings(args, env)
-    wait = parse_bool(_flag(args, env, "wait", "false"), what="--wait")
-    timeout = _duration(args, env, "timeout", "10m")  # checked even without --wait
+    common = settings.common
+    wait, timeout = settings.apply.wait, settings.apply.timeout  # checked even without --wait
     logs.configure(stream=sys.stderr, json_format=not sys.stderr.isatty())
-    with DataDirLock(settings.data_dir), _checkout(args, env) as (tree, revision):
-        provider = _open_provider(args, env, settings, writable=True, progress=True)
+    with DataDirLock(common.data_dir), _checkout(settings) as (tree, revision):
+        provider = _open_provider(settings, env, writable=True, on_progress=_progress_printer())
         try:
-            result = _reconciler(settings, provider).reconcile(tree=tree, revision=revision)
+            result = wiring.reconciler(common, provider).reconcile(tree=tree, revision=revision)
         finally:
             provider.close()
     if sys.stderr.isatty():
@@ -797,13 +511,13 @@ def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     at = revision or "the working tree"
     names = desired_names(result.plan)
     if result.observed_after is not None:
-        states = cache_states(result.observed_after, names, owner=settings.controller_id)
-    elif settings.provider in SYNCHRONOUS_PROVIDERS:  # the reconciler logged why
+        states = cache_states(result.observed_after, names, owner=common.controller_id)
+    elif common.provider in SYNCHRONOUS_PROVIDERS:  # the reconciler logged why
         print("gitsync apply: applied, but the caches cannot be read back", file=sys.stderr)
         return EXIT_FAILED
     else:  # unknown until the next observation; --wait makes it
         states = dict.fromkeys(names)
-    finished = _finished(states, synchronous=settings.provider in SYNCHRONOUS_PROVIDERS, at=at)
+    finished = _finished(states, synchronous=common.provider in SYNCHRONOUS_PROVIDERS, at=at)
     if finished is not None:
         return finished
     building = _not_ready(states)
@@ -813,14 +527,14 @@ def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             "(gitsync apply --wait waits until they are Ready)"
         )
         return EXIT_OK
-    return _wait_for_ready(args, env, settings, states=states, timeout=timeout, at=at)
+    return _wait_for_ready(settings, env, states=states, timeout=timeout, at=at)
 
 
 def _finished(
     states: Mapping[str, ObservedCache | None], *, synchronous: bool, at: str
 ) -> int | None:
     """The exit code when the caches' states settle it; None while they are still building."""
-    from gitsync.reconciler import BROKEN  # noqa: PLC0415  # keep `validate` fast
+    from gitsync.reconciler import BROKEN  # keep `validate` fast
 
     broken = [c for c in states.values() if c is not None and c.status in BROKEN]
     building = _not_ready(states)
@@ -871,18 +585,17 @@ def _print_broken(broken: Sequence[ObservedCache]) -> None:
 
 
 def _wait_for_ready(
-    args: argparse.Namespace,
+    settings: CommandSettings,
     env: Mapping[str, str],
-    settings: Settings,
     *,
     states: Mapping[str, ObservedCache | None],
     timeout: timedelta,
     at: str,
 ) -> int:
     """`apply --wait` after an accepted pass; the data dir is not held while waiting."""
-    from gitsync.reconciler import WaitOutcome, wait_until_ready  # noqa: PLC0415
+    from gitsync.reconciler import WaitOutcome, wait_until_ready
 
-    provider = _open_provider(args, env, settings, writable=False)
+    provider = _open_provider(settings, env, writable=False)
     try:
         with _stop_on_signals() as stop:
             # Said once the handlers are in place: from here a signal ends the wait cleanly.
@@ -895,7 +608,7 @@ def _wait_for_ready(
             waited = wait_until_ready(
                 provider=provider,
                 names=list(states),
-                owner=settings.controller_id,
+                owner=settings.common.controller_id,
                 timeout_seconds=timeout.total_seconds(),
                 sleep=stop.event.wait,
                 on_progress=_wait_progress(states),
@@ -981,37 +694,38 @@ def _wait_progress(
 
 
 def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import reports  # noqa: PLC0415
-    from gitsync.controller_record import RecordFile  # noqa: PLC0415
+    from gitsync import reports
+    from gitsync.controller_record import RecordFile
 
     settings = _settings(args, env)
-    output_format = _flag(args, env, "format", "text")
-    record = RecordFile(settings.data_dir).load()
+    common = settings.common
+    output_format = settings.text("--format", "text")
+    record = RecordFile(common.data_dir).load()
     view = reports.StatusView(
-        provider=settings.provider,
-        controller_id=settings.controller_id,
+        provider=common.provider,
+        controller_id=common.controller_id,
         applied_revision=record.applied_revision,
         newest_revision=record.newest_revision,
         spec_valid=record.spec_valid,
         last_error=record.last_error,
         diagnostics=record.diagnostics,
-        caches=_observe(args, env, settings).caches,
+        caches=wiring.observe(settings, credentials=_TencentCredentials(settings, env)).caches,
     )
     print(reports.format_status(view, output_format=output_format))
     return EXIT_OK
 
 
 def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415
+    from gitsync.providers.base import CollectsGarbage, innermost
 
     settings = _settings(args, env)
-    if settings.provider != "local":
+    if settings.common.provider != "local":
         raise ConfigError("gc: only the local backend keeps blobs; use --provider local")
     # 0 (the default): leases alone protect pulls in progress; a grace keeps young blobs too.
-    grace = _duration(args, env, "grace", "0", allow_zero=True)
-    provider = _open_provider(args, env, settings, writable=False)
+    grace = settings.resolver.duration("--grace", "0", allow_zero=True)
+    provider = innermost(_open_provider(settings, env, writable=False))
     try:
-        if not isinstance(provider, LocalProvider):
+        if not isinstance(provider, CollectsGarbage):
             raise ConfigError("gc: only the local backend keeps blobs")
         done = provider.gc(grace_seconds=grace.total_seconds())
     finally:
@@ -1026,71 +740,20 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from prometheus_client import disable_created_metrics  # noqa: PLC0415
-
-    from gitsync import logs  # noqa: PLC0415
-    from gitsync.daemon import Daemon  # noqa: PLC0415
-    from gitsync.datadir import DataDirLock  # noqa: PLC0415
-    from gitsync.liveness import Heartbeat, default_timeout  # noqa: PLC0415
-    from gitsync.metrics import DaemonMetrics, ExpositionRegistry  # noqa: PLC0415
-    from gitsync.sources import open_source  # noqa: PLC0415
-    from gitsync.sources.git import GitCredentials  # noqa: PLC0415
+    from gitsync import logs
+    from gitsync.datadir import DataDirLock
 
     settings = _settings(args, env)
-    log_format = _flag(args, env, "log-format", "auto")
-    logs.configure(
-        level=_flag(args, env, "log-level", "info"),
-        json_format=None if log_format == "auto" else log_format == "json",
-    )
-    repo = _flag(args, env, "repo", "")
-    if not repo:
-        raise ConfigError("run: --repo is required (a repository URL or folder)")
-    interval = _duration(args, env, "interval", "60s", minimum=timedelta(seconds=1))
-    host, port = _listen_address(_flag(args, env, "listen", "127.0.0.1:9108"))
-    heartbeat = Heartbeat(
-        timeout_seconds=(
-            _duration(args, env, "liveness-timeout", "", minimum=timedelta(seconds=1))
-            if _flag(args, env, "liveness-timeout", "")
-            else timedelta(seconds=default_timeout(interval.total_seconds()))
-        ).total_seconds()
-    )
-    branch = _flag(args, env, "branch", "main")
-    credentials = GitCredentials(
-        https_token=_read_secret(_flag(args, env, "git-token-file", ""), what="--git-token-file"),
-        ssh_key_path=optional_path(_flag(args, env, "git-ssh-key", "")),
-        known_hosts_path=optional_path(_flag(args, env, "git-known-hosts", "")),
-    )
-    secret = _read_secret(_flag(args, env, "webhook-secret-file", ""), what="--webhook-secret-file")
-    with DataDirLock(settings.data_dir):
+    common = settings.common
+    logs.configure(level=settings.logging.level, json_format=settings.logging.json_format)
+    heartbeat = wiring.heartbeat(settings)  # every setting of run checked before the lock
+    with DataDirLock(common.data_dir):
         # Bytes pulled are progress: a long first pull must not fail the liveness probe.
         provider = _open_provider(
-            args, env, settings, writable=True, on_progress=lambda _step: heartbeat.progress()
+            settings, env, writable=True, on_progress=lambda _step: heartbeat.progress()
         )
         try:
-            # *_created series double the body for nothing we alert on; untyped upstream.
-            disable_created_metrics()  # type: ignore[no-untyped-call]
-            registry = ExpositionRegistry()
-            daemon = Daemon(
-                source=open_source(
-                    url=repo,
-                    ref=branch,
-                    path=_flag(args, env, "path", "") or None,
-                    cache_dir=settings.data_dir / "source",
-                    credentials=credentials,
-                ),
-                reconciler=_reconciler(settings, provider),
-                registry=registry,
-                metrics=DaemonMetrics(registry=registry, version=__version__),
-                interval_seconds=interval.total_seconds(),
-                host=host,
-                port=port,
-                branch=branch,
-                webhook_secret=secret.encode() if secret else None,
-                version=__version__,
-                heartbeat=heartbeat,
-            )
-            if settings.provider == "kubernetes":
-                _attach_kubernetes(daemon, args, env)
+            daemon = wiring.daemon(settings, provider=provider, heartbeat=heartbeat)
             signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
             signal.signal(signal.SIGINT, lambda *_: daemon.stop())
             daemon.run()
@@ -1099,40 +762,23 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
-def _listen_address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigError(f"--listen: {text!r} is not HOST:PORT, e.g. 127.0.0.1:9108")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def _read_secret(path: str, *, what: str) -> str | None:
-    if not path:
-        return None
-    try:
-        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
-    if not value:
-        raise ConfigError(f"{what}: {path} is empty")
-    return value
-
-
 def cmd_match(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    import json  # noqa: PLC0415
+    import json
 
-    from gitsync import matching  # noqa: PLC0415
+    from gitsync import matching
+    from gitsync.providers.base import SuggestsCache, innermost
 
     settings = _settings(args, env)
-    output_format = _flag(args, env, "format", "text")
-    manual = _flag(args, env, "cache", "") or None
-    provider = _open_provider(args, env, settings, writable=False)
+    output_format = settings.text("--format", "text")
+    manual = settings.text("--cache") or None
+    provider = _open_provider(settings, env, writable=False)
     try:
         caches = provider.observe().caches
         cloud = None
-        if settings.provider == "tencentcloud" and manual is None:
+        suggests = innermost(provider)
+        if isinstance(suggests, SuggestsCache) and manual is None:
             # The cloud decides for real pods: show its answer beside ours.
-            cloud = provider.most_suitable(args.images)  # type: ignore[attr-defined]
+            cloud = suggests.most_suitable(args.images)
     finally:
         provider.close()
     try:
@@ -1160,18 +806,18 @@ def cmd_match(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync.providers.local.export import export_cache, parse_dest  # noqa: PLC0415
-    from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415
+    from gitsync.providers.local.export import export_cache, parse_dest
 
     settings = _settings(args, env)
-    dest = parse_dest(_flag(args, env, "dest", ""))
-    provider = _open_provider(args, env, settings, writable=False)
+    dest = parse_dest(settings.text("--dest"))
+    provider = _open_provider(settings, env, writable=False)
     try:
-        if not isinstance(provider, LocalProvider):
+        store = wiring.image_store(provider)
+        if store is None:
             raise ConfigError(
                 "export: only the local backend holds image content; use --provider local"
             )
-        done = export_cache(provider=provider, name=args.name, dest=dest, link=bool(args.link))
+        done = export_cache(provider=store, name=args.name, dest=dest, link=bool(args.link))
     finally:
         provider.close()
     for image in done.images:
