@@ -55,13 +55,25 @@ class CredentialChain(Protocol):
         ...
 
 
+class _NoCredentials:
+    """No Tencent Cloud credentials at all (the benchmarks, a local-only caller)."""
+
+    explicit = False
+
+    def __call__(self, tc: Any, *, default_file: bool) -> Any:
+        return None
+
+
+NO_CREDENTIALS: CredentialChain = _NoCredentials()
+
+
 # ------------------------------------------------------------------ providers
 
 
 def open_provider(
     settings: CommandSettings,
     *,
-    credentials: CredentialChain,
+    credentials: CredentialChain = NO_CREDENTIALS,
     writable: bool,
     on_progress: Callable[[Any], None] | None = None,
 ) -> Provider:
