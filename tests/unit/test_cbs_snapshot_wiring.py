@@ -101,7 +101,7 @@ def parsed(*flags: str) -> object:
 def checks(args: object, env: Mapping[str, str], plain: Plain) -> object:
     """The kubernetes provider `plain` as the commands wire it, with these flags and env."""
     settings = CommandSettings(flags=vars(args), env=env, config_path=None)
-    credentials = cli._TencentCredentials(settings, env)
+    credentials = cli.TencentCredentials(settings, env)
     return wiring.kubernetes_snapshot_checks(plain, settings=settings, credentials=credentials)  # type: ignore[arg-type]
 
 
@@ -189,7 +189,7 @@ def test_a_bad_interval_names_the_flag_and_closes_the_provider() -> None:
 def tencent(*flags: str, env: Mapping[str, str] = KEYS) -> object:
     args = cli.build_parser().parse_args(["plan", "--provider", "tencentcloud", *flags])
     settings = CommandSettings(flags=vars(args), env=env, config_path=None)
-    return wiring.tencent_provider(settings, credentials=cli._TencentCredentials(settings, env))
+    return wiring.tencent_provider(settings, credentials=cli.TencentCredentials(settings, env))
 
 
 def test_the_tencentcloud_backend_checks_snapshots_every_hour_by_default() -> None:
