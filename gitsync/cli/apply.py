@@ -96,9 +96,11 @@ def _finished(
 
 def _accepted(result: PassResult) -> bool:
     """Valid, not refused, and every action taken by the provider; prints why not."""
+    from gitsync.reports import diagnostic_line
+
     for d in result.diagnostics:
         if d.severity.value == "error":
-            print(f"{d.location}: error: {d.message} [{d.rule}]", file=sys.stderr)
+            print(diagnostic_line(d), file=sys.stderr)
     if result.error:
         print(f"gitsync apply: {result.error}", file=sys.stderr)
         return False
