@@ -58,15 +58,13 @@ from _common import cpu_model, percentile
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
-from gitsync.controller_record import RecordFile
+from gitsync import wiring
+from gitsync.config import CommandSettings
 from gitsync.daemon import Daemon
-from gitsync.metrics import DaemonMetrics, ExpositionRegistry, StateExposition
+from gitsync.metrics import ExpositionRegistry, StateExposition
 from gitsync.model import CacheSpec, CacheStatus
-from gitsync.pricing import PriceTable
 from gitsync.providers.local.provider import LocalProvider
-from gitsync.reconciler import ReconcilePolicy, Reconciler
 from gitsync.server import ControlServer, ServerHooks
-from gitsync.sources.git import GitSource
 
 TARGET_MS = 100.0
 PER_FILE = 10
@@ -198,25 +196,14 @@ class World:
 def build_world(root: Path, caches: int) -> World:
     specs = [spec_of(i) for i in range(caches)]
     bare = seed_repository(root, specs)
-    data = root / "data"
-    policy = ReconcilePolicy()
-    provider = LocalProvider(data_dir=data)
-    seed_state(provider, specs, owner=policy.controller_id)
+    # Wired as `gitsync run --repo file://... --data-dir ... --listen 127.0.0.1:0` is.
+    flags = {"repo": f"file://{bare}", "data_dir": str(root / "data"), "listen": "127.0.0.1:0"}
+    settings = CommandSettings(flags=flags, env={"HOME": str(root)}, config_path=None)
+    provider = wiring.image_store(wiring.open_provider(settings, writable=True))
+    assert provider is not None, "the local backend holds its images"
+    seed_state(provider, specs, owner=settings.common.controller_id)
     registry = ExpositionRegistry()
-    daemon = Daemon(
-        source=GitSource(url=f"file://{bare}", ref="main", cache_dir=data / "source"),
-        reconciler=Reconciler(
-            provider=provider, records=RecordFile(data), policy=policy, prices=PriceTable()
-        ),
-        registry=registry,
-        metrics=DaemonMetrics(registry=registry, version="bench"),
-        interval_seconds=60,
-        host="127.0.0.1",
-        port=0,
-        branch="main",
-        webhook_secret=None,
-        version="bench",
-    )
+    daemon = wiring.daemon(settings, provider=provider, registry=registry)
     started = time.perf_counter()
     result = daemon.run_pass(reason="bench-first")
     first_pass_s = time.perf_counter() - started

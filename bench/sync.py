@@ -38,14 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "integ
 from _common import cpu_model, percentile
 from oci_images import OciLayout, Pusher, RegistryProcess, small_layer
 
-from gitsync.controller_record import RecordFile
-from gitsync.daemon import Daemon
-from gitsync.metrics import DaemonMetrics, ExpositionRegistry
+from gitsync import wiring
+from gitsync.config import CommandSettings
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
-from gitsync.pricing import PriceTable
 from gitsync.providers.local.provider import LocalProvider
-from gitsync.reconciler import ReconcilePolicy, Reconciler
-from gitsync.sources.git import GitSource
 
 SECRET = b"bench-webhook-secret"
 AUTHOR = ["-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]
@@ -150,24 +146,18 @@ class Bench:
         data = root / "data"
         self.provider = TimedProvider(data_dir=data)
         seed_state(self.provider, specs)
-        metrics_registry = ExpositionRegistry()
-        self.daemon = Daemon(
-            source=GitSource(url=f"file://{self.bare}", ref="main", cache_dir=data / "source"),
-            reconciler=Reconciler(
-                provider=self.provider,
-                records=RecordFile(data),
-                policy=ReconcilePolicy(),
-                prices=PriceTable(),
-            ),
-            registry=metrics_registry,
-            metrics=DaemonMetrics(registry=metrics_registry, version="bench"),
-            interval_seconds=3600,
-            host="127.0.0.1",
-            port=0,
-            branch="main",
-            webhook_secret=SECRET,
-            version="bench",
-        )
+        secret_file = root / "webhook-secret"
+        secret_file.write_bytes(SECRET)
+        # Wired as `gitsync run` is, over the timed provider; no poll: passes come from webhooks.
+        flags = {
+            "repo": f"file://{self.bare}",
+            "data_dir": str(data),
+            "listen": "127.0.0.1:0",
+            "interval": "3600s",
+            "webhook_secret_file": str(secret_file),
+        }
+        settings = CommandSettings(flags=flags, env={"HOME": str(root)}, config_path=None)
+        self.daemon = wiring.daemon(settings, provider=self.provider)
 
     def close(self) -> None:
         self.provider.close()

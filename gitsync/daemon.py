@@ -49,6 +49,11 @@ from gitsync.triggers import TriggerQueue, jittered_interval
 
 log = logging.getLogger("gitsync.daemon")
 
+# Told of each pull the mirror serves: (cache or None, hit/partial/miss, seconds).
+LookupRecorder = Callable[[str | None, str, float], None]
+# Builds the `/v2/` registry hook over a provider's images (see `gitsync.wiring.mirror_for`).
+MirrorFactory = Callable[[LookupRecorder], Callable[..., Any]]
+
 
 class Leadership(Protocol):
     """What the daemon needs of a leader elector (gitsync.leader.LeaderElector)."""
@@ -96,10 +101,12 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         heartbeat: Heartbeat | None = None,
+        mirror: MirrorFactory | None = None,
     ) -> None:
         """`heartbeat` None: one with the default timeout (the larger of 3 intervals and 5 min).
 
-        The wiring passes its own when the provider reports progress into it.
+        The wiring passes its own when the provider reports progress into it, and
+        `mirror` when the provider holds image content to serve under `/v2/`.
         """
         self.source = source
         self.reconciler = reconciler
@@ -140,7 +147,7 @@ class Daemon:
                 status=self.status,
                 trigger=self.queue.put,
                 match=self._match,
-                registry=self._mirror_hook(),
+                registry=mirror(self._record_lookup) if mirror is not None else None,
             ),
             branch=branch,
             webhook_secret=webhook_secret,
@@ -152,19 +159,9 @@ class Daemon:
 
     # ----------------------------------------------------------- HTTP hooks
 
-    def _mirror_hook(self) -> Callable[..., Any] | None:
-        """The read-only `/v2/` registry over cached images: local backend only."""
-        from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415  # lazy
-
-        provider = self.reconciler.provider
-        if not isinstance(provider, LocalProvider):
-            return None
-        from gitsync.providers.local.mirror import Mirror  # noqa: PLC0415
-
-        def on_lookup(cache: str | None, result: str, seconds: float) -> None:
-            self.usage.record(cache=cache, result=result, seconds=seconds)
-
-        return Mirror(provider, on_lookup=on_lookup).handle
+    def _record_lookup(self, cache: str | None, result: str, seconds: float) -> None:
+        """A pull the `/v2/` mirror served (or missed)."""
+        self.usage.record(cache=cache, result=result, seconds=seconds)
 
     def _match(self, body: Mapping[str, object]) -> tuple[int, Mapping[str, object]]:
         try:
@@ -218,11 +215,15 @@ class Daemon:
 
     # -------------------------------------------------------- leader election
 
+    def attach_observer(self, observer: Observer) -> None:
+        """Watch consumers (pods) while this daemon reconciles; started and stopped with it."""
+        self.observer = observer
+
     def attach_leader(self, leader: Leadership) -> None:
         """Reconcile only while `leader.is_leader`; build the elector with this daemon's
         `on_started_leading` and `on_stopped_leading` as its callbacks."""
         self.leader = leader
-        self.reconciler.should_continue = lambda: leader.is_leader
+        self.reconciler.continue_while(lambda: leader.is_leader)
 
     def on_started_leading(self) -> None:
         log.info("became the leader")

@@ -161,14 +161,15 @@ class Reconciler:
         prices: PriceTable,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        should_continue: Callable[[], bool] | None = None,
     ) -> None:
+        """`should_continue` is asked before each action (see `continue_while`)."""
         self.provider = provider
         self.records = records
         self.policy = policy
         self.prices = prices
         self._clock = clock
-        # Leader election sets this: a replica that lost its lease stops between actions.
-        self.should_continue: Callable[[], bool] = lambda: True
+        self._should_continue: Callable[[], bool] = should_continue or (lambda: True)
         self.desired_caches: tuple[CacheSpec, ...] = ()  # of the revision in force
         self._loaded: tuple[Path, str, specs.LoadResult] | None = None
         self._files = specs.FileCache()  # a new commit re-reads only the files it changed
@@ -297,8 +298,13 @@ class Reconciler:
             futures = [pool.submit(self._run_action, a, revision) for a in changes]
             return tuple(f.result() for f in futures)
 
+    def continue_while(self, check: Callable[[], bool]) -> None:
+        """Take actions only while `check()` holds; leader election passes "still the leader",
+        so a replica that lost its lease stops between actions."""
+        self._should_continue = check
+
     def _run_action(self, action: Action, revision: str | None) -> ActionOutcome:
-        if not self.should_continue():
+        if not self._should_continue():
             return ActionOutcome(
                 action=action, error="skipped: no longer the leader", temporary=True
             )

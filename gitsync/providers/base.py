@@ -16,7 +16,8 @@ cache never blocks the others: calls are per cache.
 
 from __future__ import annotations
 
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Sequence
+from typing import Any, Final, Protocol, runtime_checkable
 
 from gitsync.model import (
     EIP_FIELD,
@@ -89,3 +90,88 @@ class LocalView(Protocol):
     def touch_matched(self, cache_id: str) -> None:
         """Record that a consumer just used this cache."""
         ...
+
+
+# ------------------------------------------------------------------ capabilities
+#
+# What only some backends can do. The wiring and the commands ask
+# `isinstance(innermost(provider), Capability)` instead of naming a provider
+# class, so a backend that gains a capability needs no change outside itself.
+
+
+@runtime_checkable
+class HoldsImages(Protocol):
+    """Providers that keep the images' content on this machine (the local store).
+
+    The daemon serves it as a read-only `/v2/` registry mirror and `gitsync
+    export` copies it out; both live in `providers.local`, which knows the
+    store's layout (`blobs`, `state`, `leases`).
+    """
+
+    @property
+    def blobs(self) -> Any: ...
+
+    @property
+    def state(self) -> Any: ...
+
+
+class GcSummary(Protocol):
+    """What a garbage collection did, as `gitsync gc` reports it."""
+
+    @property
+    def removed_blobs(self) -> int: ...
+
+    @property
+    def freed_bytes(self) -> int: ...
+
+    @property
+    def kept_blobs(self) -> int: ...
+
+    @property
+    def leased_blobs(self) -> int: ...
+
+    @property
+    def removed_temp_files(self) -> int: ...
+
+    @property
+    def dropped_leases(self) -> int: ...
+
+
+@runtime_checkable
+class CollectsGarbage(Protocol):
+    """Providers that keep blobs of their own, which outlive the caches that used them."""
+
+    def gc(self, *, grace_seconds: float = 0.0) -> GcSummary:
+        """Drop what no snapshot references and no running pull holds."""
+        ...
+
+
+@runtime_checkable
+class SuggestsCache(Protocol):
+    """Providers whose backend picks a cache for a pod itself (TKE's GetMostSuitableImageCache)."""
+
+    def most_suitable(self, images: Sequence[str]) -> tuple[str | None, str]:
+        """(cache id or None, a reason a human reads) for a pod with `images`."""
+        ...
+
+
+@runtime_checkable
+class Wrapper(Protocol):
+    """A provider that adds to another and forwards the rest (`snapshots.SnapshotChecked`)."""
+
+    @property
+    def provider(self) -> Provider:
+        """The wrapped provider."""
+        ...
+
+
+def innermost(provider: Provider) -> Provider:
+    """The provider under any wrappers: the one whose capabilities count.
+
+    A wrapper forwards what it does not override through `__getattr__`, but
+    from Python 3.12 on `isinstance` against a Protocol looks attributes up
+    statically and would not see them; unwrapping works on every version.
+    """
+    while isinstance(provider, Wrapper):
+        provider = provider.provider
+    return provider

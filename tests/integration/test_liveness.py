@@ -21,6 +21,7 @@ import httpx
 import pytest
 from oci_images import Pusher, small_layer
 
+from gitsync import wiring
 from gitsync.controller_record import RecordFile
 from gitsync.daemon import Daemon
 from gitsync.liveness import Heartbeat
@@ -115,6 +116,7 @@ def running(tmp_path: Path, pusher: Pusher) -> Iterator[Running]:
         webhook_secret=None,
         version="test",
         heartbeat=Heartbeat(timeout_seconds=1.0),
+        mirror=wiring.mirror_for(provider),
     )
     thread = threading.Thread(target=daemon.run, name="test-daemon", daemon=True)
     thread.start()

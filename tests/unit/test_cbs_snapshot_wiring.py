@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("tencentcloud.cbs.v20170312", reason="needs the extra 'tencent'")
 
-from gitsync import cli
-from gitsync.config import resolve_settings
+from gitsync import cli, wiring
+from gitsync.config import CommandSettings
 from gitsync.errors import ConfigError
 from gitsync.model import ObservedCache, ObservedState, SnapshotCheck
 from gitsync.providers.snapshots import SnapshotChecked
@@ -98,9 +98,16 @@ def parsed(*flags: str) -> object:
     return cli.build_parser().parse_args(["plan", *flags])
 
 
+def checks(args: object, env: Mapping[str, str], plain: Plain) -> object:
+    """The kubernetes provider `plain` as the commands wire it, with these flags and env."""
+    settings = CommandSettings(flags=vars(args), env=env, config_path=None)
+    credentials = cli.TencentCredentials(settings, env)
+    return wiring.kubernetes_snapshot_checks(plain, settings=settings, credentials=credentials)  # type: ignore[arg-type]
+
+
 def wired(flags: tuple[str, ...], env: Mapping[str, str]) -> tuple[object, Plain]:
     plain = Plain()
-    return cli._kubernetes_snapshot_checks(parsed(*flags), env, plain), plain  # type: ignore[arg-type]
+    return checks(parsed(*flags), env, plain), plain
 
 
 def test_kubernetes_with_a_region_and_credentials_checks_snapshots_in_cbs() -> None:
@@ -174,15 +181,15 @@ def test_a_bad_interval_names_the_flag_and_closes_the_provider() -> None:
     args = parsed("--region", REGION, "--snapshot-check-interval", "soon")
 
     with pytest.raises(ConfigError, match=r"^--snapshot-check-interval: 'soon' is not a duration"):
-        cli._kubernetes_snapshot_checks(args, KEYS, plain)  # type: ignore[arg-type]
+        checks(args, KEYS, plain)
 
     assert plain.closed
 
 
 def tencent(*flags: str, env: Mapping[str, str] = KEYS) -> object:
     args = cli.build_parser().parse_args(["plan", "--provider", "tencentcloud", *flags])
-    settings = resolve_settings(flags=vars(args), env=env, config_path=None)
-    return cli._tencent_provider(args, env, settings)
+    settings = CommandSettings(flags=vars(args), env=env, config_path=None)
+    return wiring.tencent_provider(settings, credentials=cli.TencentCredentials(settings, env))
 
 
 def test_the_tencentcloud_backend_checks_snapshots_every_hour_by_default() -> None:

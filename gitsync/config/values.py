@@ -1,0 +1,178 @@
+"""The words of a setting: durations as Go and Flux write them, booleans, lists, paths.
+
+Pure functions from text to values; each error names the flag (`what`) so the
+resolver can add where the value was set.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from fractions import Fraction
+from pathlib import Path
+
+from gitsync.errors import ConfigError
+
+PROVIDERS = ("local", "kubernetes", "tencentcloud")
+ENV_PREFIX = "GITSYNC_"
+
+
+def env_name(flag: str) -> str:
+    """`--max-delete-ratio` reads `GITSYNC_MAX_DELETE_RATIO`."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def default_data_dir(env: Mapping[str, str]) -> Path:
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local/share")
+    return Path(base) / "gitsync"
+
+
+_NS_PER_UNIT = {
+    "ns": 1,
+    "us": 10**3,
+    "\N{MICRO SIGN}s": 10**3,
+    "\N{GREEK SMALL LETTER MU}s": 10**3,
+    "ms": 10**6,
+    "s": 10**9,
+    "m": 60 * 10**9,
+    "h": 3600 * 10**9,
+    "d": 86400 * 10**9,
+}
+# Longest units first, so `ms` is not read as `m` followed by a stray `s`.
+_DURATION_PART = re.compile(
+    r"(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?(?P<unit>"
+    + "|".join(sorted(_NS_PER_UNIT, key=len, reverse=True))
+    + ")"
+)
+_BARE_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+# A century: far beyond any interval or timeout anyone means, and far inside what
+# timedelta, datetime arithmetic and threading waits (about 292 years) can hold,
+# jitter included.
+MAX_DURATION = timedelta(days=36500)
+_MAX_NS = MAX_DURATION // timedelta(microseconds=1) * 1000
+_DURATION_HINT = "use a number and a unit (ns, us, ms, s, m, h, d), e.g. 90s, 1h30m, 500ms, 2d"
+
+
+def parse_duration(
+    text: str,
+    *,
+    what: str,
+    allow_zero: bool = False,
+    minimum: timedelta | None = None,
+) -> timedelta:
+    """A length of time as Go's `time.ParseDuration` (and so Flux) writes it, plus days.
+
+    `90s`, `1h30m`, `1.5h`, `500ms`, `2d`, `1d12h`; a bare number is seconds, as
+    gitsync always accepted. Negative values, `inf`, `nan`, values past
+    `MAX_DURATION` and (unless `allow_zero`) zero are errors naming `what`, the
+    flag. Sub-microsecond remainders round up, so a non-zero duration never
+    becomes zero.
+    """
+    raw = text.strip()
+    shown = repr(raw if len(raw) <= 40 else raw[:37] + "...")
+    body = raw[1:] if raw[:1] in ("+", "-") else raw
+    nanoseconds = _duration_ns(body)
+    if nanoseconds is None:
+        raise ConfigError(f"{what}: {shown} is not a duration; {_DURATION_HINT}")
+    if raw.startswith("-") and nanoseconds > 0:
+        raise ConfigError(f"{what}: {shown} is negative; use a positive duration, e.g. 60s")
+    if nanoseconds > _MAX_NS:
+        raise ConfigError(
+            f"{what}: {shown} is too long; the most gitsync accepts is "
+            f"{format_duration(MAX_DURATION)} (100 years)"
+        )
+    if nanoseconds == 0 and not allow_zero:
+        raise ConfigError(f"{what}: {shown} is zero; use a positive duration, e.g. 60s")
+    value = timedelta(microseconds=math.ceil(nanoseconds / 1000))
+    if minimum is not None and value < minimum and not (allow_zero and nanoseconds == 0):
+        raise ConfigError(f"{what}: {shown} is too short; use at least {format_duration(minimum)}")
+    return value
+
+
+def _duration_ns(body: str) -> Fraction | None:
+    """Nanoseconds in an unsigned duration, or None when it is not one."""
+    if _BARE_SECONDS.fullmatch(body):
+        return _decimal(body) * _NS_PER_UNIT["s"]
+    total, position = Fraction(0), 0
+    while position < len(body):
+        part = _DURATION_PART.match(body, position)
+        if part is None or not (part["whole"] or part["fraction"]):
+            return None  # also refuses a lone "." and a unit without a number
+        number = _decimal(part.group(0)[: part.start("unit") - part.start()])
+        total += number * _NS_PER_UNIT[part["unit"]]
+        if total > _MAX_NS:
+            return total  # too long already; no need to read a pathological rest
+        position = part.end()
+    return total if position > 0 else None
+
+
+def _decimal(text: str) -> Fraction:
+    """`12.5` exactly; digits past the 18th of the fraction are below a nanosecond."""
+    whole, _, fraction = text.partition(".")
+    whole = whole.lstrip("0")
+    if len(whole) > 24:  # larger than any duration gitsync accepts, in any unit
+        return Fraction(10**24)
+    fraction = fraction[:18]
+    value = Fraction(int(whole or "0"))
+    if fraction:
+        value += Fraction(int(fraction), 10 ** len(fraction))
+    return value
+
+
+def format_duration(value: timedelta) -> str:
+    """The shortest Go-style text for `value`: `1h30m`, `2d`, `1.5s`, `500ms`."""
+    micros = value // timedelta(microseconds=1)
+    if micros == 0:
+        return "0s"
+    sign, micros = ("-" if micros < 0 else ""), abs(micros)
+    if micros < 10**6:
+        return f"{sign}{micros // 1000}ms" if micros % 1000 == 0 else f"{sign}{micros}us"
+    days, micros = divmod(micros, 86400 * 10**6)
+    hours, micros = divmod(micros, 3600 * 10**6)
+    minutes, micros = divmod(micros, 60 * 10**6)
+    seconds, micros = divmod(micros, 10**6)
+    text = "".join(f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n)
+    if seconds or micros:
+        fraction = f".{micros:06d}".rstrip("0") if micros else ""
+        text += f"{seconds}{fraction}s"
+    return sign + text
+
+
+def parse_bool(text: str, *, what: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{what}: {text!r} is not a boolean; use true or false")
+
+
+def optional_path(text: str) -> Path | None:
+    """An empty setting means 'not set'; `~` expands as in a shell."""
+    return Path(text).expanduser() if text else None
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"--listen: {text!r} is not HOST:PORT, e.g. 127.0.0.1:9108")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def read_secret(path: str, *, what: str) -> str | None:
+    """The content of a secret's file, stripped; None when no file is set."""
+    if not path:
+        return None
+    try:
+        value = Path(path).expanduser().read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{what}: cannot read {path}: {exc.strerror}") from exc
+    if not value:
+        raise ConfigError(f"{what}: {path} is empty")
+    return value
