@@ -228,7 +228,7 @@ def _snapshot_checked(
 
     try:
         try:
-            from gitsync.providers.tencent_snapshots import CbsSnapshotLookup  # heavy SDK
+            from gitsync.providers.tencentcloud.snapshots import CbsSnapshotLookup  # heavy SDK
         except ImportError as exc:
             raise ConfigError(
                 "snapshot checks need the Tencent Cloud CBS SDK (tencentcloud-sdk-python-cbs):"

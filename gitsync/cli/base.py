@@ -63,24 +63,13 @@ class TencentCredentials:
 def _tencent_credentials(
     tencent: TencentSettings, env: Mapping[str, str], tc: Any, *, default_file: bool
 ) -> Any:
-    """TencentCloudCredentials from --tencentcloud-credentials-file, the environment or, when
-    `default_file`, ~/.tencentcloud/credentials; None when none is given."""
-    secret_id, secret_key = env.get("TENCENTCLOUD_SECRET_ID"), env.get("TENCENTCLOUD_SECRET_KEY")
-    credentials_file = tencent.credentials_file
-    home_file = Path(env.get("HOME", "~")).expanduser() / ".tencentcloud" / "credentials"
-    profile = tencent.profile
-    if credentials_file:
-        return tc.load_credentials_file(Path(credentials_file), profile=profile)
-    if secret_id or secret_key:
-        return tc.TencentCloudCredentials(
-            secret_id=secret_id or "",
-            secret_key=secret_key or "",
-            token=env.get("TENCENTCLOUD_SESSION_TOKEN") or None,
-            source="environment (TENCENTCLOUD_SECRET_ID/KEY)",
-        )
-    if default_file and home_file.is_file():
-        return tc.load_credentials_file(home_file, profile=profile)
-    return None
+    """The provider package's credential chain, fed from the settings; None when none is given."""
+    return tc.resolve_credentials(
+        credentials_file=Path(tencent.credentials_file) if tencent.credentials_file else None,
+        profile=tencent.profile,
+        env=env,
+        default_file=default_file,
+    )
 
 
 def open_provider(
