@@ -501,14 +501,14 @@ class LocalProvider:
         `detail` completes "blob <digest> of image <image> …" ("does not match its
         digest (sha256:…)"). Moves the file aside and marks every Ready cache whose
         snapshot uses it Failed, with the event; returns how many caches. A read-only
-        instance only logs: the next writable pass's check finds it by size or the scrub.
+        instance (`gitsync export`) only moves the file aside: the next writable
+        `observe` (a daemon pass, `gitsync apply`) finds the blob missing and marks.
         """
-        if not self._writable:
-            log.error("blob %s %s; run `gitsync apply` to rebuild what uses it", digest, detail)
-            return 0
         self._move_aside(
             BlobProblem(digest=digest, result=SnapshotCheck.DAMAGED, detail=detail, present=True)
         )
+        if not self._writable:
+            return 0
         marked = 0
         verdicts: list[SnapshotVerdict] = []
         for cache_id, snapshot_id in self.state.ready_users(digest):
