@@ -46,7 +46,9 @@ from gitsync.model import ActionKind, CacheStatus, ObservedCache, ObservedState,
 
 if TYPE_CHECKING:
     from gitsync.daemon import Daemon
+    from gitsync.metrics import DaemonMetrics
     from gitsync.providers.base import Provider
+    from gitsync.providers.local.scrub import Scrubber
     from gitsync.reconciler import PassResult, Reconciler
     from gitsync.sizing import SizeReport
 
@@ -259,6 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the larger of 3 intervals and 5m)",
     )
     run.add_argument("--webhook-secret-file", help="enables /hooks/*: the shared secret")
+    # The scrub (local backend): re-hash the store's blobs at a bounded rate.
+    run.add_argument(
+        "--scrub-interval",
+        help="local backend: re-hash every served blob this often, e.g. 24h (default: 24h; 0: off)",
+    )
+    run.add_argument(
+        "--scrub-rate",
+        help="local backend: bytes per second the scrub reads, e.g. 50M, 1G (default: 50M)",
+    )
     run.add_argument("--git-token-file", help="HTTPS token for the repository")
     run.add_argument("--git-ssh-key", help="SSH private key for the repository")
     run.add_argument("--git-known-hosts", help="known_hosts file; host keys are checked strictly")
@@ -1070,6 +1081,8 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             # *_created series double the body for nothing we alert on; untyped upstream.
             disable_created_metrics()  # type: ignore[no-untyped-call]
             registry = ExpositionRegistry()
+            metrics = DaemonMetrics(registry=registry, version=__version__)
+            scrubber = _scrubber(args, env, provider, metrics)
             daemon = Daemon(
                 source=open_source(
                     url=repo,
@@ -1080,7 +1093,7 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 ),
                 reconciler=_reconciler(settings, provider),
                 registry=registry,
-                metrics=DaemonMetrics(registry=registry, version=__version__),
+                metrics=metrics,
                 interval_seconds=interval.total_seconds(),
                 host=host,
                 port=port,
@@ -1093,10 +1106,54 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 _attach_kubernetes(daemon, args, env)
             signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
             signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-            daemon.run()
+            if scrubber is not None:
+                scrubber.start()
+            try:
+                daemon.run()
+            finally:
+                if scrubber is not None:
+                    scrubber.stop()
         finally:
             provider.close()
     return EXIT_OK
+
+
+# ----------------------------------------------------------- the scrub (local backend)
+
+_RATE_UNITS = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def _scrub_rate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """--scrub-rate: bytes per second, a whole number with an optional K, M or G (binary)."""
+    text = _flag(args, env, "scrub-rate", "50M").strip()
+    number, unit = text.rstrip("KMGkmg"), text[len(text.rstrip("KMGkmg")) :].upper()
+    if not number.isdigit() or unit not in _RATE_UNITS or int(number) == 0:
+        raise ConfigError(
+            f"--scrub-rate {text!r}: expected bytes per second as a positive whole number,"
+            " optionally followed by K, M or G (1024-based), e.g. 50M"
+        )
+    return int(number) * _RATE_UNITS[unit]
+
+
+def _scrubber(
+    args: argparse.Namespace, env: Mapping[str, str], provider: Provider, metrics: DaemonMetrics
+) -> Scrubber | None:
+    """The local backend's scrub thread, unless --scrub-interval is 0 or the backend is another."""
+    from gitsync.providers.local.provider import LocalProvider  # noqa: PLC0415
+    from gitsync.providers.local.scrub import Scrubber  # noqa: PLC0415
+
+    interval = _duration(
+        args, env, "scrub-interval", "24h", allow_zero=True, minimum=timedelta(minutes=1)
+    )
+    rate = _scrub_rate(args, env)
+    if not isinstance(provider, LocalProvider) or not interval.total_seconds():
+        return None
+    return Scrubber(
+        provider,
+        interval_seconds=interval.total_seconds(),
+        rate_bytes=rate,
+        on_bytes=metrics.scrub_bytes.inc,
+    )
 
 
 def _listen_address(text: str) -> tuple[str, int]:
