@@ -21,10 +21,13 @@ from pathlib import Path
 import httpx
 import pytest
 from oci_images import Pusher, random_layer, small_layer
+from waiting import wait_until
 
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache, SnapshotCheck
 from gitsync.providers.local.provider import LocalProvider
 from gitsync.providers.local.registry import RegistryClient
+from gitsync.providers.local.scrub import Scrubber
+from gitsync.providers.local.state import SCRUB_AFTER_KEY
 
 MIB = 1024 * 1024
 
@@ -246,3 +249,101 @@ def test_cli_apply_finds_a_deleted_blob_and_rebuilds_so_export_works(
     )
     assert exported.returncode == 0, exported.stderr
     assert (tmp_path / "out" / "blobs" / "sha256" / layer.split(":")[1]).is_file()
+
+
+# -- the scrub ----------------------------------------------------------------------------
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0x01]))
+
+
+def test_a_flipped_byte_is_found_by_the_scrub_and_only_that_blob_is_fetched_again(
+    built: tuple[LocalProvider, CountingClients, str],
+) -> None:
+    local, clients, image = built
+    cache = _only(local)
+    layer = str(_record(local, cache)["layers"][0])  # type: ignore[index]
+    original = local.blobs.read_bytes(layer)
+    _flip_byte(local.blobs.path(layer), len(original) // 2)
+    assert _only(local).status is CacheStatus.READY  # same size: the stat cannot tell
+
+    counted: list[int] = []
+    done = Scrubber(local, rate_bytes=64 * MIB, on_bytes=counted.append).scrub()
+
+    assert done.finished
+    assert done.damaged == (layer,)
+    assert sum(counted) == done.bytes > len(original)
+    damaged = _only(local)
+    _assert_reported(local, damaged, layer, image)
+    assert "does not match its digest" in (damaged.snapshot_problem or "")
+    _repair(local, damaged, image)
+    assert clients.blob_gets == [layer]
+    assert local.blobs.read_bytes(layer) == original
+
+
+_SCRUB_SCRIPT = """
+import sys
+from pathlib import Path
+from gitsync.providers.local.provider import LocalProvider
+from gitsync.providers.local.scrub import Scrubber
+provider = LocalProvider(data_dir=Path(sys.argv[1]))
+Scrubber(provider, rate_bytes=int(sys.argv[2]), chunk_bytes=16384).scrub()
+"""
+
+
+def _meta(data: Path, key: str) -> str | None:
+    with contextlib.closing(sqlite3.connect(f"file:{data / 'state.db'}?mode=ro", uri=True)) as db:
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_scrub_killed_part_way_carries_on_after_the_last_blob_it_recorded(
+    pusher: Pusher, tmp_path: Path
+) -> None:
+    repo = pusher.repo("scrub-kill")
+    layers = [random_layer(256 * 1024, seed=f"{repo}-{n}") for n in range(4)]
+    pusher.push_image(repo, layers)
+    data = tmp_path / "data"
+    local = LocalProvider(data_dir=data)
+    try:
+        cache = local.create(_spec("web", f"{pusher.registry.host}/{repo}:v1"), owner="gitsync")
+        served = sorted(d for d, _ in local.state.ready_blobs_after("", limit=100))
+        last = served[-1]
+        _flip_byte(local.blobs.path(last), 7)  # the scrub reaches it last, after the kill
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _SCRUB_SCRIPT, str(data), str(256 * 1024)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            recorded = wait_until(
+                lambda: _meta(data, SCRUB_AFTER_KEY),
+                timeout=60,
+                what="the scrub to record its first blob",
+            )
+        finally:
+            worker.kill()
+            _, err = worker.communicate(timeout=30)
+        assert "Traceback" not in err
+        assert recorded in served
+        assert recorded != last  # killed part-way (at 256 KiB/s it takes seconds)
+        assert _meta(data, SCRUB_AFTER_KEY) == recorded  # a kill -9 keeps the position
+
+        seen: list[str] = []
+        done = Scrubber(local, rate_bytes=64 * MIB).scrub(on_blob=seen.append)
+
+        assert done.finished
+        assert seen == [d for d in served if d > recorded]  # carried on, lost nothing
+        assert done.damaged == (last,)
+        (after,) = local.observe().caches
+        assert after.cache_id == cache.cache_id
+        assert after.status is CacheStatus.FAILED
+        assert _meta(data, SCRUB_AFTER_KEY) == ""
+        assert Scrubber(local, interval_seconds=3600).due_in() > 3500  # done: next in a day
+    finally:
+        local.close()

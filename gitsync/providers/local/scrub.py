@@ -76,10 +76,12 @@ class TokenBucket:
             now = self._clock()
             self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
             self._at = now
-            if self._tokens >= min(amount, self._burst):
+            need = min(amount, self._burst)
+            # A token's worth of slack: the clock's rounding must not turn into a spin.
+            if self._tokens + 1.0 > need:
                 self._tokens -= amount
                 return True
-            if self._wait((min(amount, self._burst) - self._tokens) / self._rate):
+            if self._wait((need - self._tokens) / self._rate):
                 return False
 
 
