@@ -38,6 +38,7 @@ NOW = "2026-11-22T00:00:00+00:00"
 
 def seed(provider: LocalProvider, *, caches: int, store_bytes: int) -> None:
     """Ready caches whose snapshots reference real blobs: one big shared layer, small others."""
+    provider.blobs.fsync = False  # seeding only: the figures are about reading
     shared = os.urandom(store_bytes)
     shared_digest = provider.blobs.put_bytes(shared)
     rows: list[tuple[str, str, int]] = []
@@ -109,6 +110,7 @@ def main() -> int:
         provider = LocalProvider(data_dir=Path(tmp) / "data")
         try:
             seed(provider, caches=args.caches, store_bytes=args.store_mib * MIB)
+            provider.blobs.fsync = True
             time_observe(provider, 2)  # loads the snapshots' blob lists once
             checked = time_observe(provider, 20)
             plain = time_read(provider, 20)

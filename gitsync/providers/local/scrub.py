@@ -9,8 +9,9 @@ caches' snapshots reference, in digest order, every `interval_seconds`
 (`--scrub-rate`) through a token bucket, so pulls and the mirror keep the
 disk.
 
-Resumable: after each blob the pass records, in the state database's `meta`
-table, the digest it finished with (and when the pass started); a daemon
+Resumable: every second at most, and after every batch of blobs, the pass
+records in the state database's `meta` table the digest it finished with (and
+when the pass started); a daemon
 restarted, even after kill -9, carries on after that digest instead of from the
 start, and a finished pass records when it ended, so the next one waits out
 the interval across restarts too. A blob changed between being hashed and the
@@ -43,6 +44,9 @@ DEFAULT_RATE_BYTES = 50 * 1024 * 1024  # per second: a fraction of any disk's se
 DEFAULT_INTERVAL_SECONDS = 24 * 3600.0
 CHUNK_BYTES = 1 << 20
 BATCH = 200  # digests read from the database at a time
+# The position is written at least this often and after every batch: a restart hashes
+# again at most this much work, and a store of small blobs costs few transactions.
+RECORD_EVERY_SECONDS = 1.0
 
 
 class TokenBucket:
@@ -181,6 +185,7 @@ class Scrubber:
         )
         hashed = total = 0
         damaged: list[str] = []
+        recorded_at = self._monotonic()
         while True:
             batch = self._state.ready_blobs_after(after, limit=BATCH)
             if not batch:
@@ -201,7 +206,11 @@ class Scrubber:
                         digest, f"does not match its digest (the scrub read {actual})"
                     )
                 after = digest
-                self._state.set_meta(SCRUB_AFTER_KEY, after)
+                if self._monotonic() - recorded_at >= RECORD_EVERY_SECONDS:
+                    self._state.set_meta(SCRUB_AFTER_KEY, after)
+                    recorded_at = self._monotonic()
+            self._state.set_meta(SCRUB_AFTER_KEY, after)
+            recorded_at = self._monotonic()
         self._state.set_meta(SCRUB_FINISHED_KEY, repr(self._clock()))
         self._state.set_meta(SCRUB_AFTER_KEY, "")
         log.info(
@@ -219,12 +228,10 @@ class Scrubber:
         read = 0
         try:
             with open(self._provider.blobs.path(digest), "rb") as fh:
-                while True:
-                    if not bucket.take(self._chunk):
+                while data := fh.read(self._chunk):
+                    # Pay for what was read (a small blob costs its size, not a chunk).
+                    if not bucket.take(len(data)):
                         return None
-                    data = fh.read(self._chunk)
-                    if not data:
-                        break
                     hasher.update(data)
                     read += len(data)
                     self._on_bytes(len(data))
