@@ -125,6 +125,12 @@ class DaemonMetrics:
         for check in SnapshotCheck:
             self.snapshot_checks.labels(result=check.value)
         self._snapshot_totals = SnapshotCheckCounts()
+        self.scrub_bytes = Counter(
+            "gitsync_scrub_bytes",
+            "Bytes of the local store the scrub re-hashed (local backend; --scrub-rate bounds"
+            " its rate).",
+            registry=registry,
+        )
 
     def record_snapshot_checks(self, totals: SnapshotCheckCounts) -> None:
         """Count the checks a provider made since the last call, from its running totals."""

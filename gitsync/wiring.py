@@ -31,9 +31,10 @@ if TYPE_CHECKING:
 
     from gitsync.daemon import Daemon, MirrorFactory
     from gitsync.liveness import Heartbeat
-    from gitsync.metrics import ExpositionRegistry
+    from gitsync.metrics import DaemonMetrics, ExpositionRegistry
     from gitsync.providers.base import Provider
     from gitsync.providers.local.provider import LocalProvider
+    from gitsync.providers.local.scrub import Scrubber
     from gitsync.reconciler import Reconciler
     from gitsync.sizing import SizeReport
 
@@ -336,6 +337,25 @@ def heartbeat(settings: CommandSettings) -> Heartbeat:
             if timeout is not None
             else default_timeout(loop.interval.total_seconds())
         )
+    )
+
+
+def scrubber(
+    settings: CommandSettings, *, provider: Provider, metrics: DaemonMetrics
+) -> Scrubber | None:
+    """The local backend's scrub thread; None on another backend or with --scrub-interval 0."""
+    from gitsync.providers.local.provider import LocalProvider
+    from gitsync.providers.local.scrub import Scrubber
+
+    loop = settings.daemon
+    local = innermost(provider)
+    if not isinstance(local, LocalProvider) or not loop.scrub_interval.total_seconds():
+        return None
+    return Scrubber(
+        local,
+        interval_seconds=loop.scrub_interval.total_seconds(),
+        rate_bytes=loop.scrub_rate,
+        on_bytes=metrics.scrub_bytes.inc,
     )
 
 

@@ -167,9 +167,16 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         )
         try:
             daemon = wiring.daemon(settings, provider=provider, heartbeat=heartbeat)
+            scrub = wiring.scrubber(settings, provider=provider, metrics=daemon.metrics)
             signal.signal(signal.SIGTERM, lambda *_: daemon.stop())
             signal.signal(signal.SIGINT, lambda *_: daemon.stop())
-            daemon.run()
+            if scrub is not None:
+                scrub.start()
+            try:
+                daemon.run()
+            finally:
+                if scrub is not None:
+                    scrub.stop()
         finally:
             provider.close()
     return EXIT_OK

@@ -210,6 +210,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: the larger of 3 intervals and 5m)",
     )
     run.add_argument("--webhook-secret-file", help="enables /hooks/*: the shared secret")
+    run.add_argument(
+        "--scrub-interval",
+        help="local backend: re-hash every served blob this often, e.g. 24h (default: 24h; 0: off)",
+    )
+    run.add_argument(
+        "--scrub-rate",
+        help="local backend: bytes per second the scrub reads, e.g. 50M, 1G (default: 50M)",
+    )
     run.add_argument("--git-token-file", help="HTTPS token for the repository")
     run.add_argument("--git-ssh-key", help="SSH private key for the repository")
     run.add_argument("--git-known-hosts", help="known_hosts file; host keys are checked strictly")

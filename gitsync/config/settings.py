@@ -22,6 +22,7 @@ from gitsync.config.values import (
     optional_path,
     parse_bool,
     parse_duration,
+    parse_rate,
     read_secret,
     split_list,
 )
@@ -146,6 +147,9 @@ class DaemonSettings:
     port: int
     liveness_timeout: timedelta | None  # None: the default for the interval (gitsync.liveness)
     webhook_secret: bytes | None = field(default=None, repr=False)
+    # The local backend's scrub: re-hash every served blob this often (0: off), this fast.
+    scrub_interval: timedelta = timedelta(hours=24)
+    scrub_rate: int = 50 * 1024**2
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,7 +310,16 @@ def _daemon(r: SettingsResolver) -> DaemonSettings:
         if r.text("--liveness-timeout")
         else None
     )
-    return DaemonSettings(interval=interval, host=host, port=port, liveness_timeout=liveness)
+    return DaemonSettings(
+        interval=interval,
+        host=host,
+        port=port,
+        liveness_timeout=liveness,
+        scrub_interval=r.duration(
+            "--scrub-interval", "24h", allow_zero=True, minimum=timedelta(minutes=1)
+        ),
+        scrub_rate=parse_rate(r.text("--scrub-rate", "50M"), what="--scrub-rate"),
+    )
 
 
 def _git(r: SettingsResolver) -> GitSettings:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
+from typing import Final
 
 from gitsync.errors import ConfigError
 
@@ -138,6 +139,22 @@ def format_duration(value: timedelta) -> str:
         fraction = f".{micros:06d}".rstrip("0") if micros else ""
         text += f"{seconds}{fraction}s"
     return sign + text
+
+
+_RATE_UNITS: Final = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+
+
+def parse_rate(text: str, *, what: str) -> int:
+    """Bytes per second: a positive whole number with an optional K, M or G (1024-based)."""
+    raw = text.strip()
+    number = raw.rstrip("KMGkmg")
+    unit = raw[len(number) :].upper()
+    if not number.isdigit() or unit not in _RATE_UNITS or int(number) == 0:
+        raise ConfigError(
+            f"{what} {raw!r}: expected bytes per second as a positive whole number,"
+            " optionally followed by K, M or G (1024-based), e.g. 50M"
+        )
+    return int(number) * _RATE_UNITS[unit]
 
 
 def parse_bool(text: str, *, what: str) -> bool:

@@ -265,11 +265,24 @@ def test_a_damaged_store_blob_is_refused_not_exported(
         blob = provider.blobs.path(image.layers[0].digest)
         blob.write_bytes(bytes(blob.stat().st_size))  # same size, wrong content
 
-        with pytest.raises(ExportError, match="does not match its digest"):
+        with pytest.raises(
+            ExportError, match=r"does not match its digest.*run `gitsync apply` to repair cache rot"
+        ):
             export_cache(provider=provider, name="rot", dest=tmp_path / "out")
         assert not (tmp_path / "out" / "index.json").exists()
         leftovers = list((tmp_path / "out" / "blobs" / "sha256").glob(".tmp-*"))
         assert leftovers == []
+        assert not blob.exists()  # moved aside: nothing reuses or serves it
+
+        # What the message promises: apply (an observe, then the rebuild) repairs the cache.
+        (damaged,) = provider.observe().caches
+        assert damaged.status is CacheStatus.FAILED
+        assert image.layers[0].digest in (damaged.snapshot_problem or "")
+        spec = CacheSpec(name="rot", images=(f"{registry.host}/{repo}:v1",))
+        assert provider.update(spec, damaged).status is CacheStatus.READY
+        export_cache(provider=provider, name="rot", dest=tmp_path / "again")
+        layer = tmp_path / "again" / "blobs" / "sha256" / image.layers[0].digest.split(":")[1]
+        assert layer.read_bytes() == image.layers[0].blob
     finally:
         provider.close()
 

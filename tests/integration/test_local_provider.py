@@ -795,14 +795,17 @@ def test_a_version_1_state_database_is_upgraded_and_a_newer_one_refused(tmp_path
         spec("web", "busybox:1.36.1"), owner="gitsync", status=CacheStatus.FAILED
     )
     fresh.close()
-    # What a data dir written by the previous release looks like: no lease tables, version 1.
+    # What a data dir written by an old release looks like: no lease tables, no blob sizes,
+    # no snapshot_problem, version 1.
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(
             "DROP TABLE lease_blobs; DROP TABLE leases;"
+            " ALTER TABLE snapshot_blobs DROP COLUMN size;"
+            " ALTER TABLE caches DROP COLUMN snapshot_problem;"
             " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
         )
     upgraded = StateStore(path)
-    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION) == "2"
+    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
     assert [c.cache_id for c in upgraded.caches()] == [cache_id]
     assert upgraded.leases() == ()
     upgraded.create_lease("00000000000000aa", purpose="p", owner="o", now=1.0, expires_at=2.0)

@@ -612,3 +612,102 @@ def test_containerd_pulls_through_the_mirror_with_hosts_toml(
     assert listed[f"{setup.upstream}/{uncached_repo}:v1"] == uncached.manifest_digest
     assert setup.lookups("apps", "hit") == hits + 2
     assert setup.lookups("", "miss") == misses + 1
+
+
+# ------------------------------------------------------------------ damaged blobs
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)
+        fh.seek(offset)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+
+
+def _received(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[bytes, bool]:
+    """The body bytes that arrived, and whether the response was complete."""
+    got = bytearray()
+    try:
+        with client.stream("GET", url, headers=headers) as response:
+            assert response.status_code in (200, 206)
+            for chunk in response.iter_raw():
+                got.extend(chunk)
+    except httpx.RemoteProtocolError:
+        return bytes(got), False
+    return bytes(got), True
+
+
+def test_a_damaged_blob_is_never_served_whole_and_is_reported(tmp_path: Path) -> None:
+    provider = LocalProvider(data_dir=tmp_path / "data")
+    mirror = Mirror(provider, chunk_bytes=16)  # many chunks: the damage is mid-stream
+    server = ControlServer(
+        host="127.0.0.1",
+        port=0,
+        hooks=ServerHooks(
+            metrics=lambda: (b"", "text/plain"),
+            healthy=lambda: True,
+            ready=lambda: True,
+            status=dict,
+            trigger=lambda _reason: None,
+            registry=mirror.handle,
+        ),
+        branch="main",
+        webhook_secret=None,
+    )
+    server.start()
+    try:
+        fake = fake_cache(provider, "web", "docker.io/library/nginx:1.27.3", seed="damaged")
+        path = provider.blobs.path(fake.layer_digest)
+        size = len(fake.layer)
+        url = f"/v2/library/nginx/blobs/{fake.layer_digest}?ns=docker.io"
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.address[1]}", timeout=10) as http:
+            intact, complete = _received(http, url, {})
+            assert (intact, complete) == (fake.layer, True)  # verifying costs no correct answer
+            ranged, complete = _received(http, url, {"Range": "bytes=0-9"})
+            assert (ranged, complete) == (fake.layer[:10], True)
+
+            _flip_byte(path, size - 3)  # same size: only hashing can tell
+            assert provider.observe().caches[0].status is CacheStatus.READY
+
+            body, complete = _received(http, url, {})
+            assert not complete
+            assert len(body) < size
+            (cache,) = provider.observe().caches
+            assert cache.status is CacheStatus.FAILED
+            assert fake.layer_digest in (cache.snapshot_problem or "")
+            assert [e.reason for e in cache.events if e.type == "Warning"] == ["SnapshotDamaged"]
+            assert not provider.blobs.has(fake.layer_digest)
+            quarantined = list((tmp_path / "data" / "store" / "quarantine").iterdir())
+            assert len(quarantined) == 1
+            assert http.get(url).status_code == 404  # gone from the mirror: pull upstream
+    finally:
+        server.stop()
+        provider.close()
+
+
+def test_a_damaged_blob_is_not_served_for_a_range_either(tmp_path: Path) -> None:
+    provider = LocalProvider(data_dir=tmp_path / "data")
+    try:
+        fake = fake_cache(provider, "web", "docker.io/library/nginx:1.27.4", seed="ranged")
+        mirror = Mirror(provider, chunk_bytes=16)
+        _flip_byte(provider.blobs.path(fake.layer_digest), len(fake.layer) - 1)  # after the range
+        reply = mirror.handle(
+            "GET", f"/v2/library/nginx/blobs/{fake.layer_digest}", {"range": "bytes=0-40"}
+        )
+        assert reply.status == 206
+        assert reply.headers["Content-Length"] == "41"
+        assert not isinstance(reply.body, bytes)
+        sent = b"".join(reply.body)
+        assert len(sent) < 41  # the range stops short: its last chunk is never sent
+        (cache,) = provider.observe().caches
+        assert cache.status is CacheStatus.FAILED
+
+        other = fake_cache(provider, "app", "docker.io/library/redis:7", seed="manifest")
+        manifest = provider.blobs.path(other.digest)
+        _flip_byte(manifest, 5)
+        answer = mirror.handle("GET", "/v2/library/redis/manifests/7?ns=docker.io", {})
+        assert answer.status == 404
+        assert provider.observe().caches[0].status is CacheStatus.FAILED  # "app" sorts first
+    finally:
+        provider.close()

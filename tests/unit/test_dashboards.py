@@ -96,6 +96,7 @@ CONTRACT_METRICS = frozenset(
         "gitsync_cache_cost_per_hour",
         "gitsync_cost_total",
         "gitsync_snapshot_checks_total",
+        "gitsync_scrub_bytes_total",
     }
 )
 

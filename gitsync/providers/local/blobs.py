@@ -16,6 +16,11 @@ Layout under `root`::
     layers/sha256/<hex>.json           facts about a verified layer blob: its diff_id
                                        and expanded size, so a reused layer is not
                                        decompressed again
+    quarantine/sha256-<hex>-<unix time>
+                                       a blob found damaged (wrong size or hash), moved
+                                       aside so nothing serves or reuses it; kept for the
+                                       operator to look at, never read by gitsync, and
+                                       removed by `gc` once older than QUARANTINE_DAYS
 
 Concurrency inside one process: two workers that want the same digest at the
 same moment serialise on a per-digest lock (`ingest`); the second one finds the
@@ -66,6 +71,8 @@ DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
 _TMP_PREFIX = ".tmp-"
 _TMP_LEASE_RE = re.compile(r"~([0-9a-f]{16})$")  # the writer's lease id, at the end of the name
+QUARANTINE_DIR = "quarantine"
+QUARANTINE_DAYS = 7  # how long gc keeps a damaged blob moved aside, for a post-mortem
 
 
 class BlobStoreError(PermanentError):
@@ -465,6 +472,40 @@ class BlobStore:
         except FileNotFoundError:
             return False
         return True
+
+    def quarantine(self, digest: str, *, now: float | None = None) -> Path | None:
+        """Move a damaged blob (and its layer facts) aside; where it went, or None if absent.
+
+        A rename, so a reader that has the file open keeps its bytes, and nothing opens
+        it by digest afterwards: the next pull fetches the blob again.
+        """
+        algorithm, hexpart = parse_digest(digest)
+        moment = int(time.time() if now is None else now)
+        folder = self.root / QUARANTINE_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / f"{algorithm}-{hexpart}-{moment}"
+        with contextlib.suppress(FileNotFoundError):
+            self._info_path(digest).unlink()
+        try:
+            os.replace(self.path(digest), target)
+        except FileNotFoundError:
+            return None
+        return target
+
+    def sweep_quarantine(self, *, older_than: float, now: float | None = None) -> int:
+        """Remove quarantined blobs moved aside more than `older_than` seconds ago."""
+        now = time.time() if now is None else now
+        folder = self.root / QUARANTINE_DIR
+        if not folder.is_dir():
+            return 0
+        removed = 0
+        for entry in os.scandir(folder):
+            moved = entry.name.rsplit("-", 1)[-1]
+            if moved.isdigit() and now - int(moved) > older_than:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def delete_if_older(self, digest: str, cutoff: float) -> bool:
         """gc's primitive: delete the blob only if nobody wrote or claimed it since `cutoff`.

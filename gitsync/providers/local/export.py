@@ -208,7 +208,7 @@ def _export(
     started: float,
 ) -> ExportResult:
     existing = _prepare(dest)
-    writer = _LayoutWriter(provider=provider, dest=dest, link=link, fsync=fsync)
+    writer = _LayoutWriter(provider=provider, dest=dest, link=link, fsync=fsync, cache=cache.name)
     descriptors: list[dict[str, object]] = []
     exported: list[ExportedImage] = []
     blobs: dict[str, str] = {}  # digest -> the image that needs it (for messages)
@@ -364,7 +364,11 @@ EXPORT_WORKERS = 4
 class _LayoutWriter:
     """Puts blobs into DEST/blobs/<alg>/<hex>, once each, copied and verified or linked."""
 
-    def __init__(self, *, provider: LocalProvider, dest: Path, link: bool, fsync: bool) -> None:
+    def __init__(
+        self, *, provider: LocalProvider, dest: Path, link: bool, fsync: bool, cache: str
+    ) -> None:
+        self._provider = provider
+        self._cache = cache
         self._store = provider.blobs
         self._dest = dest
         self._link = link
@@ -386,11 +390,8 @@ class _LayoutWriter:
         except BlobNotFoundError as exc:
             raise _missing(digest, image) from exc
         algorithm, hexpart = parse_digest(digest)
-        if hashlib.new(algorithm, data).hexdigest() != hexpart:
-            raise ExportError(
-                f"manifest {digest} of {image} in the store does not match its digest (the store"
-                " is damaged); rebuild the cache with `gitsync apply` after `gitsync gc`"
-            )
+        if (actual := hashlib.new(algorithm, data).hexdigest()) != hexpart:
+            raise self._damaged(f"manifest {digest}", digest, f"{algorithm}:{actual}", image)
         if digest not in self._done:
             self._done.add(digest)
             target = self._target(digest)
@@ -441,17 +442,23 @@ class _LayoutWriter:
                     out.flush()
                     os.fsync(out.fileno())
             if hasher.hexdigest() != hexpart:
-                raise ExportError(
-                    f"blob {digest} of {image} in the store does not match its digest (got"
-                    f" {algorithm}:{hasher.hexdigest()}); the store is damaged: run `gitsync gc`"
-                    " and rebuild the cache with `gitsync apply`"
-                )
+                actual = f"{algorithm}:{hasher.hexdigest()}"
+                raise self._damaged(f"blob {digest}", digest, actual, image)
             os.replace(tmp, target)
         except FileNotFoundError as exc:
             raise _missing(digest, image) from exc
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+    def _damaged(self, what: str, digest: str, actual: str, image: str) -> ExportError:
+        """Move the damaged blob aside (the next `observe` then finds it missing) and say so."""
+        self._provider.report_damage(digest, f"does not match its digest (export read {actual})")
+        return ExportError(
+            f"{what} of {image} in the store does not match its digest (got {actual}); it was"
+            f" moved aside, never exported: run `gitsync apply` to repair cache {self._cache},"
+            " then export again"
+        )
 
 
 def _try_link(source: Path, target: Path) -> bool:
@@ -470,7 +477,7 @@ def _try_link(source: Path, target: Path) -> bool:
 def _missing(digest: str, image: str) -> ExportError:
     return ExportError(
         f"blob {digest} of {image} is missing from the store (removed by gc or by hand);"
-        " rebuild the cache with `gitsync apply`"
+        " run `gitsync apply` to repair the cache, then export again"
     )
 
 

@@ -37,6 +37,15 @@ rule), and a blob only under a repository whose cached image references it.
 The mirror never serves arbitrary store contents, so a digest learnt from one
 repository cannot read another's layers through it.
 
+Integrity: nothing is served whose digest does not match. A manifest is
+hashed before it is answered (404 if it does not match, so the client goes
+upstream). A blob is hashed while it streams, and its last chunk is sent only
+once the whole blob (for a range: the bytes before and after it too) hashed
+to its digest; on a mismatch the answer stops short of its Content-Length,
+so the client sees a broken response and retries elsewhere (containerd tries
+the next host). Either way the provider's `report_damage` moves the blob
+aside and fails the caches that use it, which the next pass rebuilds.
+
 Lookups (`gitsync_cache_lookups_total`, `gitsync_startup_seconds`) count
 each pull once, whatever client pulls. The rules follow what the clients were
 seen to send (containerd 1.6 with hosts.toml, skopeo):
@@ -65,14 +74,19 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import BinaryIO, Final
+from typing import Any, BinaryIO, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from gitsync import imageref
 from gitsync.errors import ImageRefError
 from gitsync.matching import rank_key
 from gitsync.model import CacheStatus, ObservedCache
-from gitsync.providers.local.blobs import BlobNotFoundError, InvalidDigestError, parse_digest
+from gitsync.providers.local.blobs import (
+    BlobNotFoundError,
+    InvalidDigestError,
+    new_hasher,
+    parse_digest,
+)
 from gitsync.providers.local.provider import LocalProvider
 
 __all__ = ["LookupCallback", "Mirror", "MirrorReply"]
@@ -116,27 +130,83 @@ class MirrorReply:
 
 
 class _FileChunks:
-    """A byte range of an open blob file, read in chunks; closing it closes the file.
+    """A byte range of an open blob file, read in chunks and verified; closing closes the file.
 
     The file is opened before the answer starts, so a blob removed by `gc`
-    meanwhile still streams whole (the open file keeps its inode alive).
+    meanwhile still streams whole (the open file keeps its inode alive). The
+    whole blob is hashed (for a range, the bytes outside it are read too, not
+    sent), and the last chunk is held back until the hash matches the digest:
+    a damaged blob ends short of its Content-Length, never complete, and
+    `on_damage(digest, detail)` is told.
     """
 
-    def __init__(self, fh: BinaryIO, *, offset: int, length: int, chunk: int) -> None:
+    def __init__(
+        self,
+        fh: BinaryIO,
+        *,
+        digest: str,
+        offset: int,
+        length: int,
+        chunk: int,
+        on_damage: Callable[[str, str], object],
+    ) -> None:
         self._fh = fh
+        self._digest = digest
         self._offset = offset
-        self._left = length
+        self._length = length
         self._chunk = chunk
+        self._on_damage = on_damage
 
     def __iter__(self) -> Iterator[bytes]:
-        self._fh.seek(self._offset)
-        while self._left > 0:
-            data = self._fh.read(min(self._chunk, self._left))
+        try:
+            yield from self._verified()
+        finally:
+            self.close()
+
+    def _verified(self) -> Iterator[bytes]:
+        hasher = new_hasher(self._digest)
+        self._fh.seek(0)
+        self._hash_through(hasher, self._offset)
+        left = self._length
+        while left > 0:
+            data = self._fh.read(min(self._chunk, left))
             if not data:
-                raise OSError(f"blob file {self._fh.name!r} ended {self._left} bytes early")
-            self._left -= len(data)
-            yield data
-        self.close()
+                self._matches(hasher)  # shorter than its size: cannot match
+                return
+            hasher.update(data)
+            left -= len(data)
+            if left > 0:
+                yield data
+                continue
+            self._hash_through(hasher, None)  # the bytes after the range
+            if self._matches(hasher):
+                yield data
+            return
+        self._hash_through(hasher, None)  # an empty blob
+        self._matches(hasher)
+
+    def _hash_through(self, hasher: Any, count: int | None) -> None:
+        """Hash `count` more bytes (None: to the end) without sending them."""
+        while count is None or count > 0:
+            data = self._fh.read(self._chunk if count is None else min(self._chunk, count))
+            if not data:
+                return
+            hasher.update(data)
+            if count is not None:
+                count -= len(data)
+
+    def _matches(self, hasher: Any) -> bool:
+        algorithm, _ = parse_digest(self._digest)
+        actual = f"{algorithm}:{hasher.hexdigest()}"
+        if actual == self._digest:
+            return True
+        log.error(
+            "blob %s does not hash to its digest (%s): the answer was broken off, never complete",
+            self._digest,
+            actual,
+        )
+        self._on_damage(self._digest, f"does not match its digest (the mirror read {actual})")
+        return False
 
     def close(self) -> None:
         self._fh.close()
@@ -253,6 +323,7 @@ class Mirror:
             entries = self._entries(name, ns)
             entry, digest, media_type = _resolve(entries, reference, headers.get("accept"))
             data = self._provider.blobs.read_bytes(digest)
+            _verify_manifest(data, digest, self._provider)
         except _NotFoundError as exc:
             self._miss(head=head, name=name, ns=ns, reference=reference, started=started)
             return _error(HTTPStatus.NOT_FOUND, exc.code, str(exc), head=head)
@@ -317,7 +388,14 @@ class Mirror:
             fh = self._provider.blobs.open(digest)
         except BlobNotFoundError:
             return _error(HTTPStatus.NOT_FOUND, "BLOB_UNKNOWN", _gone(digest))
-        body = _FileChunks(fh, offset=offset, length=length, chunk=self._chunk)
+        body = _FileChunks(
+            fh,
+            digest=digest,
+            offset=offset,
+            length=length,
+            chunk=self._chunk,
+            on_damage=self._provider.report_damage,
+        )
         return MirrorReply(status=status, headers=answer, body=body)
 
     def _blob_size(self, name: str, digest: str, ns: str | None) -> int:
@@ -488,6 +566,18 @@ class Mirror:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _verify_manifest(data: bytes, digest: str, provider: LocalProvider) -> None:
+    """A stored manifest that does not hash to its digest is damaged: 404, and reported."""
+    hasher = new_hasher(digest)
+    hasher.update(data)
+    algorithm, _ = parse_digest(digest)
+    actual = f"{algorithm}:{hasher.hexdigest()}"
+    if actual != digest:
+        log.error("manifest %s does not hash to its digest (%s): not served", digest, actual)
+        provider.report_damage(digest, f"does not match its digest (the mirror read {actual})")
+        raise BlobNotFoundError(digest, provider.blobs.root)
 
 
 def _paths(registry: str, repository: str) -> list[str]:

@@ -32,6 +32,16 @@ that no snapshot references and no live lease holds (see `leases`): a pull
 holds a lease on the blobs it writes or reuses until its snapshot commits, so
 `gc` can run at any time, and frees a deleted cache's blobs at once.
 
+Checked snapshots (see `checks` and `scrub`): every `observe` stats each blob
+a Ready snapshot references against the size recorded at commit; the scrub
+(daemon only) re-hashes them at a bounded rate; the mirror and `export` hash
+what they serve. Whatever finds a blob missing or damaged calls
+`report_damage`: the file is moved to `store/quarantine/`, every Ready cache
+whose snapshot uses it goes Failed with `snapshot_problem` and a Warning event
+`SnapshotDamaged` naming the image and the blob, and the planner's RECREATE
+rebuilds it, fetching only what is no longer in the store. A read-only
+instance (`gitsync status`) reports the same verdict in memory, moving nothing.
+
 Layout of the data dir: `state.db` (SQLite, see `state`), `store/` (blobs),
 `leases/` (one locked file per lease in progress).
 """
@@ -44,13 +54,22 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from gitsync import imageref
 from gitsync.errors import GitSyncError, PermanentError, TemporaryError
-from gitsync.model import CacheSpec, CacheStatus, ObservedCache, ObservedState
+from gitsync.model import (
+    CacheEvent,
+    CacheSpec,
+    CacheStatus,
+    ObservedCache,
+    ObservedState,
+    SnapshotCheck,
+    SnapshotCheckCounts,
+    SnapshotVerdict,
+)
 from gitsync.providers.base import LOCAL_FIELDS
 from gitsync.providers.local.auth import (
     CredentialStore,
@@ -58,7 +77,13 @@ from gitsync.providers.local.auth import (
     TokenCache,
     load_pull_secret,
 )
-from gitsync.providers.local.blobs import BlobNotFoundError, BlobStore, DigestMismatchError
+from gitsync.providers.local.blobs import (
+    QUARANTINE_DAYS,
+    BlobNotFoundError,
+    BlobStore,
+    DigestMismatchError,
+)
+from gitsync.providers.local.checks import BlobProblem, SnapshotBlobCheck, image_of, verdict_for
 from gitsync.providers.local.leases import LOCK_DIR, Lease, LeaseManager
 from gitsync.providers.local.pull import (
     DEFAULT_MAX_WORKERS,
@@ -95,6 +120,7 @@ class GcResult:
     leased_blobs: int  # of kept_blobs: held only by a live lease (a pull or export running)
     removed_temp_files: int
     dropped_leases: int  # leases whose process stopped, or that expired
+    removed_quarantined: int = 0  # damaged blobs moved aside more than QUARANTINE_DAYS ago
 
 
 def _mib(n: int) -> str:
@@ -187,6 +213,10 @@ class LocalProvider:
         # Failures the state database refused (a full disk), by cache id: retried by observe().
         self._unrecorded: dict[str, _Failure] = {}
         self._unrecorded_lock = threading.Lock()
+        self._blob_check = SnapshotBlobCheck(blobs=self.blobs, load=self.state.snapshot_blobs)
+        self._check_totals = SnapshotCheckCounts()
+        # observe, the scrub thread and the mirror's threads all report damage.
+        self._check_lock = threading.Lock()
         if writable:
             self._recover_interrupted()
 
@@ -196,7 +226,10 @@ class LocalProvider:
         if self._writable:
             self._record_unrecorded()
             self._expire()
-        return ObservedState(caches=self.state.caches(), fields=self.fields)
+        caches = self._checked(self.state.caches())
+        with self._check_lock:
+            totals = self._check_totals
+        return ObservedState(caches=caches, fields=self.fields, snapshot_checks=totals)
 
     def create(self, spec: CacheSpec, *, owner: str) -> ObservedCache:
         for cache in self.state.caches():
@@ -216,7 +249,8 @@ class LocalProvider:
         return self._build(cache_id, spec, failed=CacheStatus.FAILED, verb="Created")
 
     def update(self, spec: CacheSpec, current: ObservedCache) -> ObservedCache:
-        serving = current.snapshot_id is not None
+        # A damaged snapshot serves nothing meanwhile: the rebuild is a create.
+        serving = current.snapshot_id is not None and current.snapshot_problem is None
         status = CacheStatus.UPDATING if serving else CacheStatus.PENDING
         self.state.set_spec(current.cache_id, spec, status=status)
         self.state.add_event(
@@ -271,6 +305,7 @@ class LocalProvider:
                     retention_days=spec.retention_days,
                     lease_id=lease.lease_id,
                     check=lambda: self._require_blobs(result),
+                    blob_sizes={d: self.blobs.size(d) for d in result.blob_digests},
                 )
                 committed = True
             except OSError as exc:
@@ -433,6 +468,87 @@ class LocalProvider:
         finally:
             client.close()
 
+    # ------------------------------------------------------ checked snapshots
+
+    def _checked(self, caches: tuple[ObservedCache, ...]) -> tuple[ObservedCache, ...]:
+        """`caches`, with those whose snapshot lost or damaged a blob reported as such."""
+        count, found = self._blob_check.check(caches)
+        verdicts: dict[str, SnapshotVerdict] = {}
+        for snapshot_id, problems in found.items():
+            record = self.state.snapshot(snapshot_id)
+            image = image_of(record.images if record else (), problems[0].digest)
+            verdicts[snapshot_id] = verdict_for(snapshot_id, problems, image=image)
+        with self._check_lock:
+            before = self._check_totals
+            self._check_totals = replace(before, ok=before.ok + count - len(verdicts)).plus(
+                verdicts.values()
+            )
+        if not found:
+            return caches
+        if not self._writable:
+            return tuple(_marked_in_memory(c, verdicts, self._clock()) for c in caches)
+        for problems in found.values():
+            for problem in problems:
+                self._move_aside(problem)
+        for cache in caches:
+            if cache.status is CacheStatus.READY and cache.snapshot_id in verdicts:
+                self._mark(cache.cache_id, cache.name, verdicts[cache.snapshot_id])
+        return self.state.caches()
+
+    def report_damage(self, digest: str, detail: str) -> int:
+        """A blob served, exported or scrubbed does not hash to its digest: act on it.
+
+        `detail` completes "blob <digest> of image <image> …" ("does not match its
+        digest (sha256:…)"). Moves the file aside and marks every Ready cache whose
+        snapshot uses it Failed, with the event; returns how many caches. A read-only
+        instance (`gitsync export`) only moves the file aside: the next writable
+        `observe` (a daemon pass, `gitsync apply`) finds the blob missing and marks.
+        """
+        self._move_aside(
+            BlobProblem(digest=digest, result=SnapshotCheck.DAMAGED, detail=detail, present=True)
+        )
+        if not self._writable:
+            return 0
+        marked = 0
+        verdicts: list[SnapshotVerdict] = []
+        for cache_id, snapshot_id in self.state.ready_users(digest):
+            record = self.state.snapshot(snapshot_id)
+            image = image_of(record.images if record else (), digest)
+            verdict = SnapshotVerdict(
+                snapshot_id=snapshot_id,
+                result=SnapshotCheck.DAMAGED,
+                detail=f"is damaged: blob {digest} of image {image} {detail}",
+            )
+            cache = self.state.cache(cache_id)
+            if self._mark(cache_id, cache.name if cache else cache_id, verdict):
+                marked += 1
+                verdicts.append(verdict)
+        with self._check_lock:
+            self._check_totals = self._check_totals.plus(verdicts)
+        return marked
+
+    def _move_aside(self, problem: BlobProblem) -> None:
+        if not problem.present:
+            return
+        moved = self.blobs.quarantine(problem.digest, now=self._clock())
+        if moved is not None:
+            log.warning("blob %s %s; moved aside to %s", problem.digest, problem.detail, moved)
+
+    def _mark(self, cache_id: str, name: str, verdict: SnapshotVerdict) -> bool:
+        problem = verdict.problem or ""
+        marked = self.state.mark_damaged(
+            cache_id,
+            snapshot_id=verdict.snapshot_id,
+            problem=problem,
+            message=f"{problem}; the cache cannot serve from it, so gitsync reports it Failed"
+            " and rebuilds it, fetching only what is missing",
+        )
+        if marked:
+            log.warning(
+                "%s: the cache is reported Failed and rebuilt", problem, extra={"cache": name}
+            )
+        return marked
+
     def _require_blobs(self, result: PullResult) -> None:
         """Inside the snapshot's transaction: every blob is there, or the commit is refused.
 
@@ -536,6 +652,7 @@ class LocalProvider:
         temp = self.blobs.sweep_temp(
             older_than=TEMP_FILE_MAX_AGE_SECONDS, now=now, live_leases=self.state.lease_ids
         )
+        quarantined = self.blobs.sweep_quarantine(older_than=QUARANTINE_DAYS * 86400.0, now=now)
         return GcResult(
             removed_blobs=removed,
             freed_bytes=freed,
@@ -543,7 +660,31 @@ class LocalProvider:
             leased_blobs=leased,
             removed_temp_files=temp,
             dropped_leases=len(dropped),
+            removed_quarantined=quarantined,
         )
+
+
+def _marked_in_memory(
+    cache: ObservedCache, verdicts: dict[str, SnapshotVerdict], now: float
+) -> ObservedCache:
+    """A read-only view of a damaged cache: what a writable pass would record."""
+    if cache.status is not CacheStatus.READY or cache.snapshot_id not in verdicts:
+        return cache
+    problem = verdicts[cache.snapshot_id].problem
+    when = datetime.fromtimestamp(now, UTC)
+    event = CacheEvent(
+        type="Warning",
+        reason="SnapshotDamaged",
+        message=f"{problem}; the next `gitsync apply` or daemon pass rebuilds it",
+        first_timestamp=when,
+        last_timestamp=when,
+    )
+    return replace(
+        cache,
+        status=CacheStatus.FAILED,
+        snapshot_problem=problem,
+        events=(*cache.events, event),
+    )
 
 
 def _pulling(spec: CacheSpec) -> str:

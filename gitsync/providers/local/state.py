@@ -25,7 +25,10 @@ Tables mirror the cloud's objects:
 - `meta`: small key/value facts (the applied revision, the last error, the
   schema version).
 
-Schema versions: 1 had no leases; 2 adds them. Opening a data dir upgrades it
+Schema versions: 1 had no leases; 2 adds them; 3 adds each snapshot blob's
+size (what the per-pass check compares with the file), a cache's
+`snapshot_problem` (why a Ready snapshot was found damaged, until a new
+snapshot replaces it) and the scrub's position (meta keys). Opening a data dir upgrades it
 in one transaction; a data dir written by a newer gitsync is refused rather
 than misread.
 
@@ -47,7 +50,7 @@ import json
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -57,7 +60,7 @@ from typing import TypeGuard
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.model import CacheEvent, CacheSpec, CacheStatus, ObservedCache
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Checkpoint the WAL once it holds this many pages (SQLite's default is 1000, ~4 MiB).
 # A small WAL is copied into the database often and then written again from its
 # start, so the state takes little disk and a transaction mostly lands in space the
@@ -133,7 +136,16 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         " PRIMARY KEY (lease_id, digest))",
         "CREATE INDEX IF NOT EXISTS lease_blobs_digest ON lease_blobs(digest)",
     ),
+    # NULL size: a snapshot committed before version 3, checked for presence only
+    # (the scrub still hashes its blobs).
+    3: (
+        "ALTER TABLE snapshot_blobs ADD COLUMN size INTEGER",
+        "ALTER TABLE caches ADD COLUMN snapshot_problem TEXT",
+    ),
 }
+SCRUB_STARTED_KEY = "scrub_pass_started_at"  # Unix seconds, the pass in progress (or last)
+SCRUB_AFTER_KEY = "scrub_after_digest"  # the last digest hashed in that pass; "" once done
+SCRUB_FINISHED_KEY = "scrub_pass_finished_at"  # Unix seconds the last full pass ended
 
 
 class SchemaVersionError(PermanentError):
@@ -404,6 +416,7 @@ class StateStore:
         retention_days: int,
         lease_id: str | None = None,
         check: Callable[[], None] | None = None,
+        blob_sizes: Mapping[str, int] | None = None,
     ) -> str:
         """Record a finished pull and make it the cache's snapshot, Ready, in one transaction.
 
@@ -411,7 +424,9 @@ class StateStore:
         blobs only inside transactions too, so what `check` sees present stays present
         until the snapshot references it; raising aborts the commit. The pull's lease
         (`lease_id`) ends in the same transaction, as the snapshot now keeps its blobs.
+        `blob_sizes` are what the per-pass check compares each blob's file with.
         """
+        sizes = blob_sizes or {}
         now = self.now()
         snapshot_id = "snap-" + secrets.token_hex(6)
         expires = now + timedelta(days=retention_days) if retention_days > 0 else None
@@ -424,13 +439,13 @@ class StateStore:
                 (snapshot_id, cache_id, _ts(now), content_bytes, json.dumps(list(images))),
             )
             db.executemany(
-                "INSERT OR IGNORE INTO snapshot_blobs(snapshot_id, digest) VALUES (?, ?)",
-                [(snapshot_id, d) for d in sorted(set(blob_digests))],
+                "INSERT OR IGNORE INTO snapshot_blobs(snapshot_id, digest, size) VALUES (?, ?, ?)",
+                [(snapshot_id, d, sizes.get(d)) for d in sorted(set(blob_digests))],
             )
             old = db.execute("SELECT snapshot_id FROM caches WHERE id = ?", (cache_id,)).fetchone()
             db.execute(
-                "UPDATE caches SET snapshot_id = ?, status = ?, updated_at = ?, expires_at = ?"
-                " WHERE id = ?",
+                "UPDATE caches SET snapshot_id = ?, status = ?, updated_at = ?, expires_at = ?,"
+                " snapshot_problem = NULL WHERE id = ?",
                 (snapshot_id, CacheStatus.READY.value, _ts(now), _ts(expires), cache_id),
             )
             if old is not None and old["snapshot_id"]:
@@ -626,6 +641,7 @@ class StateStore:
                 content_bytes=r["content_bytes"],
                 events=tuple(by_cache.get(r["id"], ())),
                 prune=bool(r["prune"]),
+                snapshot_problem=r["snapshot_problem"],
             )
             for r in rows
         }
@@ -644,6 +660,71 @@ class StateStore:
             content_bytes=row["content_bytes"],
             images=tuple(json.loads(row["images"])),
         )
+
+    def snapshot_blobs(
+        self, snapshot_ids: Collection[str]
+    ) -> dict[str, tuple[tuple[str, int | None], ...]]:
+        """(digest, recorded size or None) of each snapshot's blobs; snapshots are immutable."""
+        ids = sorted(set(snapshot_ids))
+        found: dict[str, list[tuple[str, int | None]]] = {i: [] for i in ids}
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            sql = (
+                "SELECT snapshot_id, digest, size FROM snapshot_blobs"  # noqa: S608  # placeholders only
+                f" WHERE snapshot_id IN ({', '.join('?' * len(batch))})"
+            )
+            with self._lock:
+                rows = self._db.execute(sql, batch).fetchall()
+            for row in rows:
+                found[row["snapshot_id"]].append((row["digest"], row["size"]))
+        return {i: tuple(blobs) for i, blobs in found.items()}
+
+    def ready_blobs_after(self, after: str, *, limit: int) -> list[tuple[str, int | None]]:
+        """The next `limit` digests after `after`, in order, that a Ready cache's snapshot uses."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT b.digest, MAX(b.size) AS size FROM snapshot_blobs b"
+                " JOIN caches c ON c.snapshot_id = b.snapshot_id"
+                " WHERE c.status = ? AND b.digest > ?"
+                " GROUP BY b.digest ORDER BY b.digest LIMIT ?",
+                (CacheStatus.READY.value, after, limit),
+            ).fetchall()
+        return [(r["digest"], r["size"]) for r in rows]
+
+    def ready_users(self, digest: str) -> list[tuple[str, str]]:
+        """(cache id, snapshot id) of the Ready caches whose snapshot references `digest`."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.id, c.snapshot_id FROM caches c"
+                " JOIN snapshot_blobs b ON b.snapshot_id = c.snapshot_id"
+                " WHERE b.digest = ? AND c.status = ? ORDER BY c.id",
+                (digest, CacheStatus.READY.value),
+            ).fetchall()
+        return [(r["id"], r["snapshot_id"]) for r in rows]
+
+    def mark_damaged(self, cache_id: str, *, snapshot_id: str, problem: str, message: str) -> bool:
+        """A Ready cache whose snapshot is damaged: Failed, why, and a Warning event, at once.
+
+        Only while the cache still serves `snapshot_id` and is Ready: a rebuild that
+        committed meanwhile is left alone. True if marked.
+        """
+        now = _ts(self.now())
+        with self.transaction(touches=cache_id) as db:
+            found = db.execute(
+                "UPDATE caches SET status = ?, snapshot_problem = ?, updated_at = ?"
+                " WHERE id = ? AND snapshot_id = ? AND status = ?",
+                (
+                    CacheStatus.FAILED.value,
+                    problem,
+                    now,
+                    cache_id,
+                    snapshot_id,
+                    CacheStatus.READY.value,
+                ),
+            ).rowcount
+            if found:
+                db.execute(_ADD_EVENT, (cache_id, "Warning", "SnapshotDamaged", message, now, now))
+        return bool(found)
 
     def referenced_digests(self) -> frozenset[str]:
         """Every blob digest some snapshot references: what `gc` must keep."""
