@@ -37,15 +37,17 @@ from tke_fixtures import (
     VPC_ID,
     ManualClock,
     TkeEmulator,
+    one,
     provider_for,
     running_emulator,
+    spec,
     wait_for,
     write_pull_secret,
 )
 
 from gitsync.controller_record import RecordFile
 from gitsync.errors import PermanentError, TemporaryError
-from gitsync.model import CacheSpec, CacheStatus, ObservedCache
+from gitsync.model import CacheStatus, ObservedCache
 from gitsync.pricing import PriceTable
 from gitsync.providers.base import Provider
 from gitsync.providers.tencentcloud import (
@@ -88,16 +90,6 @@ def provider(tke: TkeEmulator) -> Iterator[TencentCloudProvider]:
     made = provider_for(tke)
     yield made
     made.close()
-
-
-def spec(name: str, *images: str, **fields: object) -> CacheSpec:
-    return CacheSpec(name=name, images=images or ("nginx:1.27.2",), **fields)  # type: ignore[arg-type]
-
-
-def one(provider: TencentCloudProvider, name: str) -> ObservedCache:
-    found = [c for c in provider.observe().caches if c.name == name]
-    assert len(found) == 1, found
-    return found[0]
 
 
 def wait_status(provider: TencentCloudProvider, name: str, status: CacheStatus) -> ObservedCache:

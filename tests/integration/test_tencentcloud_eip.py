@@ -34,13 +34,15 @@ from tke_fixtures import (
     SUBNET_ID,
     VPC_ID,
     TkeEmulator,
+    one,
     provider_for,
     running_emulator,
+    spec,
     wait_for,
 )
 
 from gitsync.controller_record import RecordFile
-from gitsync.model import ActionKind, CacheSpec, CacheStatus, EipAttributes, ObservedCache
+from gitsync.model import ActionKind, CacheStatus, EipAttributes, ObservedCache
 from gitsync.pricing import PriceTable
 from gitsync.providers.tencentcloud import TencentCloudProvider
 from gitsync.reconciler import ReconcilePolicy, Reconciler
@@ -65,16 +67,6 @@ def provider(tke: TkeEmulator) -> Iterator[TencentCloudProvider]:
     made = provider_for(tke)
     yield made
     made.close()
-
-
-def spec(name: str, *images: str, **fields: object) -> CacheSpec:
-    return CacheSpec(name=name, images=images or ("nginx:1.27.2",), **fields)  # type: ignore[arg-type]
-
-
-def one(provider: TencentCloudProvider, name: str) -> ObservedCache:
-    found = [c for c in provider.observe().caches if c.name == name]
-    assert len(found) == 1, found
-    return found[0]
 
 
 def ready(provider: TencentCloudProvider, name: str) -> ObservedCache:

@@ -24,6 +24,7 @@ if str(_TESTS) not in sys.path:
 
 from tke_emulator import TkeEmulator  # noqa: E402  # needs the sys.path line above
 
+from gitsync.model import CacheSpec, ObservedCache  # noqa: E402
 from gitsync.providers.snapshots import SnapshotChecked  # noqa: E402
 from gitsync.providers.tencentcloud import (  # noqa: E402  # after the emulator on purpose
     TencentCloudCredentials,
@@ -184,3 +185,15 @@ class ManualClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+def spec(name: str, *images: str, **fields: object) -> CacheSpec:
+    """A desired cache for the provider tests: nginx unless images are given."""
+    return CacheSpec(name=name, images=images or ("nginx:1.27.2",), **fields)  # type: ignore[arg-type]
+
+
+def one(provider: TencentCloudProvider, name: str) -> ObservedCache:
+    """The one cache of that name the provider lists (fails if there are none or several)."""
+    found = [c for c in provider.observe().caches if c.name == name]
+    assert len(found) == 1, found
+    return found[0]
