@@ -22,12 +22,12 @@ from oci_images import (
 
 from gitsync.errors import TemporaryError
 from gitsync.imageref import parse
-from gitsync.providers.local.auth import (
+from gitsync.providers.credentials import (
     Credential,
     CredentialStore,
-    TokenError,
     load_pull_secret,
 )
+from gitsync.providers.local.auth import TokenError
 from gitsync.providers.local.blobs import DigestMismatchError
 from gitsync.providers.local.registry import (
     OCI_INDEX,

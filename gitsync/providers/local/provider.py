@@ -71,12 +71,12 @@ from gitsync.model import (
     SnapshotVerdict,
 )
 from gitsync.providers.base import LOCAL_FIELDS
-from gitsync.providers.local.auth import (
+from gitsync.providers.credentials import (
     CredentialStore,
     PullSecretNotFoundError,
-    TokenCache,
     load_pull_secret,
 )
+from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import (
     QUARANTINE_DAYS,
     BlobNotFoundError,

@@ -43,7 +43,8 @@ import httpx
 from gitsync import __version__
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.imageref import ImageRef
-from gitsync.providers.local.auth import Authenticator, CredentialStore, TokenCache
+from gitsync.providers.credentials import CredentialStore
+from gitsync.providers.local.auth import Authenticator, TokenCache
 from gitsync.providers.local.blobs import (
     DigestMismatchError,
     InvalidDigestError,
