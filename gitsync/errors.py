@@ -24,9 +24,9 @@ reconciler decides backoff from the type alone and never parses messages::
           ├── providers.credentials.CredentialError     a docker config or pull secret
           │    └── PullSecretNotFoundError
           ├── providers.local.auth.TokenError           a registry token exchange failed
-          ├── providers.local.registry.RegistryError    what a registry answered
-          │    ├── AuthenticationError, AccessDeniedError, NotFoundError
-          │    └── ManifestError
+          ├── providers.local.oci.RegistryError         what a registry answered
+          │    ├── registry.AuthenticationError, AccessDeniedError, NotFoundError
+          │    └── oci.ManifestError
           │         └── PlatformNotFoundError
           ├── providers.local.blobs.BlobStoreError
           │    ├── InvalidDigestError

@@ -54,14 +54,12 @@ from gitsync.providers.credentials import (
 )
 from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import BlobStore
+from gitsync.providers.local.oci import Manifest, Platform, load_manifest
 from gitsync.providers.local.registry import (
     AccessDeniedError,
     AuthenticationError,
-    Manifest,
     NotFoundError,
-    Platform,
     RegistryClient,
-    load_manifest,
 )
 from gitsync.sizing import ImageFacts, ImageOutcome, LayerFacts, Unresolved
 
