@@ -21,12 +21,12 @@ reconciler decides backoff from the type alone and never parses messages::
           ├── SpecError      a spec repository cannot be loaded at all
           ├── sources.base.SourceError                  a revision or path that is wrong
           ├── datadir.DataDirBusyError                  another gitsync holds the data dir
-          ├── providers.local.auth.CredentialError      a docker config or pull secret
+          ├── providers.credentials.CredentialError     a docker config or pull secret
           │    └── PullSecretNotFoundError
           ├── providers.local.auth.TokenError           a registry token exchange failed
-          ├── providers.local.registry.RegistryError    what a registry answered
-          │    ├── AuthenticationError, AccessDeniedError, NotFoundError
-          │    └── ManifestError
+          ├── providers.local.oci.RegistryError         what a registry answered
+          │    ├── registry.AuthenticationError, AccessDeniedError, NotFoundError
+          │    └── oci.ManifestError
           │         └── PlatformNotFoundError
           ├── providers.local.blobs.BlobStoreError
           │    ├── InvalidDigestError

@@ -26,6 +26,7 @@ from gitsync.model import CacheSpec, CacheStatus
 from gitsync.pricing import PriceTable
 from gitsync.providers import kubernetes as kube_provider
 from gitsync.providers.base import Provider
+from gitsync.providers.credentials import CredentialError, PullSecretNotFoundError
 from gitsync.providers.kubernetes import (
     MANAGED_BY_LABEL,
     OWNER_LABEL,
@@ -33,7 +34,6 @@ from gitsync.providers.kubernetes import (
     KubernetesProvider,
     load_api_client,
 )
-from gitsync.providers.local.auth import CredentialError, PullSecretNotFoundError
 from gitsync.reconciler import ReconcilePolicy, Reconciler
 
 GROUP = "eks.cloud.tencent.com"

@@ -24,6 +24,7 @@ from oci_images import (
 from gitsync.errors import TemporaryError
 from gitsync.imageref import parse
 from gitsync.providers.local.blobs import BlobStore, DigestMismatchError
+from gitsync.providers.local.oci import Platform
 from gitsync.providers.local.pull import (
     LayerVerificationError,
     ProgressKind,
@@ -32,7 +33,7 @@ from gitsync.providers.local.pull import (
     UnsupportedLayerError,
     pull_images,
 )
-from gitsync.providers.local.registry import Platform, RegistryClient
+from gitsync.providers.local.registry import RegistryClient
 
 pytestmark = pytest.mark.registry
 

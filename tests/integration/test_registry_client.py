@@ -22,22 +22,15 @@ from oci_images import (
 
 from gitsync.errors import TemporaryError
 from gitsync.imageref import parse
-from gitsync.providers.local.auth import (
+from gitsync.providers.credentials import (
     Credential,
     CredentialStore,
-    TokenError,
     load_pull_secret,
 )
+from gitsync.providers.local.auth import TokenError
 from gitsync.providers.local.blobs import DigestMismatchError
-from gitsync.providers.local.registry import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    AuthenticationError,
-    NotFoundError,
-    Platform,
-    PlatformNotFoundError,
-    RegistryClient,
-)
+from gitsync.providers.local.oci import OCI_INDEX, OCI_MANIFEST, Platform, PlatformNotFoundError
+from gitsync.providers.local.registry import AuthenticationError, NotFoundError, RegistryClient
 
 pytestmark = pytest.mark.registry
 

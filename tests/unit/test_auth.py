@@ -11,18 +11,20 @@ import pytest
 import yaml
 
 from gitsync.errors import TemporaryError
-from gitsync.providers.local.auth import (
-    Authenticator,
+from gitsync.providers.credentials import (
     Credential,
     CredentialError,
     CredentialStore,
     PullSecretNotFoundError,
-    TokenCache,
-    TokenError,
     load_pull_secret,
     load_pull_secrets,
-    parse_www_authenticate,
     secret_file,
+)
+from gitsync.providers.local.auth import (
+    Authenticator,
+    TokenCache,
+    TokenError,
+    parse_www_authenticate,
 )
 
 

@@ -23,7 +23,7 @@ from gitsync.model import (
     CacheStatus,
     EipAttributes,
 )
-from gitsync.providers.local.auth import CredentialError
+from gitsync.providers.credentials import CredentialError
 from gitsync.providers.tencentcloud import (
     EIP_TAG,
     OWNER_TAG,

@@ -2,7 +2,7 @@
 
 `ClusterPullSecrets` reads `kubernetes.io/dockerconfigjson` (and the legacy
 `dockercfg`) Secrets named `namespace/name` from the API and returns the same
-`CredentialStore` as `--secrets-dir`, parsed by `providers.local.auth`.
+`CredentialStore` as `--secrets-dir`, parsed by `providers.credentials`.
 """
 
 from __future__ import annotations
@@ -15,24 +15,21 @@ import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
-from gitsync.providers.kubernetes.client import DEFAULT_REQUEST_TIMEOUT, is_status, translate
-
-# The one import from another backend: the same secret format, parsed the same way. The
-# independence contract in pyproject.toml names this edge until the credential store moves
-# out of providers/local/.
-from gitsync.providers.local.auth import (
+# The same secret format as `--secrets-dir`, parsed by the same shared module.
+from gitsync.providers.credentials import (
     CredentialError,
     CredentialStore,
     PullSecretNotFoundError,
     credentials_from_secret,
     split_secret_name,
 )
+from gitsync.providers.kubernetes.client import DEFAULT_REQUEST_TIMEOUT, is_status, translate
 
 
 class ClusterPullSecrets:
     """Pull secrets (`namespace/name`) read from the API, for the local backend.
 
-    The same rules as files in `--secrets-dir` (see `providers.local.auth`):
+    The same rules as files in `--secrets-dir` (see `providers.credentials`):
     type `kubernetes.io/dockerconfigjson` (or the legacy `dockercfg`); a
     missing secret raises `PullSecretNotFoundError`, which the local backend
     reports as a Warning and pulls without it, as the kubelet does.

@@ -83,6 +83,7 @@ from gitsync import imageref
 from gitsync.errors import PermanentError
 from gitsync.model import CacheStatus, ObservedCache
 from gitsync.providers.local.blobs import BlobNotFoundError, parse_digest
+from gitsync.providers.local.oci import OCI_INDEX
 from gitsync.providers.local.provider import LocalProvider
 from gitsync.providers.local.state import SnapshotRecord
 
@@ -100,7 +101,6 @@ __all__ = [
 ANNOTATION_REF_NAME: Final = "org.opencontainers.image.ref.name"
 ANNOTATION_CONTAINERD_NAME: Final = "io.containerd.image.name"
 ANNOTATION_INDEX_DIGEST: Final = "io.gitsync.image.index.digest"
-OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 LAYOUT_VERSION: Final = "1.0.0"
 DEST_SCHEME: Final = "oci:"
 _CHUNK: Final = 1 << 20

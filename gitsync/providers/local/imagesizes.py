@@ -47,21 +47,19 @@ from gitsync import imageref
 from gitsync.errors import ConfigError, GitSyncError
 from gitsync.imageref import ImageRef
 from gitsync.model import CacheSpec
-from gitsync.providers.local.auth import (
+from gitsync.providers.credentials import (
     CredentialStore,
     PullSecretNotFoundError,
-    TokenCache,
     load_pull_secret,
 )
+from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import BlobStore
+from gitsync.providers.local.oci import Manifest, Platform, load_manifest
 from gitsync.providers.local.registry import (
     AccessDeniedError,
     AuthenticationError,
-    Manifest,
     NotFoundError,
-    Platform,
     RegistryClient,
-    load_manifest,
 )
 from gitsync.sizing import ImageFacts, ImageOutcome, LayerFacts, Unresolved
 

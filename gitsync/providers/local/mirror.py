@@ -87,6 +87,7 @@ from gitsync.providers.local.blobs import (
     new_hasher,
     parse_digest,
 )
+from gitsync.providers.local.oci import INDEX_TYPES
 from gitsync.providers.local.provider import LocalProvider
 
 __all__ = ["LookupCallback", "Mirror", "MirrorReply"]
@@ -102,12 +103,6 @@ _JSON: Final = "application/json"
 _ALLOW: Final = "GET, HEAD"
 _DOCKER_HUB: Final = imageref.DEFAULT_REGISTRY
 _HUB_ALIASES: Final = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
-_INDEX_TYPES: Final = frozenset(
-    {
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-    }
-)
 _NAME_RE: Final = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
@@ -342,7 +337,7 @@ class Mirror:
             head=head,
             extra={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'},
         )
-        if not head and media_type not in _INDEX_TYPES:
+        if not head and media_type not in INDEX_TYPES:
             self._lookup(entry.cache, "hit", started)
         return reply
 

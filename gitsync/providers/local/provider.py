@@ -71,12 +71,12 @@ from gitsync.model import (
     SnapshotVerdict,
 )
 from gitsync.providers.base import LOCAL_FIELDS
-from gitsync.providers.local.auth import (
+from gitsync.providers.credentials import (
     CredentialStore,
     PullSecretNotFoundError,
-    TokenCache,
     load_pull_secret,
 )
+from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import (
     QUARANTINE_DAYS,
     BlobNotFoundError,
@@ -85,6 +85,7 @@ from gitsync.providers.local.blobs import (
 )
 from gitsync.providers.local.checks import BlobProblem, SnapshotBlobCheck, image_of, verdict_for
 from gitsync.providers.local.leases import LOCK_DIR, Lease, LeaseManager
+from gitsync.providers.local.oci import Platform
 from gitsync.providers.local.pull import (
     DEFAULT_MAX_WORKERS,
     LayerVerificationError,
@@ -98,7 +99,6 @@ from gitsync.providers.local.registry import (
     AccessDeniedError,
     AuthenticationError,
     NotFoundError,
-    Platform,
     RegistryClient,
 )
 from gitsync.providers.local.state import DataDiskError, DiskFullError, StateStore

@@ -47,26 +47,25 @@ from typing import Any, BinaryIO
 from gitsync.errors import PermanentError
 from gitsync.imageref import ImageRef
 from gitsync.providers.local.blobs import BlobStore, LayerInfo, parse_digest
-from gitsync.providers.local.registry import (
+from gitsync.providers.local.oci import (
     DEFAULT_PLATFORM,
+    LAYER_GZIP_SUFFIXES,
+    LAYER_TAR_SUFFIXES,
+    LAYER_ZSTD_SUFFIXES,
     Descriptor,
     Manifest,
     ManifestError,
-    OperationCancelledError,
     Platform,
-    RegistryClient,
     ResolvedImage,
     load_manifest,
 )
+from gitsync.providers.local.registry import OperationCancelledError, RegistryClient
 
 DEFAULT_MAX_WORKERS = 4  # measured best on 2 cores (bench/pull.py); I/O waits overlap
 _EXPAND_CHUNK = 1024 * 1024  # bound on decompressed bytes produced per step
 _READ_CHUNK = 1024 * 1024
 _PROGRESS_STEP = 1024 * 1024  # report a blob's progress at most once per MiB
 
-_GZIP_SUFFIXES = ("+gzip", ".tar.gzip", ".tar.gz")
-_ZSTD_SUFFIXES = ("+zstd",)
-_TAR_SUFFIXES = (".tar", ".v1.tar", ".rootfs.diff.tar")
 _GZIP_WBITS = 16 + zlib.MAX_WBITS
 
 
@@ -208,11 +207,11 @@ class _Source:
 
 def _compression(descriptor: Descriptor) -> str:
     media_type = descriptor.media_type
-    if media_type.endswith(_GZIP_SUFFIXES):
+    if media_type.endswith(LAYER_GZIP_SUFFIXES):
         return "gzip"
-    if media_type.endswith(_ZSTD_SUFFIXES):
+    if media_type.endswith(LAYER_ZSTD_SUFFIXES):
         return "zstd"
-    if media_type.endswith(_TAR_SUFFIXES):
+    if media_type.endswith(LAYER_TAR_SUFFIXES):
         return "none"
     raise UnsupportedLayerError(
         f"layer {descriptor.digest} has media type {media_type!r}, which is not an image layer;"

@@ -22,7 +22,8 @@ registry's rules:
 
 Manifests are returned with their exact bytes and verified digest; a tag is
 resolved with Accept headers for OCI and Docker v2 manifests and indexes, and
-an index is narrowed to one platform (default linux/amd64, variant aware).
+an index is narrowed to one platform (default linux/amd64, variant aware) by the
+rules of the image model in `oci.py`.
 """
 
 from __future__ import annotations
@@ -34,37 +35,41 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import httpx
 
 from gitsync import __version__
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.imageref import ImageRef
-from gitsync.providers.local.auth import Authenticator, CredentialStore, TokenCache
+from gitsync.providers.credentials import CredentialStore
+from gitsync.providers.local.auth import Authenticator, TokenCache
 from gitsync.providers.local.blobs import (
     DigestMismatchError,
-    InvalidDigestError,
     SizeMismatchError,
     compute_digest,
     parse_digest,
 )
+from gitsync.providers.local.oci import (
+    ACCEPT_MANIFESTS,
+    DEFAULT_PLATFORM,
+    DOCKER_SCHEMA1,
+    INDEX_TYPES,
+    MANIFEST_TYPES,
+    Descriptor,
+    Manifest,
+    ManifestError,
+    Platform,
+    RegistryError,
+    ResolvedImage,
+    media_type_of,
+    parse_descriptor,
+    parse_image_manifest,
+    select_platform,
+)
 
 T = TypeVar("T")
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_SCHEMA1 = (
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-)
-INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
-MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-ACCEPT_MANIFESTS = ", ".join((OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
@@ -73,17 +78,7 @@ MAX_CONFIG_BYTES = 8 * 1024 * 1024
 MAX_ERROR_BODY = 16 * 1024
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-
 # -- errors --------------------------------------------------------------------
-
-
-class RegistryError(PermanentError):
-    """A registry refused a request in a way retrying cannot fix."""
-
-    def __init__(self, message: str, *, registry: str, repository: str | None = None) -> None:
-        super().__init__(message)
-        self.registry = registry
-        self.repository = repository
 
 
 class AuthenticationError(RegistryError):
@@ -98,196 +93,11 @@ class NotFoundError(RegistryError):
     """404: the repository, tag, manifest or blob does not exist."""
 
 
-class ManifestError(RegistryError):
-    """A manifest is malformed, of an unsupported type, or lacks the wanted platform."""
-
-
-class PlatformNotFoundError(ManifestError):
-    """An index has no manifest for the requested platform."""
-
-
 class OperationCancelledError(TemporaryError):
     """The caller cancelled the operation (another part of the pull failed, or a stop).
 
     Temporary: nothing was wrong with this part, so the next pass may well succeed.
     """
-
-
-# -- data ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Platform:
-    """os/architecture[/variant], compared the way containerd normalises them."""
-
-    os: str
-    architecture: str
-    variant: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        parts = text.strip().lower().split("/")
-        if len(parts) not in (2, 3) or not all(parts):
-            raise ValueError(
-                f"invalid platform {text!r}: write os/arch[/variant], e.g. linux/arm64"
-            )
-        return cls(parts[0], parts[1], parts[2] if len(parts) == 3 else None)
-
-    def __str__(self) -> str:
-        text = f"{self.os}/{self.architecture}"
-        return f"{text}/{self.variant}" if self.variant else text
-
-    def normalized(self) -> Platform:
-        arch = _ARCH_ALIASES.get(self.architecture, self.architecture)
-        variant = self.variant
-        if arch == "arm64" and variant in (None, "v8", "8"):
-            variant = "v8"
-        elif arch == "arm" and variant in (None, "7"):
-            variant = "v7"
-        elif arch == "amd64" and variant in (None, "v1"):
-            variant = None
-        return Platform(self.os.lower(), arch, variant)
-
-
-_ARCH_ALIASES = {"x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64", "armhf": "arm"}
-DEFAULT_PLATFORM = Platform("linux", "amd64")
-
-
-@dataclass(frozen=True, slots=True)
-class Descriptor:
-    """A content descriptor from a manifest: what to fetch and how big it must be."""
-
-    media_type: str
-    digest: str
-    size: int
-    platform: Platform | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """A manifest or index exactly as the registry served it, with its verified digest."""
-
-    media_type: str
-    digest: str
-    data: bytes
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedImage:
-    """An image reference narrowed to one platform's manifest, ready to fetch."""
-
-    reference: ImageRef
-    manifest: Manifest
-    index: Manifest | None
-    platform: Platform
-    config: Descriptor
-    layers: tuple[Descriptor, ...]
-
-
-# -- parsing (pure) ----------------------------------------------------------------
-
-
-def _media_type_of(data: bytes, content_type: str | None, where: str, registry: str) -> str:
-    try:
-        document = json.loads(data)
-    except ValueError as exc:
-        raise ManifestError(f"{where} is not JSON", registry=registry) from exc
-    if not isinstance(document, dict):
-        raise ManifestError(f"{where} is not a JSON object", registry=registry)
-    declared = document.get("mediaType")
-    if isinstance(declared, str) and declared:
-        return declared
-    header = (content_type or "").split(";")[0].strip()
-    if header in INDEX_TYPES | MANIFEST_TYPES:
-        return header
-    # OCI allows omitting mediaType; the shape says which one it is.
-    if "manifests" in document:
-        return OCI_INDEX
-    if "layers" in document:
-        return OCI_MANIFEST
-    return header or "application/octet-stream"
-
-
-def load_manifest(data: bytes, *, digest: str, registry: str = "") -> Manifest:
-    """A Manifest from bytes kept earlier (e.g. in the blob store), its digest rechecked."""
-    algorithm, _ = parse_digest(digest)
-    actual = compute_digest(data, algorithm)
-    if actual != digest:
-        raise DigestMismatchError(digest=digest, actual=actual, where=f"stored manifest {digest}")
-    media_type = _media_type_of(data, None, f"manifest {digest}", registry)
-    if media_type not in INDEX_TYPES | MANIFEST_TYPES:
-        raise ManifestError(
-            f"manifest {digest} has media type {media_type!r}; expected an OCI or Docker v2"
-            " manifest or index",
-            registry=registry,
-        )
-    return Manifest(media_type=media_type, digest=digest, data=data)
-
-
-def parse_descriptor(raw: Any, *, where: str, registry: str) -> Descriptor:
-    """A descriptor object from a manifest, checked for digest and size."""
-    if not isinstance(raw, dict):
-        raise ManifestError(f"{where}: a descriptor is not an object", registry=registry)
-    digest, size, media_type = raw.get("digest"), raw.get("size"), raw.get("mediaType", "")
-    if not isinstance(digest, str) or not isinstance(size, int) or size < 0:
-        raise ManifestError(f"{where}: descriptor lacks a digest or size", registry=registry)
-    try:
-        parse_digest(digest)
-    except InvalidDigestError as exc:
-        raise ManifestError(f"{where}: {exc}", registry=registry) from exc
-    platform = None
-    plat = raw.get("platform")
-    if isinstance(plat, dict) and plat.get("os") and plat.get("architecture"):
-        platform = Platform(str(plat["os"]), str(plat["architecture"]), plat.get("variant") or None)
-    return Descriptor(media_type=str(media_type), digest=digest, size=size, platform=platform)
-
-
-def parse_image_manifest(
-    manifest: Manifest, *, registry: str, where: str
-) -> tuple[Descriptor, tuple[Descriptor, ...]]:
-    """Config and layer descriptors of an image manifest."""
-    document = json.loads(manifest.data)
-    if document.get("schemaVersion") != 2:
-        raise ManifestError(f"{where}: schemaVersion must be 2", registry=registry)
-    config = parse_descriptor(document.get("config"), where=f"{where} config", registry=registry)
-    layers_raw = document.get("layers")
-    if not isinstance(layers_raw, list):
-        raise ManifestError(f"{where}: 'layers' must be a list", registry=registry)
-    layers = tuple(
-        parse_descriptor(item, where=f"{where} layer {i}", registry=registry)
-        for i, item in enumerate(layers_raw)
-    )
-    return config, layers
-
-
-def select_platform(
-    manifests: list[Descriptor], wanted: Platform, *, registry: str, where: str
-) -> Descriptor:
-    """The index entry for `wanted`; without a variant, prefer the arch's default one."""
-    target = wanted.normalized()
-    candidates = [
-        d
-        for d in manifests
-        if d.platform is not None
-        and d.platform.normalized().os == target.os
-        and d.platform.normalized().architecture == target.architecture
-    ]
-    if wanted.variant is not None:
-        candidates = [d for d in candidates if d.platform and d.platform.normalized() == target]
-    else:
-        preferred = [d for d in candidates if d.platform and d.platform.normalized() == target]
-        candidates = preferred or candidates
-    if not candidates:
-        available = ", ".join(sorted({str(d.platform) for d in manifests if d.platform})) or "none"
-        raise PlatformNotFoundError(
-            f"{where} has no manifest for platform {wanted}; available: {available}",
-            registry=registry,
-        )
-    return candidates[0]
 
 
 # -- the client ------------------------------------------------------------------
@@ -443,31 +253,29 @@ class RegistryClient:
         reference = reference or ref.reference
         by_digest = reference.startswith(("sha256:", "sha512:"))
         where = f"manifest {ref.name}{'@' if by_digest else ':'}{reference}"
-        attempts = _Attempts(self.max_attempts)
-        while True:
-            response = self._request(
-                "GET",
-                ref.registry,
-                ref.repository,
-                f"/v2/{ref.repository}/manifests/{reference}",
-                headers={"Accept": ACCEPT_MANIFESTS},
-                what=where,
-                attempts=attempts,
-                cancel=cancel,
+
+        def read(response: httpx.Response) -> tuple[bytes, httpx.Headers]:
+            data = self._read_capped(
+                response, MAX_MANIFEST_BYTES, where=where, registry=ref.registry
             )
-            try:
-                data = self._read_capped(
-                    response, MAX_MANIFEST_BYTES, where=where, registry=ref.registry
-                )
-                break
-            except httpx.TransportError as exc:
-                self._give_up_or_wait(
-                    attempts, f"{where} from {ref.registry}", exc=exc, response=None, cancel=cancel
-                )
-            finally:
-                response.close()
-        content_type = response.headers.get("Content-Type")
-        media_type = _media_type_of(data, content_type, where, ref.registry)
+            return data, response.headers
+
+        def broken(attempts: _Attempts, exc: httpx.TransportError) -> None:
+            self._give_up_or_wait(
+                attempts, f"{where} from {ref.registry}", exc=exc, response=None, cancel=cancel
+            )
+
+        data, response_headers = self._get_and_read(
+            ref,
+            f"/v2/{ref.repository}/manifests/{reference}",
+            headers={"Accept": ACCEPT_MANIFESTS},
+            what=where,
+            read=read,
+            broken=broken,
+            cancel=cancel,
+        )
+        content_type = response_headers.get("Content-Type")
+        media_type = media_type_of(data, content_type, where, ref.registry)
         if media_type in DOCKER_SCHEMA1:
             raise ManifestError(
                 f"{where} is a Docker schema 1 manifest, which is deprecated and unsupported;"
@@ -490,7 +298,7 @@ class RegistryClient:
             digest = reference
         else:
             digest = compute_digest(data)
-            header = response.headers.get("Docker-Content-Digest")
+            header = response_headers.get("Docker-Content-Digest")
             if header and header.startswith("sha256:") and header != digest:
                 raise DigestMismatchError(
                     digest=header, actual=digest, where=f"{where} (Docker-Content-Digest)"
@@ -621,39 +429,72 @@ class RegistryClient:
         raises propagate; a broken connection while it reads is retried.
         """
         where = f"blob {descriptor.digest} of {ref.name}"
+
+        def read(response: httpx.Response) -> T:
+            length = response.headers.get("Content-Length")
+            if length is not None and length.isdigit() and int(length) != descriptor.size:
+                raise SizeMismatchError(
+                    digest=descriptor.digest,
+                    expected=descriptor.size,
+                    actual=int(length),
+                    where=f"{where} (Content-Length)",
+                )
+            return consume(response.iter_bytes())
+
+        def broken(attempts: _Attempts, exc: httpx.TransportError) -> None:
+            if attempts.used >= attempts.limit:
+                raise TemporaryError(
+                    f"{where}: connection broke mid-transfer on all {attempts.limit}"
+                    f" attempts ({type(exc).__name__}: {exc})"
+                ) from exc
+            self._pause(self._backoff(attempts.used), cancel)
+
+        return self._get_and_read(
+            ref,
+            f"/v2/{ref.repository}/blobs/{descriptor.digest}",
+            headers={"Accept-Encoding": "identity"},
+            what=where,
+            read=read,
+            broken=broken,
+            cancel=cancel,
+        )
+
+    # -- plumbing ---------------------------------------------------------------
+
+    def _get_and_read(
+        self,
+        ref: ImageRef,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        what: str,
+        read: Callable[[httpx.Response], T],
+        broken: Callable[[_Attempts, httpx.TransportError], None],
+        cancel: threading.Event | None,
+    ) -> T:
+        """GET `path` and `read` the response, asking again from the start if its body breaks off.
+
+        The request's own retries (connection errors, 429/5xx) and these re-requests
+        share one budget of attempts; `broken` raises when it is spent, or waits.
+        """
         attempts = _Attempts(self.max_attempts)
         while True:
             response = self._request(
                 "GET",
                 ref.registry,
                 ref.repository,
-                f"/v2/{ref.repository}/blobs/{descriptor.digest}",
-                headers={"Accept-Encoding": "identity"},
-                what=where,
+                path,
+                headers=headers,
+                what=what,
                 attempts=attempts,
                 cancel=cancel,
             )
             try:
-                length = response.headers.get("Content-Length")
-                if length is not None and length.isdigit() and int(length) != descriptor.size:
-                    raise SizeMismatchError(
-                        digest=descriptor.digest,
-                        expected=descriptor.size,
-                        actual=int(length),
-                        where=f"{where} (Content-Length)",
-                    )
-                return consume(response.iter_bytes())
+                return read(response)
             except httpx.TransportError as exc:
-                if attempts.used >= attempts.limit:
-                    raise TemporaryError(
-                        f"{where}: connection broke mid-transfer on all {attempts.limit}"
-                        f" attempts ({type(exc).__name__}: {exc})"
-                    ) from exc
-                self._pause(self._backoff(attempts.used), cancel)
+                broken(attempts, exc)
             finally:
                 response.close()
-
-    # -- plumbing ---------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
         ceiling = min(self._backoff_max, self._backoff_base * (1 << min(attempt - 1, 30)))

@@ -48,7 +48,7 @@ from gitsync.model import (
     ObservedCache,
     ProviderFields,
 )
-from gitsync.providers.local.auth import (
+from gitsync.providers.credentials import (
     Credential,
     CredentialStore,
     PullSecretNotFoundError,
@@ -338,7 +338,7 @@ def registry_credentials(
 ) -> tuple[list[dict[str, str]], tuple[str, ...]]:
     """`ImageRegistryCredentials` for `spec`, and the pull secrets that were not found.
 
-    Secrets are read by gitsync.providers.local.auth, as the local backend
+    Secrets are read by gitsync.providers.credentials, as the local backend
     reads them (`<secrets-dir>/<namespace>/<name>.json|yaml`). The API takes
     one Server/Username/Password per registry, so each image's registry gets
     the credential the kubelet's rules pick for it, and only registries the
