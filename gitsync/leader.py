@@ -49,6 +49,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from gitsync.errors import ConfigError
+from gitsync.timeparse import parse_rfc3339
 
 log = logging.getLogger("gitsync.leader")
 
@@ -82,12 +83,9 @@ def _as_datetime(value: str | None) -> datetime | None:
     """
     if not value:
         return None
-    text = value[:-1] + "+00:00" if value.endswith("Z") else value
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    moment = parse_rfc3339(value)
+    if moment is None:
         return None
-    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     return moment.replace(microsecond=1) if moment.microsecond == 0 else moment
 
 

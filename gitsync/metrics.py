@@ -35,8 +35,7 @@ from gitsync.model import (
     SnapshotCheck,
     SnapshotCheckCounts,
 )
-
-GIB = 1024**3
+from gitsync.units import GIB
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, fields
 
 from gitsync.errors import ConfigError
 from gitsync.model import ActionKind, CacheSpec, CostDelta, ObservedCache
+from gitsync.units import GIB
 
 __all__ = [
     "GIB",
@@ -42,8 +43,6 @@ __all__ = [
     "snapshot_cost_per_hour",
     "snapshot_size_gib",
 ]
-
-GIB = 1024**3
 
 
 @dataclass(frozen=True, slots=True)

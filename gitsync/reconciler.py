@@ -33,6 +33,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from gitsync import planning, reports, specs
+from gitsync.backoff import backoff_delay
 from gitsync.controller_record import ControllerRecord, RecordFile, RecordSaveError
 from gitsync.errors import GitSyncError, TemporaryError
 from gitsync.model import (
@@ -136,9 +137,8 @@ class Backoff:
     def failed(self, name: str, *, retry_after: float | None = None) -> float:
         count = self._failures.get(name, 0) + 1
         self._failures[name] = count
-        ceiling = min(self._max, self._base * 2.0 ** (count - 1))
         # Half fixed, half random: never a hot loop, and replicas do not retry in step.
-        delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+        delay = backoff_delay(count, base=self._base, cap=self._max, rng=self._rng)
         if retry_after is not None:
             delay = max(delay, retry_after)
         self._not_before[name] = self._clock() + delay

@@ -63,6 +63,7 @@ from gitsync.model import (
     Severity,
     SourceLocation,
 )
+from gitsync.units import GIB
 
 __all__ = [
     "RULE",
@@ -78,7 +79,6 @@ __all__ = [
 ]
 
 RULE = "size-fit"
-GIB = 1024**3
 
 # Measured by bench/size_ratio.py; see the module docstring and bench/RESULTS.md.
 LOW_RATIO = 1.9  # simulated layers' 5th percentile: 1.97

@@ -73,12 +73,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Protocol
 
 import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
+
+from gitsync.backoff import equal_jitter
+from gitsync.timeparse import parse_rfc3339
 
 log = logging.getLogger("gitsync.observers.kubernetes")
 
@@ -135,12 +137,9 @@ def parse_time(value: object) -> float | None:
     """An RFC 3339 timestamp from the API server as Unix seconds."""
     if not isinstance(value, str) or not value:
         return None
-    text = value[:-1] + "+00:00" if value.endswith("Z") else value
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        return None
+    # An offset-less time stays naive, so `timestamp()` reads it as local time.
+    moment = parse_rfc3339(value, naive_zone=None)
+    return None if moment is None else moment.timestamp()
 
 
 @dataclass(slots=True)
@@ -469,7 +468,7 @@ class PodObserver:
                 if self._stop.is_set():
                     break
                 self.reconnects += 1
-                wait = delay / 2 + self._rng.uniform(0, delay / 2)
+                wait = equal_jitter(delay, rng=self._rng)
                 expected = (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError)
                 log.log(
                     logging.WARNING if isinstance(exc, expected) else logging.ERROR,

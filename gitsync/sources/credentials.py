@@ -20,7 +20,6 @@ Credentials never reach an argument list (visible in `ps`) or a file:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import shlex
 import stat
@@ -29,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gitsync.netaddr import is_loopback_host
 from gitsync.sources.base import SourceError
 
 # See the module docstring for why this name; override with GitCredentials.https_username.
@@ -114,13 +114,7 @@ def is_clear_text_remote(url: str) -> bool:
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme.lower() != "http":
         return False
-    host = parsed.hostname or ""
-    if host == "localhost":
-        return False
-    try:
-        return not ipaddress.ip_address(host).is_loopback
-    except ValueError:  # a name, not an address
-        return True
+    return not is_loopback_host(parsed.hostname or "")
 
 
 # ---------------------------------------------------------------- what git gets

@@ -34,7 +34,6 @@ The labels and annotations reported are only those gitsync wrote
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -49,6 +48,7 @@ from gitsync.model import (
     ObservedCache,
 )
 from gitsync.providers.kubernetes.ownership import Written, owner_of, written_of
+from gitsync.timeparse import parse_rfc3339
 
 MAX_EVENTS_PER_CACHE = 20
 
@@ -60,16 +60,7 @@ def parse_time(value: object) -> datetime | None:
     """RFC 3339 as Kubernetes writes it (`2026-11-22T03:00:00Z`, with or without fractions)."""
     if not isinstance(value, str) or not value:
         return None
-    text = value.strip()
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    # Go writes up to nine fractional digits; Python reads six.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return parse_rfc3339(value.strip())
 
 
 def _strings(value: object) -> tuple[str, ...]:

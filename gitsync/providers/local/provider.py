@@ -102,10 +102,10 @@ from gitsync.providers.local.registry import (
     RegistryClient,
 )
 from gitsync.providers.local.state import DataDiskError, DiskFullError, StateStore
+from gitsync.units import GIB
 
 log = logging.getLogger("gitsync.providers.local")
 
-GIB = 1024**3
 STATE_FILE = "state.db"
 STORE_DIR = "store"
 TEMP_FILE_MAX_AGE_SECONDS = 24 * 3600  # for temp files without a lease: far longer than a write

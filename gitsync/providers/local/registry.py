@@ -41,8 +41,10 @@ from typing import TypeVar
 import httpx
 
 from gitsync import __version__
+from gitsync.backoff import backoff_ceiling, equal_jitter
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.imageref import ImageRef
+from gitsync.netaddr import is_loopback_host
 from gitsync.providers.credentials import CredentialStore
 from gitsync.providers.local.auth import Authenticator, TokenCache
 from gitsync.providers.local.blobs import (
@@ -101,15 +103,6 @@ class OperationCancelledError(TemporaryError):
 
 
 # -- the client ------------------------------------------------------------------
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _networks(entries: Collection[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -234,7 +227,7 @@ class RegistryClient:
         endpoint = DOCKER_HUB_ENDPOINT if registry == DOCKER_HUB else registry
         host, _ = split_host_port(endpoint)
         plain = (
-            _is_loopback(host)
+            is_loopback_host(host)
             or endpoint.lower() in self._insecure
             or _in_networks(host, self._insecure_networks)
         )
@@ -497,10 +490,10 @@ class RegistryClient:
                 response.close()
 
     def _backoff(self, attempt: int) -> float:
-        ceiling = min(self._backoff_max, self._backoff_base * (1 << min(attempt - 1, 30)))
+        # The doubling stops at 2^30 (attempt 31), as it always has here.
+        ceiling = backoff_ceiling(min(attempt, 31), base=self._backoff_base, cap=self._backoff_max)
         with self._rng_lock:
-            jitter: float = self._rng.uniform(0, ceiling / 2)
-        return ceiling / 2 + jitter
+            return equal_jitter(ceiling, rng=self._rng)
 
     def _pause(self, seconds: float, cancel: threading.Event | None) -> None:
         if cancel is not None and cancel.is_set():

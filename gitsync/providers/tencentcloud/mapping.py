@@ -59,6 +59,7 @@ from gitsync.providers.tencentcloud.settings import (
     CHINA_STANDARD_TIME_HOURS,
     TencentCloudSettings,
 )
+from gitsync.timeparse import parse_rfc3339
 
 __all__ = [
     "EIP_TAG",
@@ -117,13 +118,10 @@ def parse_api_time(
     text = value.strip()
     if not text or text.startswith(("0000-", "0001-01-01")):
         return None  # how Go and MySQL back ends spell "never"
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
+    moment = parse_rfc3339(text, naive_zone=timezone(timedelta(hours=naive_offset_hours)))
+    if moment is None:
         log.debug("unreadable time %r from the TKE API; treated as unknown", text)
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone(timedelta(hours=naive_offset_hours)))
     return moment.astimezone(UTC)
 
 

@@ -42,6 +42,7 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 
+from gitsync.backoff import backoff_delay
 from gitsync.errors import GitSyncError
 from gitsync.providers.tencentcloud.errors import (
     TencentCloudResponseError,
@@ -216,11 +217,13 @@ class TencentCloudAPI:
         raise AssertionError("unreachable: the loop returns or raises")  # pragma: no cover
 
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(
-            self.settings.retry_max_seconds, self.settings.retry_base_seconds * 2.0 ** (attempt - 1)
-        )
         with self._rng_lock:
-            delay = ceiling / 2 + self._rng.uniform(0, ceiling / 2)
+            delay = backoff_delay(
+                attempt,
+                base=self.settings.retry_base_seconds,
+                cap=self.settings.retry_max_seconds,
+                rng=self._rng,
+            )
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.settings.retry_max_seconds))
         return delay
