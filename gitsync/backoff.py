@@ -14,9 +14,14 @@ import random
 __all__ = ["backoff_ceiling", "backoff_delay", "equal_jitter"]
 
 
+# 2.0 ** 1024 overflows a float: a cache failing for a week (1,024 tries at a 600 s cap)
+# must not crash its retry loop. Any cap is reached long before 2^62 times the base.
+_MAX_DOUBLINGS = 62
+
+
 def backoff_ceiling(attempt: int, *, base: float, cap: float) -> float:
     """min(cap, base·2^(attempt−1)): `base` after the first failure, doubling up to `cap`."""
-    return min(cap, base * 2.0 ** (attempt - 1))
+    return min(cap, base * 2.0 ** min(attempt - 1, _MAX_DOUBLINGS))
 
 
 def equal_jitter(ceiling: float, *, rng: random.Random) -> float:

@@ -165,3 +165,10 @@ def test_no_zone_leaves_an_offset_less_time_naive() -> None:
 )
 def test_is_loopback_host(host: str, loopback: bool) -> None:
     assert is_loopback_host(host) is loopback
+
+
+def test_a_long_run_of_failures_stays_at_the_cap_and_never_overflows() -> None:
+
+    assert backoff_ceiling(1025, base=5.0, cap=600.0) == 600.0
+    assert backoff_ceiling(10**6, base=5.0, cap=600.0) == 600.0
+    assert 300.0 <= backoff_delay(10**6, base=5.0, cap=600.0, rng=random.Random(1)) <= 600.0
