@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
+from gitrepo import git
 from kube_fixtures import FakeOperator, KubeServer
 
 pytest.importorskip("tencentcloud.tke.v20180525", reason="needs the extra 'tencent'")
@@ -143,18 +144,6 @@ class TencentCloud:
     def make_failed(self, name: str) -> None:
         self.tke.fail_images(CACHES[name])
         self.tke.ready_after = 0.0
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return done.stdout.strip()
 
 
 @dataclass(frozen=True)

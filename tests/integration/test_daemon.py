@@ -21,18 +21,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gitrepo import git
 from oci_images import Pusher, free_port, small_layer
 from waiting import wait_until
 
 SECRET = "whsec-planted-7f3a9c"  # a marked secret: it must never show up in any output
-AUTHOR = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", *AUTHOR, *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
-    )
-    return done.stdout.strip()
 
 
 def cache_doc(name: str, *images: str) -> str:

@@ -9,7 +9,6 @@ cache, so the mirror has something to serve while the second pass hangs.
 
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from gitrepo import git
 from oci_images import Pusher, small_layer
 
 from gitsync import wiring
@@ -32,7 +32,6 @@ from gitsync.providers.local.provider import LocalProvider
 from gitsync.reconciler import ReconcilePolicy, Reconciler
 from gitsync.sources.git import GitSource
 
-AUTHOR = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 DEADLINE_SECONDS = 60.0  # generous: only a hang or a broken daemon gets near it
 REQUEST_TIMEOUT_SECONDS = 5.0  # an endpoint that waits for the stuck loop fails the test
 
@@ -51,12 +50,6 @@ class HangingProvider(LocalProvider):
             self.entered.set()
             self.release.wait()  # no timeout: a call that never returns on its own
         return super().observe()
-
-
-def git(*args: str, cwd: Path) -> None:
-    subprocess.run(
-        ["git", *AUTHOR, *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
-    )
 
 
 def wait_until(what: str, check: Callable[[], bool], *, alive: threading.Thread) -> None:

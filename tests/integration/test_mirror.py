@@ -142,6 +142,24 @@ def fake_cache(provider: LocalProvider, name: str, reference: str, *, seed: str)
     return Fake(cache_id, manifest, sha256(manifest), layer.blob, layer.digest)
 
 
+def mirror_server(mirror: Mirror) -> ControlServer:
+    """The daemon's listener on a free loopback port, with only the mirror behind it."""
+    return ControlServer(
+        host="127.0.0.1",
+        port=0,
+        hooks=ServerHooks(
+            metrics=lambda: (b"", "text/plain"),
+            healthy=lambda: True,
+            ready=lambda: True,
+            status=dict,
+            trigger=lambda _reason: None,
+            registry=mirror.handle,
+        ),
+        branch="main",
+        webhook_secret=None,
+    )
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, registry: RegistryProcess) -> Iterator[Setup]:
     pusher = Pusher(layout=OciLayout(tmp_path_factory.mktemp("mirror-src")), registry=registry)
@@ -173,20 +191,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, registry: RegistryProcess) -
         usage.record(cache=cache, result=result, seconds=seconds)
 
     mirror = Mirror(provider, on_lookup=on_lookup)
-    server = ControlServer(
-        host="127.0.0.1",
-        port=0,
-        hooks=ServerHooks(
-            metrics=lambda: (b"", "text/plain"),
-            healthy=lambda: True,
-            ready=lambda: True,
-            status=dict,
-            trigger=lambda _reason: None,
-            registry=mirror.handle,
-        ),
-        branch="main",
-        webhook_secret=None,
-    )
+    server = mirror_server(mirror)
     server.start()
     try:
         host = f"127.0.0.1:{server.address[1]}"
@@ -641,20 +646,7 @@ def _received(client: httpx.Client, url: str, headers: dict[str, str]) -> tuple[
 def test_a_damaged_blob_is_never_served_whole_and_is_reported(tmp_path: Path) -> None:
     provider = LocalProvider(data_dir=tmp_path / "data")
     mirror = Mirror(provider, chunk_bytes=16)  # many chunks: the damage is mid-stream
-    server = ControlServer(
-        host="127.0.0.1",
-        port=0,
-        hooks=ServerHooks(
-            metrics=lambda: (b"", "text/plain"),
-            healthy=lambda: True,
-            ready=lambda: True,
-            status=dict,
-            trigger=lambda _reason: None,
-            registry=mirror.handle,
-        ),
-        branch="main",
-        webhook_secret=None,
-    )
+    server = mirror_server(mirror)
     server.start()
     try:
         fake = fake_cache(provider, "web", "docker.io/library/nginx:1.27.3", seed="damaged")

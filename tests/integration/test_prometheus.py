@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import yaml
+from gitrepo import git
 from oci_images import OciLayout, Pusher, RegistryProcess, free_port, small_layer
 
 UNIT_TESTS = Path(__file__).resolve().parents[1] / "unit"
@@ -63,7 +64,6 @@ ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "manifests" / "prometheus" / "gitsync-rules.yaml"
 PROMETHEUS_BINARY = "/usr/bin/prometheus"
 SECRET = "whsec-prometheus-test-5d1e"
-AUTHOR = ["-c", "user.name=t", "-c", "user.email=t@example.invalid"]
 COPY_LABEL = "for-0s"  # value of the `rule_copy` label on the alerts of the for: 0s copy
 UNREACHABLE_IMAGE = "127.0.0.1:9/x:v1"  # discard port: nothing listens, connection refused
 MISSES = 300  # > 0.1 lookups/s over the 30 minutes GitSyncCacheHitRateLow looks at
@@ -82,13 +82,6 @@ EXPECTED_EMPTY = {
 
 
 # ------------------------------------------------------------------------------ processes
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", *AUTHOR, *args], cwd=cwd, capture_output=True, text=True, timeout=30, check=True
-    )
-    return done.stdout.strip()
 
 
 def cache_doc(name: str, *images: str, retention_days: int = 0, size_gib: int = 20) -> str:

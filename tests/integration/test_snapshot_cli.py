@@ -26,6 +26,7 @@ import pytest
 
 pytest.importorskip("tencentcloud.cbs.v20170312", reason="needs the extra 'tencent'")
 
+from gitrepo import git
 from oci_images import free_port
 from tke_fixtures import PROXY_VARIABLES, REGION, SECRET_ID, SECRET_KEY, TkeEmulator
 from waiting import wait_until
@@ -44,18 +45,6 @@ metadata:
 spec:
   images: [{image}]
 """
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return done.stdout.strip()
 
 
 def make_repo(root: Path) -> str:

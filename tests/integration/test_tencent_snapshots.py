@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +21,7 @@ import pytest
 
 pytest.importorskip("tencentcloud.cbs.v20170312", reason="needs the extra 'tencent'")
 
+from gitrepo import git
 from tencentcloud.cbs.v20170312 import cbs_client
 from tencentcloud.cbs.v20170312 import models as cbs_models
 from tencentcloud.common import credential
@@ -385,18 +385,6 @@ def test_the_emulator_keeps_a_caches_snapshot_with_the_cache(tke: TkeEmulator) -
 
 
 # --------------------------------------------------------- a pass and the daemon rebuild
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return done.stdout.strip()
 
 
 def cache_doc(name: str, image: str) -> str:

@@ -32,6 +32,7 @@ import pytest
 
 pytest.importorskip("tencentcloud.tke.v20180525", reason="needs the extra 'tencent'")
 
+from gitrepo import git
 from tke_fixtures import (  # type: ignore[attr-defined]  # tke_fixtures re-exports it
     PROXY_VARIABLES,
     REGION,
@@ -81,18 +82,6 @@ class Converged:
     applies: tuple[subprocess.CompletedProcess[str], ...]
     calls_during_apply: dict[str, int]
     throttled_during_apply: int
-
-
-def git(*args: str, cwd: Path) -> str:
-    done = subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return done.stdout.strip()
 
 
 def make_repo(root: Path) -> str:
