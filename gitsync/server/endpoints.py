@@ -108,29 +108,23 @@ class _Handler(RequestHandler):
         self.send_bytes(HTTPStatus.OK, body, content_type)
 
     def _healthz(self) -> None:
-        try:
-            answer = self.server.hooks.healthy()
-        except Exception:
-            logger.exception("health check raised")
-            answer = (False, "the health check failed; see the log")
-        healthy, reason = answer if isinstance(answer, tuple) else (answer, "")
-        if healthy:
-            self.send_text(HTTPStatus.OK, "ok\n")
-        else:
-            text = f"unhealthy: {reason}\n" if reason else "unhealthy\n"
-            self.send_text(HTTPStatus.SERVICE_UNAVAILABLE, text)
+        self._probe(self.server.hooks.healthy, check="health", failing="unhealthy")
 
     def _readyz(self) -> None:
+        self._probe(self.server.hooks.ready, check="readiness", failing="not ready")
+
+    def _probe(self, hook: Callable[[], object], *, check: str, failing: str) -> None:
+        """200 `ok`, or 503 with the hook's reason; a hook that raises counts as failing."""
         try:
-            answer = self.server.hooks.ready()
+            answer = hook()
         except Exception:
-            logger.exception("readiness check raised")
-            answer = (False, "the readiness check failed; see the log")
-        ready, reason = answer if isinstance(answer, tuple) else (answer, "")
-        if ready:
+            logger.exception("%s check raised", check)
+            answer = (False, f"the {check} check failed; see the log")
+        passed, reason = answer if isinstance(answer, tuple) else (answer, "")
+        if passed:
             self.send_text(HTTPStatus.OK, "ok\n")
         else:
-            text = f"not ready: {reason}\n" if reason else "not ready\n"
+            text = f"{failing}: {reason}\n" if reason else f"{failing}\n"
             self.send_text(HTTPStatus.SERVICE_UNAVAILABLE, text)
 
     def _status(self) -> None:
