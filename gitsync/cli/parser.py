@@ -224,6 +224,61 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", help="debug, info, warning, error (default: info)")
     run.add_argument("--log-format", choices=("auto", "json", "text"), default=None)
 
+    run.add_argument(
+        "--observation-retention",
+        help="keep the lookups pods and the mirror made this long, e.g. 14d (default: 30d)",
+    )
+    run.add_argument(
+        "--observation-max-rows",
+        help="keep at most this many lookups, the oldest dropped first (default: 2000000)",
+    )
+    run.add_argument(
+        "--suggest-interval",
+        help="work out /api/v1/suggestions this often, e.g. 5m (default: 10m; 0: off)",
+    )
+
+    suggest = commands.add_parser(
+        "suggest",
+        help="propose cache changes from what pods pulled (add, bump, remove, resize)",
+        description=(
+            "Read the lookups gitsync run recorded (in --data-dir) and the repository, and "
+            "propose, ranked by value, the cache changes that follow the workloads: images "
+            "that miss, newer tags pods run, caches nobody uses, sizes that no longer fit. "
+            "--write edits the working tree; --push --branch NAME commits the edits on NAME "
+            "and pushes it for review (never to the tracked branch)."
+        ),
+    )
+    _add_repo(suggest, default_note="default: .")
+    suggest.add_argument("--since", help="the window of lookups to read, e.g. 7d, 36h (default: 7d)")
+    suggest.add_argument(
+        "--min-misses", help="propose an image once it missed this many times (default: 3)"
+    )
+    suggest.add_argument("--format", choices=("text", "json", "markdown", "diff"), default=None)
+    suggest.add_argument(
+        "--write", action="store_true", default=None, help="edit the files in the working tree"
+    )
+    suggest.add_argument(
+        "--push",
+        action="store_true",
+        default=None,
+        help="commit the edits on --branch and push it to the repository's remote",
+    )
+    suggest.add_argument(
+        "--branch",
+        dest="push_branch",
+        help="the branch --push writes (rewritten each time; never the tracked branch)",
+    )
+    suggest.add_argument(
+        "--tracked-branch",
+        help="the branch gitsync run follows, which the suggestions build on (default: the"
+        " branch setting, else main)",
+    )
+    suggest.add_argument("--git-token-file", help="HTTPS token for the repository")
+    suggest.add_argument("--git-ssh-key", help="SSH private key for the repository")
+    suggest.add_argument(
+        "--git-known-hosts", help="known_hosts file; host keys are checked strictly"
+    )
+
     status = commands.add_parser("status", help="caches, status, expiry, revision, last error")
     status.add_argument("--format", choices=("text", "json"), default=None)
 
@@ -251,18 +306,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", help="also keep blobs written or reused less than this ago, e.g. 1h (default: 0)"
     )
 
-    for sub in (validate, plan, apply, run, status, match, export, gc):
+    for sub in (validate, plan, apply, run, suggest, status, match, export, gc):
         # Also after the command; SUPPRESS keeps the subcommand from resetting a global --debug.
         sub.add_argument(
             "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
         )
-    for sub in (plan, apply, run, status, gc, match, export):
+    for sub in (plan, apply, run, suggest, status, gc, match, export):
         _add_common(sub)
     for sub in (plan, apply, run):
         _add_policy(sub)
-    for sub in (plan, apply, run, status, gc, export):
+    for sub in (plan, apply, run, suggest, status, gc, export):
         _add_local(sub)  # plan: the size check reads manifests with these registry settings
-    for sub in (plan, apply, run, status, match):
+    for sub in (plan, apply, run, suggest, status, match):
         _add_tencent(sub)
         _add_kubernetes(sub, daemon=sub is run)
     return parser

@@ -162,6 +162,34 @@ class PlanSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SuggestSettings:
+    """`gitsync suggest`: the window it reads, what it writes and where it pushes.
+
+    The branch to push is `--branch` on the command line, resolved as the
+    setting `push-branch` (GITSYNC_PUSH_BRANCH), so a config file's `branch`,
+    which names the branch `run` tracks, can never be taken for it. The
+    tracked branch is `--tracked-branch`, else that `branch` setting.
+    """
+
+    since: timedelta = timedelta(days=7)
+    min_misses: int = 3
+    format: str = "text"
+    write: bool = False
+    push: bool = False
+    push_branch: str = ""
+    tracked_branch: str = "main"
+
+
+@dataclass(frozen=True, slots=True)
+class ObservationSettings:
+    """Where `run` keeps the lookups it sees, for how long, and how often it suggests."""
+
+    retention: timedelta = timedelta(days=30)
+    max_rows: int = 2_000_000
+    suggest_interval: timedelta = timedelta(minutes=10)
+
+
+@dataclass(frozen=True, slots=True)
 class ApplySettings:
     wait: bool = False
     timeout: timedelta = timedelta(minutes=10)
@@ -263,6 +291,14 @@ class CommandSettings:
         return self._part("size_check", _size_check)
 
     @property
+    def suggest(self) -> SuggestSettings:
+        return self._part("suggest", _suggest)
+
+    @property
+    def observations(self) -> ObservationSettings:
+        return self._part("observations", _observations)
+
+    @property
     def apply(self) -> ApplySettings:
         return self._part("apply", _apply)
 
@@ -345,6 +381,60 @@ def _plan(r: SettingsResolver) -> PlanSettings:
 
 def _size_check(r: SettingsResolver) -> bool:
     return not parse_bool(r.text("--no-size-check", "false"), what="--no-size-check")
+
+
+SUGGEST_FORMATS = ("text", "json", "markdown", "diff")
+
+
+def _suggest(r: SettingsResolver) -> SuggestSettings:
+    output_format = r.text("--format", "text")
+    if output_format not in SUGGEST_FORMATS:
+        raise ConfigError(f"--format: {output_format!r} is not one of {', '.join(SUGGEST_FORMATS)}")
+    min_misses = r.get("--min-misses", default=3, convert=_positive_int("--min-misses"))
+    push = parse_bool(r.text("--push", "false"), what="--push")
+    push_branch = r.text("--push-branch")
+    tracked = r.text("--tracked-branch") or r.text("--branch", "main")
+    if push and not push_branch:
+        raise ConfigError("--push needs --branch NAME: the branch the suggestions go to")
+    if push_branch and push_branch == tracked:
+        raise ConfigError(
+            f"--branch {push_branch}: that is the branch gitsync run tracks; suggestions go to a"
+            " branch of their own, for review"
+        )
+    return SuggestSettings(
+        since=r.duration("--since", "7d", minimum=timedelta(minutes=1)),
+        min_misses=min_misses,
+        format=output_format,
+        write=parse_bool(r.text("--write", "false"), what="--write"),
+        push=push,
+        push_branch=push_branch,
+        tracked_branch=tracked,
+    )
+
+
+def _observations(r: SettingsResolver) -> ObservationSettings:
+    return ObservationSettings(
+        retention=r.duration("--observation-retention", "30d", minimum=timedelta(hours=1)),
+        max_rows=r.get(
+            "--observation-max-rows", default=2_000_000, convert=_positive_int("--observation-max-rows")
+        ),
+        suggest_interval=r.duration(
+            "--suggest-interval", "10m", allow_zero=True, minimum=timedelta(seconds=1)
+        ),
+    )
+
+
+def _positive_int(flag: str) -> Callable[[str], int]:
+    def convert(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError as exc:
+            raise ConfigError(f"{flag}: {text!r} is not a whole number") from exc
+        if value < 1:
+            raise ConfigError(f"{flag}: {value} must be at least 1")
+        return value
+
+    return convert
 
 
 def _apply(r: SettingsResolver) -> ApplySettings:
