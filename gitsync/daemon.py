@@ -23,13 +23,10 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
-from gitsync import matching, reports
+from gitsync.daemon_http import DaemonHttp, Latest, Leadership, SuggestionSource
 from gitsync.errors import GitSyncError
 from gitsync.liveness import Heartbeat, default_timeout
 from gitsync.metrics import (
@@ -41,29 +38,22 @@ from gitsync.metrics import (
     UsageMetrics,
 )
 from gitsync.model import CacheSpec, ObservedCache
-from gitsync.providers.base import LocalView
+from gitsync.observations.model import Lookup
 from gitsync.reconciler import PassResult, Reconciler
 from gitsync.server import ControlServer, ServerHooks
 from gitsync.sources.base import Source, Watch
 from gitsync.triggers import TriggerQueue, jittered_interval
 
+__all__ = ["Daemon", "Leadership", "LookupRecorder", "MirrorFactory", "Observer"]
+
 log = logging.getLogger("gitsync.daemon")
 
 # Told of each pull the mirror serves: (cache or None, hit/partial/miss, seconds).
 LookupRecorder = Callable[[str | None, str, float], None]
+# Told of each lookup with its image, for the observation store (gitsync.lookups).
+ObservationRecorder = Callable[[Lookup], None]
 # Builds the `/v2/` registry hook over a provider's images (see `gitsync.wiring.mirror_for`).
-MirrorFactory = Callable[[LookupRecorder], Callable[..., Any]]
-
-
-class Leadership(Protocol):
-    """What the daemon needs of a leader elector (gitsync.leader.LeaderElector)."""
-
-    @property
-    def is_leader(self) -> bool: ...
-
-    def start(self) -> None: ...
-
-    def stop(self, *, release: bool = True, timeout: float = 5.0) -> None: ...
+MirrorFactory = Callable[[LookupRecorder, ObservationRecorder | None], Callable[..., Any]]
 
 
 class Observer(Protocol):
@@ -74,17 +64,21 @@ class Observer(Protocol):
     def stop(self, timeout: float = 5.0) -> None: ...
 
 
-@dataclass(slots=True)
-class _Latest:
-    """What the last pass learnt; read by scrapes and the status API from other threads."""
+class Background(Protocol):
+    """A helper thread that lives as long as the loop (the observation store's writer)."""
 
-    desired: tuple[CacheSpec, ...] = ()
-    observed: tuple[ObservedCache, ...] = ()
-    passes: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 class Daemon:
+    """The reconcile loop, its triggers, and the lifetime of what runs beside it.
+
+    The endpoints' answers are `DaemonHttp`'s (`self.http`), which reads only
+    what the loop publishes in `Latest`.
+    """
+
     def __init__(
         self,
         *,
@@ -102,11 +96,16 @@ class Daemon:
         rng: random.Random | None = None,
         heartbeat: Heartbeat | None = None,
         mirror: MirrorFactory | None = None,
+        observations: ObservationRecorder | None = None,
+        background: tuple[Background, ...] = (),
     ) -> None:
         """`heartbeat` None: one with the default timeout (the larger of 3 intervals and 5 min).
 
-        The wiring passes its own when the provider reports progress into it, and
-        `mirror` when the provider holds image content to serve under `/v2/`.
+        The wiring passes its own when the provider reports progress into it;
+        `mirror` when the provider holds image content to serve under `/v2/`;
+        `observations` where lookups go beyond the metrics (gitsync.lookups),
+        and `background` the threads that serve it (started and stopped with
+        the loop).
         """
         self.source = source
         self.reconciler = reconciler
@@ -117,21 +116,27 @@ class Daemon:
         self._clock = clock
         self._rng = rng or random.Random()  # noqa: S311  # jitter, not cryptography
         self._stop = threading.Event()
-        self._latest = _Latest()
+        self._latest = Latest()
         self._loop_alive = False
         self.heartbeat = heartbeat or Heartbeat(timeout_seconds=default_timeout(interval_seconds))
-        self._reported_stuck = False
         self._watch: Watch | None = None
         self._watch_asked = False  # once, after the first good fetch: the folder exists then
-        self.leader: Leadership | None = None
         self.observer: Observer | None = None
-        self._registry = registry
+        self.observations = observations
+        self._background = background
         self.usage = UsageMetrics(registry=registry)
-        provider = reconciler.provider.name
+        self.http = DaemonHttp(
+            reconciler=reconciler,
+            registry=registry,
+            usage=self.usage,
+            heartbeat=self.heartbeat,
+            latest=self._latest,
+            loop_alive=lambda: self._loop_alive,
+        )
         registry.register(
             StateExposition(
-                provider=provider,
-                view=self._state_view,
+                provider=reconciler.provider.name,
+                view=self.http.state_view,
                 prices=reconciler.prices,
                 usage=self.usage,
                 clock=clock,
@@ -141,13 +146,16 @@ class Daemon:
             host=host,
             port=port,
             hooks=ServerHooks(
-                metrics=self._metrics_body,
-                healthy=self._healthy,
-                ready=self._ready,
-                status=self.status,
+                metrics=self.http.metrics_body,
+                healthy=self.http.healthy,
+                ready=self.http.ready,
+                status=self.http.status,
                 trigger=self.queue.put,
-                match=self._match,
-                registry=mirror(self._record_lookup) if mirror is not None else None,
+                match=self.http.match,
+                registry=(
+                    mirror(self._record_lookup, observations) if mirror is not None else None
+                ),
+                suggestions=self.http.suggestions_json,
             ),
             branch=branch,
             webhook_secret=webhook_secret,
@@ -157,72 +165,52 @@ class Daemon:
         )
         del version  # build_info is set by DaemonMetrics
 
-    # ----------------------------------------------------------- HTTP hooks
+    # ------------------------------------------------------- what others read
 
     def _record_lookup(self, cache: str | None, result: str, seconds: float) -> None:
         """A pull the `/v2/` mirror served (or missed)."""
         self.usage.record(cache=cache, result=result, seconds=seconds)
 
-    def _match(self, body: Mapping[str, object]) -> tuple[int, Mapping[str, object]]:
-        try:
-            images, manual = matching.parse_match_request(body)
-            decision = matching.match(images, self._caches(), manual=manual)
-        except ValueError as exc:
-            return 400, {"error": str(exc)}
-        hit = decision.result is not matching.MatchResult.MISS
-        self.usage.record(cache=decision.cache if hit else None, result=decision.result.value)
-        provider = self.reconciler.provider
-        if hit and decision.cache_id and isinstance(provider, LocalView):
-            provider.touch_matched(decision.cache_id)
-        return 200, decision.to_json()
+    @property
+    def leader(self) -> Leadership | None:
+        return self.http.leader
+
+    @property
+    def suggestions(self) -> SuggestionSource | None:
+        return self.http.suggestions
 
     def current_caches(self) -> tuple[ObservedCache, ...]:
         """The caches as of now where that is cheap, else as of the last pass."""
-        return self._caches()
+        return self.http.caches()
 
-    def _caches(self) -> tuple[ObservedCache, ...]:
-        """Caches as of now where that is cheap (local), else as of the last pass."""
-        provider = self.reconciler.provider
-        if isinstance(provider, LocalView):
-            return provider.current()
-        with self._latest.lock:
-            return self._latest.observed
+    def desired_caches(self) -> tuple[CacheSpec, ...]:
+        """The specs of the last valid revision."""
+        return self._latest.specs()
 
-    def _metrics_body(self) -> tuple[bytes, str]:
-        return self._registry.exposition(), CONTENT_TYPE_LATEST
+    def status(self) -> dict[str, object]:
+        return self.http.status()
+
+    def _state_view(self) -> StateView:
+        return self.http.state_view()
 
     def ready_to_serve(self) -> bool:
         """The loop runs and a first pass has finished (for tests and benchmarks)."""
         return self._loop_alive and self._latest.passes > 0
 
-    def _healthy(self) -> tuple[bool, str]:
-        verdict = self.heartbeat.check()
-        stuck = not verdict.alive
-        if stuck != self._reported_stuck:  # log changes, not every probe (races: a line twice)
-            self._reported_stuck = stuck
-            if stuck:
-                log.error("liveness: %s", verdict.reason)
-            else:
-                log.info("liveness: the reconcile loop makes progress again")
-        return verdict.alive, verdict.reason
-
-    def _ready(self) -> bool:
-        if not self._loop_alive:
-            return False
-        if self.leader is not None and not self.leader.is_leader:
-            return True  # a healthy follower: ready to take over, serving metrics
-        return self.reconciler.records.load().applied_revision is not None
-
-    # -------------------------------------------------------- leader election
+    # ------------------------------------------------ what runs beside the loop
 
     def attach_observer(self, observer: Observer) -> None:
         """Watch consumers (pods) while this daemon reconciles; started and stopped with it."""
         self.observer = observer
 
+    def attach_suggestions(self, suggestions: SuggestionSource) -> None:
+        """Work out /api/v1/suggestions beside the loop; started and stopped with it."""
+        self.http.suggestions = suggestions
+
     def attach_leader(self, leader: Leadership) -> None:
         """Reconcile only while `leader.is_leader`; build the elector with this daemon's
         `on_started_leading` and `on_stopped_leading` as its callbacks."""
-        self.leader = leader
+        self.http.leader = leader
         self.reconciler.continue_while(lambda: leader.is_leader)
 
     def on_started_leading(self) -> None:
@@ -235,34 +223,6 @@ class Daemon:
         log.warning("lost the lease: reconciling stops")
         if self.observer is not None:
             self.observer.stop()
-
-    def _state_view(self) -> StateView:
-        record = self.reconciler.records.load()
-        observed = self._caches()
-        with self._latest.lock:
-            desired = self._latest.desired
-        return StateView(
-            applied_revision=record.applied_revision,
-            desired=desired,
-            observed=observed,
-            controller_id=self.reconciler.policy.controller_id,
-        )
-
-    def status(self) -> dict[str, object]:
-        record = self.reconciler.records.load()
-        caches = self._caches()
-        return reports.status_dict(
-            reports.StatusView(
-                provider=self.reconciler.provider.name,
-                controller_id=self.reconciler.policy.controller_id,
-                applied_revision=record.applied_revision,
-                newest_revision=record.newest_revision,
-                spec_valid=record.spec_valid,
-                last_error=record.last_error,
-                diagnostics=record.diagnostics,
-                caches=caches,
-            )
-        )
 
     # ----------------------------------------------------------------- loop
 
@@ -277,6 +237,7 @@ class Daemon:
         host, port = self.server.address
         log.info("listening on http://%s:%d", host, port)
         self._loop_alive = True
+        self._start_helpers()
         if self.leader is not None:
             self.leader.start()  # its callbacks start the observer once we lead
         elif self.observer is not None:
@@ -299,12 +260,25 @@ class Daemon:
             self._loop_alive = False
             if self.observer is not None:
                 self.observer.stop()
+            self._stop_helpers()
             if self.leader is not None:
                 self.leader.stop(release=True)
             if self._watch is not None:
                 self._watch.stop()
             self.server.stop()
             log.info("stopped")
+
+    def _start_helpers(self) -> None:
+        for helper in self._background:
+            helper.start()
+        if self.suggestions is not None:
+            self.suggestions.start()
+
+    def _stop_helpers(self) -> None:
+        if self.suggestions is not None:
+            self.suggestions.stop()
+        for helper in reversed(self._background):
+            helper.stop()  # the observation writer flushes what is queued
 
     def run_pass(self, *, reason: str) -> PassResult | None:
         self.heartbeat.busy(f"a pass ({reason}): fetching {self.source.url}")
@@ -351,6 +325,9 @@ class Daemon:
             if result.observed_after is not None:
                 self._latest.observed = result.observed_after.caches
             self._latest.passes += 1
+            first = self._latest.passes == 1
+        if first and self.suggestions is not None:
+            self.suggestions.poke()  # the first suggestions as soon as there are specs
         log.info(
             "pass done in %.2f s: %s",
             self._clock() - started,

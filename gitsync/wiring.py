@@ -17,7 +17,7 @@ keeps `gitsync validate` fast.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from gitsync import __version__
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from gitsync.providers.local.provider import LocalProvider
     from gitsync.providers.local.scrub import Scrubber
     from gitsync.reconciler import Reconciler
-    from gitsync.sizing import SizeReport
+    from gitsync.sizing import ImageOutcome, SizeReport
 
 log = logging.getLogger("gitsync.wiring")
 
@@ -259,7 +259,7 @@ def mirror_for(provider: Provider) -> MirrorFactory | None:
         return None
     from gitsync.providers.local.mirror import Mirror  # lazy
 
-    return lambda on_lookup: Mirror(store, on_lookup=on_lookup).handle
+    return lambda on_lookup, on_observation: Mirror(store, on_lookup=on_lookup).handle
 
 
 # ------------------------------------------------------------------ planning and reconciling
@@ -316,6 +316,40 @@ def size_report(settings: CommandSettings, the_plan: Plan) -> SizeReport:
     return sizing.SizeReport(
         caches=tuple(sizing.check_cache(spec, facts[spec.name]) for spec in specs)
     )
+
+
+def image_sizes(
+    settings: CommandSettings, images: Sequence[str], *, pull_secrets: Sequence[str] = ()
+) -> dict[str, ImageOutcome]:
+    """What the registries (and the local store) say about `images`, by canonical reference.
+
+    For the suggestions' new caches and sizes: read with the same registry
+    settings as plan's size check. An unreachable registry gives an
+    `Unresolved` with the reason, never an exception.
+    """
+    from gitsync import imageref
+    from gitsync.model import CacheSpec
+    from gitsync.providers.local.imagesizes import ImageSizeResolver
+    from gitsync.providers.local.provider import STORE_DIR
+
+    if not images:
+        return {}
+    common = settings.common
+    probe = CacheSpec(
+        name="suggested", images=tuple(images), image_pull_secrets=tuple(pull_secrets)
+    )
+    with ImageSizeResolver(
+        store_root=common.data_dir / STORE_DIR,
+        platform=common.platform,
+        docker_config=common.docker_config,
+        secrets_dir=common.secrets_dir,
+        insecure_registries=(
+            *common.insecure_registries,
+            *settings.tencent.registry_http_endpoints,
+        ),
+    ) as resolver:
+        found = resolver.facts([probe])["suggested"]
+    return {imageref.normalize(image): outcome for image, outcome in found.items()}
 
 
 # ------------------------------------------------------------------ the daemon

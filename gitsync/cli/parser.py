@@ -134,6 +134,75 @@ class _Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"^-\.?[0-9]")
 
 
+def _add_git_auth(parser: argparse.ArgumentParser) -> None:
+    """How `run` and `suggest --push` authenticate to the repository."""
+    parser.add_argument("--git-token-file", help="HTTPS token for the repository")
+    parser.add_argument("--git-ssh-key", help="SSH private key for the repository")
+    parser.add_argument(
+        "--git-known-hosts", help="known_hosts file; host keys are checked strictly"
+    )
+
+
+def _add_observations(run: argparse.ArgumentParser) -> None:
+    """`run`'s record of lookups, which `gitsync suggest` and /api/v1/suggestions read."""
+    run.add_argument(
+        "--observation-retention",
+        help="keep the lookups pods and the mirror made this long, e.g. 14d (default: 30d)",
+    )
+    run.add_argument(
+        "--observation-max-rows",
+        help="keep at most this many lookups, the oldest dropped first (default: 2000000)",
+    )
+    run.add_argument(
+        "--suggest-interval",
+        help="work out /api/v1/suggestions this often, e.g. 5m (default: 10m; 0: off)",
+    )
+
+
+def _add_suggest(commands: Any) -> argparse.ArgumentParser:
+    """`gitsync suggest`'s own flags (the common ones are added with the others)."""
+    suggest: argparse.ArgumentParser = commands.add_parser(
+        "suggest",
+        help="propose cache changes from what pods pulled (add, bump, remove, resize)",
+        description=(
+            "Read the lookups gitsync run recorded (in --data-dir) and the repository, and "
+            "propose, ranked by value, the cache changes that follow the workloads: images "
+            "that miss, newer tags pods run, caches nobody uses, sizes that no longer fit. "
+            "--write edits the working tree; --push --branch NAME commits the edits on NAME "
+            "and pushes it for review (never to the tracked branch)."
+        ),
+    )
+    _add_repo(suggest, default_note="default: .")
+    suggest.add_argument(
+        "--since", help="the window of lookups to read, e.g. 7d, 36h (default: 7d)"
+    )
+    suggest.add_argument(
+        "--min-misses", help="propose an image once it missed this many times (default: 3)"
+    )
+    suggest.add_argument("--format", choices=("text", "json", "markdown", "diff"), default=None)
+    suggest.add_argument(
+        "--write", action="store_true", default=None, help="edit the files in the working tree"
+    )
+    suggest.add_argument(
+        "--push",
+        action="store_true",
+        default=None,
+        help="commit the edits on --branch and push it to the repository's remote",
+    )
+    suggest.add_argument(
+        "--branch",
+        dest="push_branch",
+        help="the branch --push writes (rewritten each time; never the tracked branch)",
+    )
+    suggest.add_argument(
+        "--tracked-branch",
+        help="the branch gitsync run follows, which the suggestions build on (default: the"
+        " branch setting, else main)",
+    )
+    _add_git_auth(suggest)
+    return suggest
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="gitsync",
@@ -218,66 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--scrub-rate",
         help="local backend: bytes per second the scrub reads, e.g. 50M, 1G (default: 50M)",
     )
-    run.add_argument("--git-token-file", help="HTTPS token for the repository")
-    run.add_argument("--git-ssh-key", help="SSH private key for the repository")
-    run.add_argument("--git-known-hosts", help="known_hosts file; host keys are checked strictly")
+    _add_git_auth(run)
     run.add_argument("--log-level", help="debug, info, warning, error (default: info)")
     run.add_argument("--log-format", choices=("auto", "json", "text"), default=None)
 
-    run.add_argument(
-        "--observation-retention",
-        help="keep the lookups pods and the mirror made this long, e.g. 14d (default: 30d)",
-    )
-    run.add_argument(
-        "--observation-max-rows",
-        help="keep at most this many lookups, the oldest dropped first (default: 2000000)",
-    )
-    run.add_argument(
-        "--suggest-interval",
-        help="work out /api/v1/suggestions this often, e.g. 5m (default: 10m; 0: off)",
-    )
-
-    suggest = commands.add_parser(
-        "suggest",
-        help="propose cache changes from what pods pulled (add, bump, remove, resize)",
-        description=(
-            "Read the lookups gitsync run recorded (in --data-dir) and the repository, and "
-            "propose, ranked by value, the cache changes that follow the workloads: images "
-            "that miss, newer tags pods run, caches nobody uses, sizes that no longer fit. "
-            "--write edits the working tree; --push --branch NAME commits the edits on NAME "
-            "and pushes it for review (never to the tracked branch)."
-        ),
-    )
-    _add_repo(suggest, default_note="default: .")
-    suggest.add_argument("--since", help="the window of lookups to read, e.g. 7d, 36h (default: 7d)")
-    suggest.add_argument(
-        "--min-misses", help="propose an image once it missed this many times (default: 3)"
-    )
-    suggest.add_argument("--format", choices=("text", "json", "markdown", "diff"), default=None)
-    suggest.add_argument(
-        "--write", action="store_true", default=None, help="edit the files in the working tree"
-    )
-    suggest.add_argument(
-        "--push",
-        action="store_true",
-        default=None,
-        help="commit the edits on --branch and push it to the repository's remote",
-    )
-    suggest.add_argument(
-        "--branch",
-        dest="push_branch",
-        help="the branch --push writes (rewritten each time; never the tracked branch)",
-    )
-    suggest.add_argument(
-        "--tracked-branch",
-        help="the branch gitsync run follows, which the suggestions build on (default: the"
-        " branch setting, else main)",
-    )
-    suggest.add_argument("--git-token-file", help="HTTPS token for the repository")
-    suggest.add_argument("--git-ssh-key", help="SSH private key for the repository")
-    suggest.add_argument(
-        "--git-known-hosts", help="known_hosts file; host keys are checked strictly"
-    )
+    _add_observations(run)
+    suggest = _add_suggest(commands)
 
     status = commands.add_parser("status", help="caches, status, expiry, revision, last error")
     status.add_argument("--format", choices=("text", "json"), default=None)

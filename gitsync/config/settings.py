@@ -416,7 +416,9 @@ def _observations(r: SettingsResolver) -> ObservationSettings:
     return ObservationSettings(
         retention=r.duration("--observation-retention", "30d", minimum=timedelta(hours=1)),
         max_rows=r.get(
-            "--observation-max-rows", default=2_000_000, convert=_positive_int("--observation-max-rows")
+            "--observation-max-rows",
+            default=2_000_000,
+            convert=_positive_int("--observation-max-rows"),
         ),
         suggest_interval=r.duration(
             "--suggest-interval", "10m", allow_zero=True, minimum=timedelta(seconds=1)

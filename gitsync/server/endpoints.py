@@ -73,6 +73,7 @@ class ServerHooks:
     trigger: Callable[[str], None]
     match: Callable[[dict[str, object]], tuple[int, Mapping[str, object]]] | None = None
     registry: Callable[[str, str, Mapping[str, str]], HttpReply] | None = None
+    suggestions: Callable[[], Mapping[str, object]] | None = None
 
 
 class _Handler(RequestHandler):
@@ -86,6 +87,12 @@ class _Handler(RequestHandler):
             "/readyz": (_READ_METHODS, self._readyz),
             "/api/v1/status": (_READ_METHODS, self._status),
         }
+        suggestions = hooks.suggestions
+        if suggestions is not None:
+            routes["/api/v1/suggestions"] = (
+                _READ_METHODS,
+                lambda: self.send_json(HTTPStatus.OK, suggestions()),
+            )
         match = hooks.match
         if match is not None:
             routes["/api/v1/match"] = (("POST",), lambda: self._match(match))
