@@ -59,7 +59,10 @@ partials reach `min_misses`. The rules:
   estimate; more than `SHRINK_FACTOR` times that size and at least
   `SHRINK_MIN_GIB` GiB above it shrinks to it (only when every image's size
   is known). A cache that would need more than the largest imageCacheSize gets
-  no resize: `gitsync plan` already says to split it.
+  no resize (`gitsync plan` already says to split it), nor does a cache
+  proposed for removal. With `SizeModel.size_for`'s floor of 20 GiB, "more
+  than twice" already implies "at least 20 GiB more"; `SHRINK_MIN_GIB` keeps
+  the rule right should the floor change.
 
 Value: saved seconds per day = the misses and partials in the window of the
 images the change serves ÷ window days × what a miss of that image costs: the
