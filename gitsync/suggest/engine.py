@@ -20,8 +20,10 @@ partials reach `min_misses`. The rules:
   the evidence names any. Per cache and repository, the new tag is the most
   pulled (ties: the most recently pulled, then by name), and the old one is
   the cache's reference of that repository with the fewest hits (ties: by
-  name). When the old tag still got hits in the window, moving it would turn
-  those hits into misses, so the new tag is added beside it (add-image).
+  name). When the old tag still got hits after the new tag was first pulled,
+  both are in use and moving it would turn those hits into misses, so the new
+  tag is added beside it (add-image). Hits that all came before the new tag
+  appeared are the workload moving on: the cache follows it (bump-tag).
 * **add-image.** A pod uses one cache, so an unserved image of a repository
   no desired cache holds goes into the cache that holds the images it starts
   with (`Evidence.groups`): each group containing it gives every cache that
@@ -561,14 +563,14 @@ def _bumps(
             key=lambda text: (ctx.image(text).hits, text),
         )
         old = olds[0]
-        old_hits = ctx.image(old).hits
-        if old_hits:
+        seen = ctx.image(old)
+        if seen.hits and seen.last_at >= new.evidence.first_at:
             pending.add(
                 cache_name,
                 new,
                 f"pods pulled {_short(new.image)} {_pulled(new.evidence)} under another tag"
-                f" than {_short(old)}, which still got {_plural(old_hits, 'hit')}, so"
-                f" {_short(new.image)} goes beside it rather than replacing it",
+                f" than {_short(old)}, which still got {_plural(seen.hits, 'hit')} after"
+                f" that, so {_short(new.image)} goes beside it rather than replacing it",
             )
         else:
             pending.bump(_Bump(cache=cache_name, old=old, new=new, others=others))

@@ -59,6 +59,7 @@ def ie(
     pods: int | None = None,
     seconds: float | None = None,
     last_at: float = NOW - 60,
+    first_at: float = SINCE + 60,
     caches: tuple[str, ...] = (),
 ) -> ImageEvidence:
     """An image's evidence; `seconds` is the mean of its (all timed) misses."""
@@ -71,7 +72,7 @@ def ie(
         pods=hits + partials + misses if pods is None else pods,
         miss_seconds=(seconds or 0.0) * timed,
         timed_misses=timed,
-        first_at=SINCE + 60,
+        first_at=first_at,
         last_at=last_at,
         caches=caches,
     )
@@ -351,6 +352,16 @@ def test_old_tag_still_hit_adds_the_new_tag_beside_it() -> None:
     assert s.images == ("docker.io/library/app:1.5",)
     assert "still got 2 hits" in s.reason
     assert "rather than replacing it" in s.reason
+
+
+def test_old_tag_hit_only_before_the_new_tag_appeared_is_bumped() -> None:
+    # The workload moved on: the old tag's last hit came before the new tag's first pull.
+    old = ie("app:1.4", hits=2, last_at=SINCE + 3600)
+    new = ie("app:1.5", partials=3, first_at=SINCE + 7200, caches=("web",))
+    (s,) = run(evidence(old, new), [spec("web", "app:1.4")])
+    assert s.kind is Kind.BUMP_TAG
+    assert s.from_images == ("docker.io/library/app:1.4",)
+    assert s.to_images == ("docker.io/library/app:1.5",)
 
 
 def test_several_new_tags_the_most_pulled_wins() -> None:
