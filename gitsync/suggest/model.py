@@ -16,10 +16,10 @@ from gitsync.model import SourceLocation
 __all__ = [
     "DEFAULT_MIN_MISSES",
     "DEFAULT_WINDOW_SECONDS",
+    "SuggestOptions",
     "Suggestion",
     "SuggestionEvidence",
     "SuggestionKind",
-    "SuggestOptions",
 ]
 
 DEFAULT_WINDOW_SECONDS = 7 * 86400.0  # --since 7d
