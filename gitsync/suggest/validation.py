@@ -54,10 +54,15 @@ def _inside(relative: str) -> PurePosixPath:
 
 
 def _not_yaml(folder: str, names: list[str]) -> set[str]:
-    """What copytree leaves out: .git, and every file that is not YAML (folders and links stay)."""
-    ignored = {".git"}
+    """What copytree leaves out: .git, and everything but folders, links and regular YAML files
+    (a FIFO would block the copy; the loader reads nothing else anyway)."""
+    ignored = set()
     for name in names:
         path = os.path.join(folder, name)
-        if not os.path.islink(path) and os.path.isfile(path) and not name.endswith(YAML_SUFFIXES):
+        if name == ".git":
+            ignored.add(name)
+        elif os.path.islink(path) or os.path.isdir(path):
+            continue
+        elif not (os.path.isfile(path) and name.endswith(YAML_SUFFIXES)):
             ignored.add(name)
     return ignored

@@ -10,6 +10,7 @@ loader, and a written tree is run through `gitsync validate`.
 from __future__ import annotations
 
 import difflib
+import os
 import shutil
 import subprocess
 import sys
@@ -687,6 +688,7 @@ def test_edited_examples_pass_gitsync_validate(tmp_path: Path) -> None:
 def test_validate_edited_reports_what_the_edit_broke(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(WEB)
     (tmp_path / "notes.txt").write_text("not copied")
+    os.mkfifo(tmp_path / "pipe.yaml")  # copying it would block
     clash = WEB.replace("name: web ", "name: other ").replace("nginx:1.27", "nginx:1.28")
     checked = validate_edited(root=tmp_path, changes={"b.yaml": clash.replace("other", "web")})
     assert [d.rule for d in checked.errors] == ["duplicate-name"]
