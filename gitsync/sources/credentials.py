@@ -20,6 +20,7 @@ Credentials never reach an argument list (visible in `ps`) or a file:
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 import stat
@@ -28,6 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gitsync.errors import ConfigError
 from gitsync.netaddr import is_loopback_host
 from gitsync.sources.base import SourceError
 
@@ -107,6 +109,44 @@ def split_userinfo(url: str) -> tuple[str, str | None, str | None]:
         urllib.parse.unquote(user) or None,
         urllib.parse.unquote(password) if password else None,
     )
+
+
+def remote_credentials(
+    url: str, credentials: GitCredentials | None
+) -> tuple[str, GitCredentials | None, Scrubber]:
+    """The URL to give git, the credentials to use with it, and what scrubs their secrets.
+
+    A secret written into an http(s) URL (`https://user:token@…`, or the token
+    alone as `https://token@…`) moves to the askpass channel, so it never lands
+    in argv or .git/config; explicit credentials win over it. An ssh URL keeps
+    its user name (no secret; ssh needs it). A token is refused for plain http
+    except on loopback.
+    """
+    bare_url, url_user, url_password = split_userinfo(url)
+    if url.lower().startswith(("http://", "https://")) and url_user:
+        if not (credentials and credentials.https_token):
+            base = credentials or GitCredentials()
+            credentials = GitCredentials(
+                https_username=url_user if url_password else base.https_username,
+                https_token=url_password or url_user,
+                ssh_key_path=base.ssh_key_path,
+                known_hosts_path=base.known_hosts_path,
+            )
+    else:
+        bare_url = url
+    if credentials and credentials.https_token and is_clear_text_remote(bare_url):
+        raise ConfigError(
+            f"{redact_url(bare_url)}: a token would travel in clear text over plain http; "
+            "use an https:// URL (plain http is allowed only on loopback, 127.0.0.0/8 or ::1)"
+        )
+    # What messages must never show: userinfo the URL carried (git never gets it,
+    # but a message could quote the URL), the token, and its Basic-auth encoding.
+    secrets: list[str | None] = [url_password or url_user] if bare_url != url else []
+    if credentials and credentials.https_token:
+        user = credentials.https_username or DEFAULT_HTTPS_USERNAME
+        basic = f"{user}:{credentials.https_token}".encode()
+        secrets += [credentials.https_token, base64.b64encode(basic).decode()]
+    return bare_url, credentials, Scrubber(secrets)
 
 
 def is_clear_text_remote(url: str) -> bool:

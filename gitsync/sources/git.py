@@ -53,7 +53,6 @@ Submodules and Git LFS content are not fetched: spec files are plain YAML.
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import subprocess
@@ -74,11 +73,9 @@ from gitsync.sources.base import (
 from gitsync.sources.credentials import (
     DEFAULT_HTTPS_USERNAME,
     GitCredentials,
-    Scrubber,
     auth_environment,
-    is_clear_text_remote,
     redact_url,
-    split_userinfo,
+    remote_credentials,
     ssh_command,
     write_askpass,
 )
@@ -186,26 +183,7 @@ class GitSource:
             )
         if timeout_seconds <= 0:
             raise ConfigError(f"git timeout must be positive seconds, got {timeout_seconds}")
-        bare_url, url_user, url_password = split_userinfo(url)
-        if url.lower().startswith(("http://", "https://")) and url_user:
-            # A secret written into the URL (`https://user:token@…`, or the token alone
-            # as `https://token@…`) moves to the askpass channel, so it never lands in
-            # argv or .git/config. Explicit credentials win over it.
-            if not (credentials and credentials.https_token):
-                base = credentials or GitCredentials()
-                credentials = GitCredentials(
-                    https_username=url_user if url_password else base.https_username,
-                    https_token=url_password or url_user,
-                    ssh_key_path=base.ssh_key_path,
-                    known_hosts_path=base.known_hosts_path,
-                )
-        else:
-            bare_url = url  # `ssh://git@host/…`: the user name is no secret, ssh needs it
-        if credentials and credentials.https_token and is_clear_text_remote(bare_url):
-            raise ConfigError(
-                f"{redact_url(bare_url)}: a token would travel in clear text over plain http; "
-                "use an https:// URL (plain http is allowed only on loopback, 127.0.0.0/8 or ::1)"
-            )
+        bare_url, credentials, self._scrub = remote_credentials(url, credentials)
         self._local: Path | None = (
             Path(bare_url).expanduser().absolute() if is_local_path(bare_url) else None
         )
@@ -218,14 +196,6 @@ class GitSource:
         self._askpass = cache_dir / "git-askpass"
         self._credentials = credentials
         self._timeout = timeout_seconds
-        # What messages must never show: userinfo the URL carried (git never gets it,
-        # but a message could quote the URL), the token, and its Basic-auth encoding.
-        secrets: list[str | None] = [url_password or url_user] if bare_url != url else []
-        if credentials and credentials.https_token:
-            user = credentials.https_username or DEFAULT_HTTPS_USERNAME
-            basic = f"{user}:{credentials.https_token}".encode()
-            secrets += [credentials.https_token, base64.b64encode(basic).decode()]
-        self._scrub = Scrubber(secrets)
         self._lock = threading.Lock()
         self._last_revision: str | None = None
         self._head: str | None = None  # commit this instance checked out (None: not yet)

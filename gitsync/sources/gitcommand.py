@@ -181,12 +181,14 @@ def classify_failure(
     returncode: int,
     known_hosts_path: Path | None = None,
     scrub: Scrubber | None = None,
+    access: str = "read",
 ) -> GitSyncError:
     """The error a failed git call means, with a message that names no secret.
 
     Host-key and authentication failures are checked before network ones: ssh
     ends both with "Could not read from remote repository", which alone would
-    look like an outage.
+    look like an outage. `access` is what the credentials needed: "read" to
+    fetch, "write" to push.
     """
     scrub = scrub or Scrubber(())
     detail = scrub(stderr_detail(stderr, returncode))
@@ -204,7 +206,7 @@ def classify_failure(
     if any(marker in lowered for marker in _AUTH_MARKERS):
         return SourceError(
             f"git {operation} of {where} failed: the remote refused the credentials "
-            f"(an HTTPS token with read access, or an SSH key the host accepts, is needed): "
+            f"(an HTTPS token with {access} access, or an SSH key the host accepts, is needed): "
             f"{detail}"
         )
     if any(marker in lowered for marker in _UNAVAILABLE_MARKERS):

@@ -2,12 +2,16 @@
 
 Every integration test that builds a repository of specs needs the same call;
 this is it, once. `check=True`: a git command that fails fails the test.
+`isolate_git` keeps the user's and the system's git configuration out of a
+test that runs gitsync's own git calls.
 """
 
 from __future__ import annotations
 
 import subprocess
 from pathlib import Path
+
+import pytest
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -20,3 +24,26 @@ def git(*args: str, cwd: Path) -> str:
         timeout=30,
     )
     return done.stdout.strip()
+
+
+def isolate_git(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
+    """No user or system git config, a fixed identity, no proxy for 127.0.0.1.
+
+    Returns the (empty) global config file, for a test that needs to add to it.
+    """
+    global_config = home / ".gitconfig"
+    global_config.write_text("")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(global_config))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for name, value in {
+        "GIT_AUTHOR_NAME": "Test",
+        "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "Test",
+        "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    }.items():
+        monkeypatch.setenv(name, value)
+    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    return global_config

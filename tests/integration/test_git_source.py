@@ -19,14 +19,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from githttp import GitHttpServer, serve_git_http
+from gitrepo import isolate_git
 
 import gitsync.sources.git as gitmod
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
@@ -50,23 +50,7 @@ USER = "x-access-token"
 @pytest.fixture(autouse=True)
 def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
     """No user or system git config, a fixed identity, and no proxy for 127.0.0.1."""
-    home = tmp_path_factory.mktemp("home")
-    global_config = home / ".gitconfig"
-    global_config.write_text("")
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(global_config))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    for name, value in {
-        "GIT_AUTHOR_NAME": "Test",
-        "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "Test",
-        "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for proxy in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
-        monkeypatch.delenv(proxy, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
-    return global_config
+    return isolate_git(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
 def git(*args: str, cwd: Path) -> str:
@@ -697,97 +681,10 @@ def test_head_revision_of_work_trees_folders_and_empty_repositories(
 # ------------------------------------------------------------------ HTTPS with a token
 
 
-class _GitHttpHandler(BaseHTTPRequestHandler):
-    """`git http-backend` as CGI, behind Basic auth, like a git host."""
-
-    server: GitHttpServer
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # keep pytest's output clean
-
-    def _serve(self) -> None:
-        auth = self.headers.get("Authorization")
-        self.server.authorizations.append(auth)
-        expected = base64.b64encode(f"{self.server.user}:{self.server.token}".encode()).decode()
-        if auth != f"Basic {expected}":
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="git"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        path, _, query = self.path.partition("?")
-        env = {
-            "PATH": os.environ["PATH"],
-            "GIT_PROJECT_ROOT": str(self.server.root),
-            "GIT_HTTP_EXPORT_ALL": "1",
-            "REQUEST_METHOD": self.command,
-            "PATH_INFO": path,
-            "QUERY_STRING": query,
-            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
-            "CONTENT_LENGTH": str(len(body)),
-            "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding", ""),
-            "HTTP_GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-            "GIT_PROTOCOL": self.headers.get("Git-Protocol", ""),
-            "REMOTE_USER": self.server.user,
-            "REMOTE_ADDR": "127.0.0.1",
-        }
-        out = subprocess.run(
-            ["git", "http-backend"],
-            input=body,
-            env=env,
-            capture_output=True,
-            timeout=30,
-            check=True,
-        ).stdout
-        separator = b"\r\n\r\n" if b"\r\n\r\n" in out else b"\n\n"
-        head, _, payload = out.partition(separator)
-        status, headers = 200, []
-        for line in head.decode("latin-1").splitlines():
-            name, _, value = line.partition(":")
-            if name.lower() == "status":
-                status = int(value.split()[0])
-            else:
-                headers.append((name, value.strip()))
-        self.send_response(status)
-        for name, value in headers:
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-
-class GitHttpServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, root: Path, *, user: str, token: str) -> None:
-        super().__init__(("127.0.0.1", 0), _GitHttpHandler)
-        self.root, self.user, self.token = root, user, token
-        self.authorizations: list[str | None] = []
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
-
-
 @pytest.fixture
 def http_remote(tmp_path: Path, remote: Remote) -> Iterator[GitHttpServer]:
-    server = GitHttpServer(remote.bare.parent, user=USER, token=TOKEN)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
+    with serve_git_http(remote.bare.parent, user=USER, token=TOKEN) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def assert_secret_absent(token: str, calls: list[Call], folder: Path) -> None:
