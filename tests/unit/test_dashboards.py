@@ -97,6 +97,8 @@ CONTRACT_METRICS = frozenset(
         "gitsync_cost_total",
         "gitsync_snapshot_checks_total",
         "gitsync_scrub_bytes_total",
+        "gitsync_cache_saved_seconds_total",
+        "gitsync_suggestions",
     }
 )
 
