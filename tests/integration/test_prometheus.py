@@ -81,6 +81,10 @@ EXPECTED_EMPTY = {
     "gitsync-rules.yaml: gitsync.alerts alert GitSyncCacheSavedNothing": (
         "needs `gitsync_cache_desired offset 7d`, and this Prometheus holds one minute of data"
     ),
+    "gitsync-overview.json: panel 26 'Time saved against cost, by cache' target C": (
+        "cost per saved hour leaves out caches that saved nothing, and no hit here has"
+        " recorded saved seconds (UsageMetrics.record_saved)"
+    ),
 }
 
 
