@@ -16,6 +16,7 @@ names); never a label per image tag or per pod.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -35,6 +36,7 @@ from gitsync.model import (
     SnapshotCheck,
     SnapshotCheckCounts,
 )
+from gitsync.suggest.model import SuggestionKind
 from gitsync.units import GIB
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -130,6 +132,14 @@ class DaemonMetrics:
             " its rate).",
             registry=registry,
         )
+        self.suggestions = Gauge(
+            "gitsync_suggestions",
+            "Pending suggestions (gitsync suggest, /api/v1/suggestions), by kind.",
+            ["kind"],
+            registry=registry,
+        )
+        for kind in SuggestionKind:  # every kind from the start, so a panel never shows a gap
+            self.suggestions.labels(kind=kind.value).set(0)
 
     def record_snapshot_checks(self, totals: SnapshotCheckCounts) -> None:
         """Count the checks a provider made since the last call, from its running totals."""
@@ -146,6 +156,20 @@ class DaemonMetrics:
         self.spec_valid.set(1 if valid else 0)
         for severity in ("error", "warning", "info"):
             self.spec_diagnostics.labels(severity=severity).set(counts.get(severity, 0))
+
+    def set_suggestions(self, counts: Mapping[str, int]) -> None:
+        """The pending suggestions now, by kind; a kind missing from `counts` has none."""
+        known = {kind.value for kind in SuggestionKind}
+        unknown = sorted(set(counts) - known)
+        if unknown:
+            raise ValueError(
+                f"suggestion kind {unknown[0]!r} is not one of {', '.join(sorted(known))}"
+            )
+        negative = sorted(kind for kind, count in counts.items() if count < 0)
+        if negative:
+            raise ValueError(f"suggestion count of {negative[0]!r} is negative")
+        for kind in SuggestionKind:
+            self.suggestions.labels(kind=kind.value).set(counts.get(kind.value, 0))
 
 
 # Label values of gitsync_webhook_requests_total{hook,outcome}, as gitsync.server counts them.
@@ -298,8 +322,47 @@ class LookupCounter(TextCollector):
         return (_header(*self.FAMILIES[0]) + "".join(lines)).encode()
 
 
+class SavedSecondsCounter(TextCollector):
+    """`gitsync_cache_saved_seconds_total{cache}`: pull seconds a cache's hits saved."""
+
+    FAMILIES = (
+        (
+            "gitsync_cache_saved_seconds",
+            "counter",
+            "Pull seconds the cache's hits saved: per hit, the image's estimated miss seconds"
+            " minus the hit's own, never below 0 (docs/architecture.md says how misses are"
+            " estimated).",
+        ),
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sums: dict[str, tuple[str, float]] = {}  # cache -> (prefix, seconds)
+
+    def add(self, *, cache: str, seconds: float) -> None:
+        with self._lock:
+            entry = self._sums.get(cache) or self._start(cache)
+            self._sums[cache] = (entry[0], entry[1] + seconds)
+
+    def touch(self, *, cache: str) -> None:
+        """Expose `cache`'s series, at 0 if it saved nothing yet."""
+        with self._lock:
+            if cache not in self._sums:
+                self._sums[cache] = self._start(cache)
+
+    @staticmethod
+    def _start(cache: str) -> tuple[str, float]:
+        return ("gitsync_cache_saved_seconds_total" + _labels(cache=cache), 0.0)
+
+    def render(self) -> bytes:
+        with self._lock:
+            lines = [f"{prefix} {_number(total)}\n" for prefix, total in self._sums.values()]
+        return (_header(*self.FAMILIES[0]) + "".join(lines)).encode()
+
+
 class UsageMetrics:
-    """How caches are used: lookups by result, and time to start (pods) or serve (local).
+    """How caches are used: lookups by result, time to start (pods) or serve (local), and
+    the pull seconds hits saved.
 
     Fed only by real consumers: the match API, the registry mirror, exports,
     and the pod observer. Never a label per pod or per image.
@@ -308,6 +371,8 @@ class UsageMetrics:
     def __init__(self, *, registry: CollectorRegistry) -> None:
         self.lookups = LookupCounter()
         registry.register(self.lookups)
+        self.saved = SavedSecondsCounter()
+        registry.register(self.saved)
         self.startup = Histogram(
             "gitsync_startup_seconds",
             "Pod start (kubernetes) or image materialisation (local), by lookup result.",
@@ -343,8 +408,20 @@ class UsageMetrics:
         if result not in LOOKUP_RESULTS:
             raise ValueError(f"lookup result {result!r} is not one of {', '.join(LOOKUP_RESULTS)}")
         self.lookups.inc(cache=cache or "", result=result)
+        if cache:
+            # The cache's saved-seconds series starts at 0 with its first lookup, so that
+            # increase() also counts the first seconds it saves, and a cache pods use but
+            # that saves nothing shows 0 rather than no series.
+            self.saved.touch(cache=cache)
         if seconds is not None:
             self.startup.labels(result=result).observe(seconds)
+
+    def record_saved(self, *, cache: str, seconds: float) -> None:
+        """Add the pull seconds a hit on `cache` saved; ≤ 0 (or NaN, infinite) adds nothing."""
+        if not cache:
+            raise ValueError("saved seconds need the cache that saved them")
+        if math.isfinite(seconds) and seconds > 0:
+            self.saved.add(cache=cache, seconds=seconds)
 
 
 # Families of StateExposition, in exposition order; indexes name the slots of _Lines.

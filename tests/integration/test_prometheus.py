@@ -78,6 +78,13 @@ EXPECTED_EMPTY = {
     "gitsync-rules.yaml: gitsync.alerts alert GitSyncReconcileFailing": (
         "needs `gitsync_build_info offset 15m`, and this Prometheus holds one minute of data"
     ),
+    "gitsync-rules.yaml: gitsync.alerts alert GitSyncCacheSavedNothing": (
+        "needs `gitsync_cache_desired offset 7d`, and this Prometheus holds one minute of data"
+    ),
+    "gitsync-overview.json: panel 26 'Time saved against cost, by cache' target C": (
+        "cost per saved hour leaves out caches that saved nothing, and no hit here has"
+        " recorded saved seconds (UsageMetrics.record_saved)"
+    ),
 }
 
 
@@ -390,7 +397,7 @@ EXPECTED_ALERTS: dict[str, set[str | None]] = {
     "GitSyncCacheHitRateLow": {None},
     "GitSyncCacheUnused": {"tools"},  # web was pulled, broken is new
 }
-QUIET_ALERTS = ("GitSyncSourceStale", "GitSyncReconcileFailing")
+QUIET_ALERTS = ("GitSyncSourceStale", "GitSyncReconcileFailing", "GitSyncCacheSavedNothing")
 
 
 def _alerting(rules: dict[tuple[str, str], dict[str, Any]], group: str, state: str) -> bool:
@@ -547,3 +554,12 @@ def test_recorded_series_hold_the_values_the_traffic_implies(
     assert monthly["tools"][1] > 0
     (total,) = _values(scene, "gitsync:cost:monthly").values()
     assert total == pytest.approx(sum(v for _, v in monthly.values()))
+    # web was pulled: its saved-seconds series exists from its first lookup.
+    saved = {
+        json.loads(k)["cache"]: v
+        for k, v in _values(scene, "gitsync:cache_saved_seconds:rate1h").items()
+    }
+    assert "web" in saved
+    assert all(math.isfinite(v) and v >= 0 for v in saved.values())
+    kinds = {json.loads(k)["kind"] for k in _values(scene, "gitsync_suggestions")}
+    assert kinds == {"add-image", "new-cache", "bump-tag", "remove-cache", "resize"}

@@ -1,9 +1,11 @@
 """The rule files checked and unit-tested by the real `promtool`.
 
 `promtool check rules` parses every expression and template and checks the
-rule names. `promtool test rules` runs manifests/prometheus/tests/
-gitsync-rules.test.yaml: every alert fires in a realistic situation and stays
-silent in a near miss, and the recording rules compute the values expected.
+rule names. `promtool test rules` runs manifests/prometheus/tests/*.test.yaml
+(gitsync-rules.test.yaml, and gitsync-rules-7d.test.yaml for the rules that
+look a week back, at coarser steps): every alert fires in a realistic
+situation and stays silent in a near miss, and the recording rules compute
+the values expected.
 promtool comes from Debian's `prometheus` package, which .ci/run installs;
 without it these tests skip and say so.
 
@@ -32,6 +34,7 @@ PROMETHEUS = ROOT / "manifests" / "prometheus"
 RULES = PROMETHEUS / "gitsync-rules.yaml"
 OBJECT = PROMETHEUS / "prometheusrule.yaml"
 RULE_TESTS = PROMETHEUS / "tests" / "gitsync-rules.test.yaml"
+ALL_RULE_TESTS = sorted((PROMETHEUS / "tests").glob("*.test.yaml"))
 DASHBOARD_LINT = ROOT / "tests" / "unit" / "test_dashboards.py"
 TIMEOUT_SECONDS = 60
 
@@ -97,10 +100,12 @@ def test_promtool_rejects_a_broken_rule_file(promtool: str, tmp_path: Path) -> N
 
 
 def test_promtool_unit_tests_pass(promtool: str) -> None:
-    # Run from the tests folder: rule_files in the test file are relative to it.
-    result = _run(promtool, "test", "rules", RULE_TESTS.name, cwd=RULE_TESTS.parent)
+    # Run from the tests folder: rule_files in the test files are relative to it.
+    assert RULE_TESTS in ALL_RULE_TESTS
+    names = [path.name for path in ALL_RULE_TESTS]
+    result = _run(promtool, "test", "rules", *names, cwd=RULE_TESTS.parent)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS" in result.stdout, result.stdout
+    assert result.stdout.count("SUCCESS") == len(names), result.stdout
 
 
 def test_promtool_unit_tests_catch_a_changed_threshold(promtool: str, tmp_path: Path) -> None:
@@ -116,6 +121,23 @@ def test_promtool_unit_tests_catch_a_changed_threshold(promtool: str, tmp_path: 
     result = _run(promtool, "test", "rules", RULE_TESTS.name, cwd=tmp_path / "tests")
     assert result.returncode != 0
     assert "GitSyncCacheExpiringSoon" in result.stdout + result.stderr
+
+
+def test_promtool_week_tests_catch_a_dropped_condition(promtool: str, tmp_path: Path) -> None:
+    # GitSyncCacheSavedNothing must not fire for a cache desired for less than
+    # a week; without that condition the week-long tests have to fail.
+    rules_text = RULES.read_text(encoding="utf-8")
+    condition = "gitsync_cache_desired offset 7d == 1"
+    assert condition in rules_text
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "gitsync-rules.yaml").write_text(
+        rules_text.replace(condition, "gitsync_cache_desired == 1"), encoding="utf-8"
+    )
+    week = PROMETHEUS / "tests" / "gitsync-rules-7d.test.yaml"
+    shutil.copy(week, tmp_path / "tests" / week.name)
+    result = _run(promtool, "test", "rules", week.name, cwd=tmp_path / "tests")
+    assert result.returncode != 0
+    assert "GitSyncCacheSavedNothing" in result.stdout + result.stderr
 
 
 def test_promtool_parses_every_dashboard_expression(promtool: str, tmp_path: Path) -> None:

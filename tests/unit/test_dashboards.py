@@ -8,6 +8,14 @@ chosen `job` and `instance`, rates use `$__rate_interval` (so a scrape gap
 never empties a panel), counters are only read through rate()/increase(),
 and every panel says what it shows (a description) and in what (a unit).
 
+One exception, and only one: per-image figures (the most missed images) are
+never metric labels, so the daemon serves them as JSON at /api/v1/suggestions.
+A panel may read that through the Infinity data source plugin
+(yesoreyeram-infinity-datasource), picked by a second data source variable,
+`infinity`, whose URL is the daemon's address: the panel holds only the
+relative path (an endpoint of DAEMON_API_URLS) and says in its description
+that it needs the plugin and the daemon's address.
+
 Checking selectors needs to know where they are in a query, so the module has
 a small PromQL scanner: enough to find every vector selector, its matchers,
 its range and the function that encloses it. It is not a parser and does not
@@ -33,6 +41,10 @@ DASHBOARDS = ROOT / "dashboards"
 RULES = ROOT / "manifests" / "prometheus" / "gitsync-rules.yaml"
 
 DATASOURCE_REFS = frozenset({"$datasource", "${datasource}"})
+# The daemon's JSON API through the Infinity plugin: the one other data source allowed.
+INFINITY_PLUGIN = "yesoreyeram-infinity-datasource"
+INFINITY_REFS = frozenset({"$infinity", "${infinity}"})
+DAEMON_API_URLS = frozenset({"/api/v1/suggestions"})
 MIN_SCHEMA_VERSION = 36
 RATE_FUNCTIONS = frozenset({"rate", "irate", "increase"})
 COUNTER_SUFFIXES = ("_total", "_count", "_sum", "_bucket")
@@ -97,6 +109,8 @@ CONTRACT_METRICS = frozenset(
         "gitsync_cost_total",
         "gitsync_snapshot_checks_total",
         "gitsync_scrub_bytes_total",
+        "gitsync_cache_saved_seconds_total",
+        "gitsync_suggestions",
     }
 )
 
@@ -331,14 +345,24 @@ def _is_datasource_ref(value: object) -> bool:
     return False
 
 
+def _is_api_ref(value: object) -> bool:
+    """The Infinity data source variable: panels that read the daemon's JSON API."""
+    return (
+        isinstance(value, dict)
+        and value.get("type") == INFINITY_PLUGIN
+        and value.get("uid") in INFINITY_REFS
+    )
+
+
 def _hard_coded_datasources(node: object, path: str) -> Iterator[str]:
-    """JSON paths of every `datasource` reference that is not the variable."""
+    """JSON paths of every `datasource` reference that is not one of the two variables."""
     if isinstance(node, dict):
         for key, value in node.items():
             here = f"{path}.{key}"
             # Grafana's built-in annotation source is the one fixed uid allowed.
             builtin = isinstance(value, dict) and value.get("uid") == "-- Grafana --"
-            hard_coded = value is not None and not builtin and not _is_datasource_ref(value)
+            variable = _is_datasource_ref(value) or _is_api_ref(value)
+            hard_coded = value is not None and not builtin and not variable
             if key == "datasource" and hard_coded:
                 yield here
             yield from _hard_coded_datasources(value, here)
@@ -384,14 +408,30 @@ def _lint_templating(dashboard: dict[str, Any]) -> Iterator[tuple[str, str, str]
     variables = {v.get("name"): v for v in dashboard.get("templating", {}).get("list", [])}
     datasource_vars = [v for v in variables.values() if v.get("type") == "datasource"]
     source = variables.get("datasource") or {}
-    if len(datasource_vars) != 1 or (source.get("type"), source.get("query")) != (
+    api = variables.get("infinity")
+    allowed = 2 if api is not None else 1
+    if len(datasource_vars) != allowed or (source.get("type"), source.get("query")) != (
         "datasource",
         "prometheus",
     ):
         yield (
             "templating",
             "template-datasource-rule",
-            "needs exactly one variable `datasource` of type datasource, query prometheus",
+            "needs exactly one variable `datasource` of type datasource, query prometheus"
+            f" (and at most `infinity`, query {INFINITY_PLUGIN})",
+        )
+    if api is not None and (api.get("type"), api.get("query")) != ("datasource", INFINITY_PLUGIN):
+        yield (
+            "templating",
+            "template-datasource-rule",
+            f"variable `infinity` must be of type datasource, query {INFINITY_PLUGIN}",
+        )
+    panels = walk_panels(dashboard.get("panels", []))
+    if api is None and any(_is_api_ref(panel.get("datasource")) for panel in panels):
+        yield (
+            "templating",
+            "template-datasource-rule",
+            "a panel reads ${infinity}, but there is no variable `infinity`",
         )
     for label in ("job", "instance"):
         variable = variables.get(label) or {}
@@ -427,6 +467,8 @@ def _lint_panel(panel: dict[str, Any], *, where: str) -> list[Problem]:
     unit = panel.get("fieldConfig", {}).get("defaults", {}).get("unit")
     if not isinstance(unit, str) or not unit:
         problems.append(Problem(where, "panel-units-rule", "needs fieldConfig.defaults.unit"))
+    if _is_api_ref(panel.get("datasource")):
+        return problems + _lint_api_panel(panel, where=where)
     if not _is_datasource_ref(panel.get("datasource")):
         problems.append(Problem(where, "panel-datasource-rule", "must be ${datasource}"))
     targets = panel.get("targets") or []
@@ -434,6 +476,44 @@ def _lint_panel(panel: dict[str, Any], *, where: str) -> list[Problem]:
         problems.append(Problem(where, "panel-targets", "a panel with no query shows nothing"))
     for target in targets:
         problems.extend(_lint_target(target, where=where))
+    return problems
+
+
+def _lint_api_panel(panel: dict[str, Any], *, where: str) -> list[Problem]:
+    """A panel on the daemon's JSON API: GET of a known endpoint, by a path relative to the
+    `infinity` data source's URL (the daemon's address), and a description that says so."""
+    problems: list[Problem] = []
+    description = str(panel.get("description", ""))
+    for needed in (INFINITY_PLUGIN, "daemon's address"):
+        if needed not in description:
+            problems.append(
+                Problem(where, "panel-api-rule", f"the description must name {needed!r}")
+            )
+    targets = panel.get("targets") or []
+    if not targets:
+        problems.append(Problem(where, "panel-targets", "a panel with no query shows nothing"))
+    for target in targets:
+        here = f"{where} target {target.get('refId', '?')}"
+        if not _is_api_ref(target.get("datasource")):
+            problems.append(Problem(here, "target-datasource-rule", "must be ${infinity}"))
+        url = target.get("url")
+        if url not in DAEMON_API_URLS:
+            problems.append(
+                Problem(
+                    here,
+                    "panel-api-rule",
+                    f"url {url!r} must be one of {sorted(DAEMON_API_URLS)}, relative: the"
+                    " daemon's address is the data source's URL",
+                )
+            )
+        method = (target.get("url_options") or {}).get("method")
+        shape = (target.get("type"), target.get("source"), method)
+        if shape != ("json", "url", "GET"):
+            problems.append(
+                Problem(here, "panel-api-rule", f"must GET JSON from the url, not {shape}")
+            )
+        if "expr" in target:
+            problems.append(Problem(here, "panel-api-rule", "an API target has no PromQL"))
     return problems
 
 
@@ -568,9 +648,9 @@ def test_overview_has_the_rows_and_panels_the_issue_asks_for() -> None:
             current = panel["title"]
             rows[current] = []
         else:
-            exprs = " ".join(t["expr"] for t in panel["targets"])
-            rows.setdefault(current, []).append(exprs)
-    assert list(rows) == ["Sync", "Caches", "Use", "Cost"]
+            queries = " ".join(t.get("expr") or t["url"] for t in panel["targets"])
+            rows.setdefault(current, []).append(queries)
+    assert list(rows) == ["Sync", "Caches", "Use", "Cost", "What to cache next"]
     wanted = {
         "Sync": [
             "gitsync_applied_revision_info",
@@ -587,6 +667,13 @@ def test_overview_has_the_rows_and_panels_the_issue_asks_for() -> None:
         ],
         "Use": ["gitsync_cache_lookups_total", "gitsync_startup_seconds_bucket"],
         "Cost": ["gitsync_cache_cost_per_hour", "730 *"],
+        "What to cache next": [
+            "gitsync:cache_saved_seconds:rate1h",
+            "gitsync:cache_cost:monthly",
+            "gitsync_cache_saved_seconds_total",
+            "gitsync_suggestions",
+            "/api/v1/suggestions",
+        ],
     }
     for row, needles in wanted.items():
         text = " ".join(rows[row])
@@ -626,9 +713,10 @@ def test_all_promql_expressions_covers_dashboards_and_rules() -> None:
     expressions = all_promql_expressions(rate_interval="2m")
     origins = " ".join(e.origin for e in expressions)
     targets = sum(
-        len(panel.get("targets") or [])
+        "expr" in target  # the API tables' targets hold a URL, not PromQL
         for path in dashboard_files()
         for panel in walk_panels(load_dashboard(path)["panels"])
+        for target in panel.get("targets") or []
     )
     rules = sum(len(group["rules"]) for group in yaml.safe_load(RULES.read_text("utf-8"))["groups"])
     variables = 2  # label_values of job and instance in the overview
@@ -665,6 +753,7 @@ def test_selectors_finds_names_matchers_ranges_and_enclosing_calls() -> None:
 def _good_dashboard() -> dict[str, Any]:
     sel = 'job=~"$job", instance=~"$instance"'
     source = {"type": "prometheus", "uid": "${datasource}"}
+    api = {"type": INFINITY_PLUGIN, "uid": "${infinity}"}
     return {
         "uid": "probe",
         "title": "probe",
@@ -687,6 +776,7 @@ def _good_dashboard() -> dict[str, Any]:
                     "query": 'label_values(up{job=~"$job"}, instance)',
                     "refresh": 2,
                 },
+                {"name": "infinity", "type": "datasource", "query": INFINITY_PLUGIN},
             ]
         },
         "panels": [
@@ -710,7 +800,26 @@ def _good_dashboard() -> dict[str, Any]:
                                 "expr": f"sum(rate(x_total{{{sel}}}[$__rate_interval]))",
                             }
                         ],
-                    }
+                    },
+                    {
+                        "type": "table",
+                        "id": 3,
+                        "title": "Missed",
+                        "description": f"needs {INFINITY_PLUGIN} and the daemon's address",
+                        "datasource": api,
+                        "fieldConfig": {"defaults": {"unit": "short"}},
+                        "targets": [
+                            {
+                                "refId": "A",
+                                "datasource": api,
+                                "type": "json",
+                                "source": "url",
+                                "url": "/api/v1/suggestions",
+                                "url_options": {"method": "GET"},
+                                "root_selector": "missed",
+                            }
+                        ],
+                    },
                 ],
             }
         ],
@@ -762,3 +871,44 @@ def _target(dashboard: dict[str, Any]) -> dict[str, Any]:
 
 def _expr(dashboard: dict[str, Any], expr: str) -> None:
     _target(dashboard)["expr"] = expr
+
+
+def _api_panel(dashboard: dict[str, Any]) -> dict[str, Any]:
+    panel: dict[str, Any] = dashboard["panels"][0]["panels"][1]
+    return panel
+
+
+def _api_target(dashboard: dict[str, Any]) -> dict[str, Any]:
+    target: dict[str, Any] = _api_panel(dashboard)["targets"][0]
+    return target
+
+
+@pytest.mark.parametrize(
+    ("breakage", "rule"),
+    [
+        (lambda d: _api_panel(d).update(description="a table"), "panel-api-rule"),
+        (lambda d: _api_panel(d)["fieldConfig"]["defaults"].pop("unit"), "panel-units-rule"),
+        (lambda d: _api_target(d).update(url="http://10.0.0.7:9108/api/v1/suggestions"), "api"),
+        (lambda d: _api_target(d).update(url="/api/v1/status"), "panel-api-rule"),
+        (lambda d: _api_target(d)["url_options"].update(method="POST"), "panel-api-rule"),
+        (lambda d: _api_target(d).update(type="csv"), "panel-api-rule"),
+        (lambda d: _api_target(d).update(expr="up"), "panel-api-rule"),
+        (lambda d: _api_target(d)["datasource"].update(uid="P0"), "target-datasource-rule"),
+        (lambda d: _api_panel(d)["datasource"].update(uid="P0"), "panel-datasource"),
+        (lambda d: d["templating"]["list"].pop(3), "template-datasource-rule"),
+        (lambda d: d["templating"]["list"][3].update(query="loki"), "template-datasource-rule"),
+        (
+            lambda d: d["templating"]["list"].append(
+                {"name": "logs", "type": "datasource", "query": "loki"}
+            ),
+            "template-datasource-rule",
+        ),
+    ],
+)
+def test_lint_allows_the_daemon_api_only_as_the_exception_says(breakage: Any, rule: str) -> None:
+    dashboard = _good_dashboard()
+    breakage(dashboard)
+    problems = lint_dashboard(dashboard, name="probe.json")
+    assert any(rule in p.rule for p in problems), problems
+    if rule.startswith(("panel-api", "panel-u", "target")):
+        assert any("Missed" in p.where for p in problems), f"no panel named: {problems}"

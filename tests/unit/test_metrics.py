@@ -19,6 +19,7 @@ from gitsync.metrics import (
 )
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
 from gitsync.pricing import PriceTable
+from gitsync.suggest.model import SuggestionKind
 from gitsync.triggers import TRIGGER_SOURCES, TriggerQueue
 
 NOW = datetime(2026, 11, 22, 3, 0, tzinfo=UTC)
@@ -126,6 +127,79 @@ def test_lookups_and_startup(world: World) -> None:
     assert world.value("gitsync_startup_seconds_count", result="hit") == 1
     with pytest.raises(ValueError, match="not one of"):
         world.usage.record(cache="web", result="maybe")
+
+
+def test_saved_seconds_add_up_per_cache_and_start_at_zero(world: World) -> None:
+    saved = "gitsync_cache_saved_seconds_total"
+    world.usage.record(cache=None, result="miss", seconds=9.0)
+    assert world.value(saved, cache="") is None  # a miss names no cache, saves nothing
+    world.usage.record(cache="web", result="partial", seconds=4.0)
+    assert world.value(saved, cache="web") == 0  # used, saved nothing yet: 0, not absent
+    world.usage.record(cache="web", result="hit", seconds=0.5)
+    world.usage.record_saved(cache="web", seconds=8.5)
+    world.usage.record_saved(cache="web", seconds=1.25)
+    world.usage.record_saved(cache="api", seconds=3.0)
+    assert world.value(saved, cache="web") == pytest.approx(9.75)
+    assert world.value(saved, cache="api") == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("seconds", [0.0, -2.0, float("nan"), float("inf"), float("-inf")])
+def test_saved_seconds_ignore_nothing_saved(world: World, seconds: float) -> None:
+    world.usage.record_saved(cache="web", seconds=2.0)
+    world.usage.record_saved(cache="web", seconds=seconds)
+    assert world.value("gitsync_cache_saved_seconds_total", cache="web") == 2.0
+    world.usage.record_saved(cache="new", seconds=seconds)  # and makes no series of its own
+    assert world.value("gitsync_cache_saved_seconds_total", cache="new") is None
+
+
+def test_saved_seconds_need_a_cache(world: World) -> None:
+    with pytest.raises(ValueError, match="need the cache"):
+        world.usage.record_saved(cache="", seconds=1.0)
+
+
+def test_saved_seconds_exposition_is_a_counter_with_one_label() -> None:
+    registry = ExpositionRegistry()
+    usage = UsageMetrics(registry=registry)
+    usage.record_saved(cache='we"b', seconds=2.5)
+    text = registry.exposition().decode()
+    assert "# TYPE gitsync_cache_saved_seconds_total counter\n" in text
+    assert 'gitsync_cache_saved_seconds_total{cache="we\\"b"} 2.5\n' in text
+    assert registry.get_sample_value("gitsync_cache_saved_seconds_total", {"cache": 'we"b'}) == 2.5
+
+
+def test_suggestions_by_kind_are_all_exposed_and_replaced_as_a_whole() -> None:
+    registry = CollectorRegistry()
+    metrics = DaemonMetrics(registry=registry, version="1.2.3")
+
+    def pending() -> dict[str, float | None]:
+        return {
+            kind.value: registry.get_sample_value("gitsync_suggestions", {"kind": kind.value})
+            for kind in SuggestionKind
+        }
+
+    assert set(pending()) == {"add-image", "new-cache", "bump-tag", "remove-cache", "resize"}
+    assert set(pending().values()) == {0}
+    metrics.set_suggestions({"bump-tag": 2, SuggestionKind.NEW_CACHE: 1})
+    assert pending() == {
+        "add-image": 0,
+        "new-cache": 1,
+        "bump-tag": 2,
+        "remove-cache": 0,
+        "resize": 0,
+    }
+    metrics.set_suggestions({"remove-cache": 3})  # a kind left out has none pending now
+    assert pending() == {
+        "add-image": 0,
+        "new-cache": 0,
+        "bump-tag": 0,
+        "remove-cache": 3,
+        "resize": 0,
+    }
+    with pytest.raises(ValueError, match="'grow' is not one of"):
+        metrics.set_suggestions({"grow": 1})
+    with pytest.raises(ValueError, match="negative"):
+        metrics.set_suggestions({"resize": -1})
+    assert pending()["remove-cache"] == 3  # a refused call changes nothing
 
 
 def test_daemon_metrics_names() -> None:

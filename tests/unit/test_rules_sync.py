@@ -46,6 +46,7 @@ CONTRACT_ALERTS = frozenset(
         "GitSyncReconcileFailing",
         "GitSyncCacheHitRateLow",
         "GitSyncCacheUnused",
+        "GitSyncCacheSavedNothing",
     }
 )
 REQUIRED_RECORDS = frozenset(
@@ -56,6 +57,7 @@ REQUIRED_RECORDS = frozenset(
         "gitsync:startup_seconds:p95_rate5m",
         "gitsync:cache_cost:monthly",
         "gitsync:cost:monthly",
+        "gitsync:cache_saved_seconds:rate1h",
     }
 )
 SEVERITIES = frozenset({"critical", "warning", "info"})
@@ -205,16 +207,23 @@ def test_recording_rules_are_named_level_metric_operation() -> None:
     assert set(names) >= REQUIRED_RECORDS, f"missing {sorted(REQUIRED_RECORDS - set(names))}"
 
 
-def test_the_rule_test_file_fires_and_silences_every_alert() -> None:
-    # promtool runs the file (tests/integration/test_promtool.py); this checks
-    # that it covers every alert both ways, which promtool cannot know.
-    tests = yaml.safe_load((PROMETHEUS / "tests" / "gitsync-rules.test.yaml").read_text("utf-8"))
+def rule_test_files() -> list[Path]:
+    """The promtool unit-test files: one per evaluation_interval (see their headers)."""
+    return sorted((PROMETHEUS / "tests").glob("*.test.yaml"))
+
+
+def test_the_rule_test_files_fire_and_silence_every_alert() -> None:
+    # promtool runs the files (tests/integration/test_promtool.py); this checks
+    # that together they cover every alert both ways, which promtool cannot know.
+    files = rule_test_files()
+    assert "gitsync-rules.test.yaml" in {f.name for f in files}, files
+    groups = [group for path in files for group in yaml.safe_load(path.read_text("utf-8"))["tests"]]
     fired: set[str] = set()
     silent: set[str] = set()
     summaries: dict[str, str] = {
         rule["alert"]: rule["annotations"]["summary"] for rule in alerts(load_plain())
     }
-    for group in tests["tests"]:
+    for group in groups:
         for case in group.get("alert_rule_test", []):
             if case["exp_alerts"]:
                 fired.add(case["alertname"])
@@ -225,9 +234,7 @@ def test_the_rule_test_file_fires_and_silences_every_alert() -> None:
                 silent.add(case["alertname"])
     assert fired == CONTRACT_ALERTS, f"never fires: {sorted(CONTRACT_ALERTS - fired)}"
     assert silent == CONTRACT_ALERTS, f"never silent: {sorted(CONTRACT_ALERTS - silent)}"
-    tested = {
-        case["expr"] for group in tests["tests"] for case in group.get("promql_expr_test", ())
-    }
+    tested = {case["expr"] for group in groups for case in group.get("promql_expr_test", ())}
     assert tested >= REQUIRED_RECORDS, f"untested records: {REQUIRED_RECORDS - tested}"
 
 
