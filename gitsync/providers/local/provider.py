@@ -95,11 +95,11 @@ from gitsync.providers.local.pull import (
     SizeLimitExceededError,
     pull_images,
 )
-from gitsync.providers.local.registry import (
+from gitsync.providers.local.registry import RegistryClient
+from gitsync.providers.local.registryhttp import (
     AccessDeniedError,
     AuthenticationError,
     NotFoundError,
-    RegistryClient,
 )
 from gitsync.providers.local.state import DataDiskError, DiskFullError, StateStore
 from gitsync.units import GIB
