@@ -11,7 +11,7 @@ reconciler decides backoff from the type alone and never parses messages::
      │    ├── controller_record.RecordSaveError         the record could not be saved
      │    ├── providers.local.state.DataDiskError       the data disk refused a write
      │    │    └── DiskFullError                        … because it is full
-     │    ├── providers.local.registry.OperationCancelledError
+     │    ├── providers.local.registryretry.OperationCancelledError
      │    │                                             stopped because a sibling failed
      │    ├── providers.tencentcloud.TencentCloudTransientError
      │    │                                             throttled, or the cloud erred
@@ -30,7 +30,7 @@ reconciler decides backoff from the type alone and never parses messages::
           │    └── PullSecretNotFoundError
           ├── providers.local.auth.TokenError           a registry token exchange failed
           ├── providers.local.oci.RegistryError         what a registry answered
-          │    ├── registry.AuthenticationError, AccessDeniedError, NotFoundError
+          │    ├── registryhttp.AuthenticationError, AccessDeniedError, NotFoundError
           │    └── oci.ManifestError
           │         └── PlatformNotFoundError
           ├── providers.local.blobs.BlobStoreError

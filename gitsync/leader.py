@@ -144,7 +144,13 @@ class LeaderElector:
         self.lease_duration = lease_duration
         self.renew_deadline = renew_deadline
         self.retry_period = retry_period
-        self._api = kubernetes.client.CoordinationV1Api(api_client)
+        self._lease_api = _LeaseApi(
+            api_client,
+            namespace=namespace,
+            name=name,
+            retry_period=retry_period,
+            renew_deadline=renew_deadline,
+        )
         self._on_started = on_started_leading
         self._on_stopped = on_stopped_leading
         self._clock = clock
@@ -246,7 +252,7 @@ class LeaderElector:
         if not held:
             return False
         try:
-            lease = self._read()
+            lease = self._lease_api.read()
             if lease is None or LeaseRecord.from_lease(lease).holder != self.identity:
                 return False
             now = _micro_time(self._clock())
@@ -257,7 +263,7 @@ class LeaderElector:
                 renew_time=now,
                 transitions=LeaseRecord.from_lease(lease).transitions,
             )
-            self._replace(lease, record)
+            self._lease_api.replace(lease, record)
         except (ApiException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
             log.warning("leader election: cannot release Lease %s/%s: %s", *self._where(), exc)
             return False
@@ -270,7 +276,7 @@ class LeaderElector:
 
     def _try_acquire_or_renew(self) -> bool:
         now = _micro_time(self._clock())
-        lease = self._read()
+        lease = self._lease_api.read()
         if lease is None:
             record = LeaseRecord(
                 holder=self.identity,
@@ -280,7 +286,7 @@ class LeaderElector:
                 transitions=0,
             )
             try:
-                self._create(record)
+                self._lease_api.create(record)
             except ApiException as exc:
                 if exc.status == 409:  # another candidate created it first
                     return False
@@ -305,7 +311,7 @@ class LeaderElector:
             transitions=current.transitions if ours else current.transitions + 1,
         )
         try:
-            self._replace(lease, record)
+            self._lease_api.replace(lease, record)
         except ApiException as exc:
             if exc.status == 409:  # someone wrote the Lease since we read it
                 return False
@@ -331,6 +337,9 @@ class LeaderElector:
             duration = record.duration_seconds or self.lease_duration
             return self._monotonic() - self._observed_at >= duration
 
+    def _where(self) -> tuple[str, str]:
+        return self.namespace, self.name
+
     def _set_leading(self, leading: bool) -> None:
         with self._changed:
             was = self._leading
@@ -343,19 +352,32 @@ class LeaderElector:
         elif was and not leading and self._on_stopped is not None:
             self._on_stopped()
 
-    # ------------------------------------------------------------------- I/O
 
-    def _where(self) -> tuple[str, str]:
-        return self.namespace, self.name
+class _LeaseApi:
+    """The Lease's reads and writes: the only part of the election that talks to the API server.
 
-    def _timeout(self) -> tuple[float, float]:
-        # A request must not outlive the renew deadline, or a hung call would hide a lost lease.
-        return (min(5.0, self.retry_period), self.renew_deadline / 2)
+    Every request is bounded by the renew deadline, or a hung call would hide a lost lease.
+    """
 
-    def _read(self) -> dict[str, Any] | None:
+    def __init__(
+        self,
+        api_client: kubernetes.client.ApiClient,
+        *,
+        namespace: str,
+        name: str,
+        retry_period: float,
+        renew_deadline: float,
+    ) -> None:
+        self._api = kubernetes.client.CoordinationV1Api(api_client)
+        self.namespace = namespace
+        self.name = name
+        # (connect, read): a request must not outlive the renew deadline.
+        self._timeout = (min(5.0, retry_period), renew_deadline / 2)
+
+    def read(self) -> dict[str, Any] | None:
         try:
             response = self._api.read_namespaced_lease(
-                self.name, self.namespace, _preload_content=False, _request_timeout=self._timeout()
+                self.name, self.namespace, _preload_content=False, _request_timeout=self._timeout
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -363,14 +385,14 @@ class LeaderElector:
             raise
         return _decode(response)
 
-    def _create(self, record: LeaseRecord) -> None:
+    def create(self, record: LeaseRecord) -> None:
         body = self._lease(record, resource_version=None)
         response = self._api.create_namespaced_lease(
-            self.namespace, body, _preload_content=False, _request_timeout=self._timeout()
+            self.namespace, body, _preload_content=False, _request_timeout=self._timeout
         )
         _decode(response)
 
-    def _replace(self, lease: dict[str, Any], record: LeaseRecord) -> None:
+    def replace(self, lease: dict[str, Any], record: LeaseRecord) -> None:
         # The resourceVersion read makes the PUT conditional: of two writers one gets 409.
         version = (lease.get("metadata") or {}).get("resourceVersion")
         response = self._api.replace_namespaced_lease(
@@ -378,7 +400,7 @@ class LeaderElector:
             self.namespace,
             self._lease(record, resource_version=version),
             _preload_content=False,
-            _request_timeout=self._timeout(),
+            _request_timeout=self._timeout,
         )
         _decode(response)
 

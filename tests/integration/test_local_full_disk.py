@@ -21,7 +21,7 @@ from oci_images import Pusher, small_layer
 from gitsync.model import CacheSpec, CacheStatus
 from gitsync.providers.local.leases import LeaseManager
 from gitsync.providers.local.provider import LocalProvider
-from gitsync.providers.local.registry import NotFoundError
+from gitsync.providers.local.registryhttp import NotFoundError
 from gitsync.providers.local.state import WAL_CHECKPOINT_PAGES, DiskFullError, StateStore
 
 DIGEST = "sha256:" + "c" * 64

@@ -61,7 +61,7 @@ class CountingClients:
 
         transport = httpx.HTTPTransport()
         client = RegistryClient(transport=transport, **kwargs)  # type: ignore[arg-type]
-        client._http.event_hooks["request"].append(record)  # a probe on the client's pool
+        client.session.http.event_hooks["request"].append(record)  # a probe on the client's pool
         return client
 
 

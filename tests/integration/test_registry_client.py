@@ -30,7 +30,8 @@ from gitsync.providers.credentials import (
 from gitsync.providers.local.auth import TokenError
 from gitsync.providers.local.blobs import DigestMismatchError
 from gitsync.providers.local.oci import OCI_INDEX, OCI_MANIFEST, Platform, PlatformNotFoundError
-from gitsync.providers.local.registry import AuthenticationError, NotFoundError, RegistryClient
+from gitsync.providers.local.registry import RegistryClient
+from gitsync.providers.local.registryhttp import AuthenticationError, NotFoundError
 
 pytestmark = pytest.mark.registry
 

@@ -50,7 +50,7 @@ class CountingClients:
                 self.manifest_gets.append(last)
 
         client = RegistryClient(transport=httpx.HTTPTransport(), **kwargs)  # type: ignore[arg-type]
-        client._http.event_hooks["request"].append(record)
+        client.session.http.event_hooks["request"].append(record)
         return client
 
     def clear(self) -> None:

@@ -1,7 +1,25 @@
 """The local backend: real OCI pulls into a content-addressed store on this machine.
 
-`registry` speaks the distribution API (auth, retries, manifests), `auth` turns
-docker configs and pull secrets into credentials, `blobs` stores verified blobs
-by digest, `pull` pulls a cache's images with dedupe and a size limit, and
-`state` keeps caches, snapshots and events in SQLite.
+One concern a module, in layers that import only downward (an import-linter
+contract in pyproject.toml holds them to it), from the top:
+
+- `mirror` (the `/v2/` routing and served view), then `mirrorblobs` (its
+  verified bytes), `export` (an OCI layout out of a snapshot) and `scrub`
+  (re-hashing at a bounded rate): what uses the store besides the provider;
+- `provider`: the `Provider` itself, when a cache is built and what its status
+  says, expiry, recovery from a process that died;
+- `builds` (one build: lease, credentials, pull, the committing transaction),
+  `damage` (what a missing or damaged blob leads to), `garbage` (`gc`) and
+  `imagesizes` (the sizes `plan` reports, for any provider);
+- `failures` (recording a failed build, also on a full disk) and `checks`
+  (the per-pass stat of every snapshot's blobs);
+- `pull`: a cache's images into the store, deduplicated, within its size;
+- `registry` (the distribution API: manifests and blobs, verified) and `layers`
+  (expanding and checking layers as they stream);
+- `registryhttp`: how a request reaches a registry (scheme, auth, statuses);
+- `registryretry` (when a request is sent again), `auth` (the Authorization
+  header and registry tokens) and `leases` (what keeps a pull's blobs from gc);
+- `state`, `statereads`, `stateleases`, `statedb`: the SQLite state store;
+- `oci`: the image model (media types, platforms, manifests), pure;
+- `blobs`: verified blobs by digest on disk.
 """

@@ -1,8 +1,9 @@
 """The registry token dance: which `Authorization` header a request carries.
 
 Why a separate module: how a Bearer token is obtained and cached is policy
-that unit tests can pin down without a server. `registry.py` owns the sockets
-and retries; this module decides what the `Authorization` header says. The
+that unit tests can pin down without a server. `registryhttp.py` owns the
+sockets and `registryretry.py` the retries; this module decides what the
+`Authorization` header says. The
 credentials it spends come from `gitsync.providers.credentials` (docker
 configs and pull secrets), which all three backends share.
 

@@ -289,8 +289,35 @@ _LOCKS_GUARD = threading.Lock()
 _LOCKS: dict[tuple[str, str], _LockEntry] = {}
 
 
+@contextlib.contextmanager
+def _digest_lock(root: str, digest: str) -> Iterator[None]:
+    """Hold the process-wide lock of `digest` under the store at `root` (a resolved path)."""
+    key = (root, digest)
+    with _LOCKS_GUARD:
+        entry = _LOCKS.get(key)
+        if entry is None:
+            entry = _LOCKS[key] = _LockEntry()
+        entry.users += 1
+    try:
+        with entry.lock:
+            yield
+    finally:
+        with _LOCKS_GUARD:
+            entry.users -= 1
+            if entry.users == 0:
+                del _LOCKS[key]
+
+
 class BlobStore:
-    """Blobs by digest under `root`; see the module docstring for layout and gc protocol."""
+    """Blobs by digest under `root`; see the module docstring for layout and gc protocol.
+
+    One class, longer than the house's ~250 lines, because every method applies the
+    one on-disk layout (blob, layer-facts, temporary and quarantine paths) and the
+    one file-side protocol with `gc` (the lease's claim before a file is touched,
+    the shared flock of `claim` against the exclusive one of `delete_if_older`);
+    split, each half would have to know the other's paths and locks. The
+    verifying write is `BlobWriter`'s, the per-digest lock table `_digest_lock`'s.
+    """
 
     def __init__(self, root: Path, *, fsync: bool = True, lease: BlobLease | None = None) -> None:
         self.root = Path(root)
@@ -387,30 +414,13 @@ class BlobStore:
         """
         if self.claim(digest):
             return False
-        with self._digest_lock(digest):
+        with _digest_lock(self._key_root, digest):
             if self.claim(digest):
                 return False
             fill()
             if not self.has(digest):
                 raise BlobStoreError(f"blob {digest} was not stored by its writer")
             return True
-
-    @contextlib.contextmanager
-    def _digest_lock(self, digest: str) -> Iterator[None]:
-        key = (self._key_root, digest)
-        with _LOCKS_GUARD:
-            entry = _LOCKS.get(key)
-            if entry is None:
-                entry = _LOCKS[key] = _LockEntry()
-            entry.users += 1
-        try:
-            with entry.lock:
-                yield
-        finally:
-            with _LOCKS_GUARD:
-                entry.users -= 1
-                if entry.users == 0:
-                    del _LOCKS[key]
 
     # -- layer facts ---------------------------------------------------------
 

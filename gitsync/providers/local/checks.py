@@ -9,10 +9,10 @@ with the size recorded when the snapshot committed: one `stat` per distinct
 blob, no reading. A wrong byte with the right size is the scrub's to find
 (`scrub`), and the mirror and `export` hash what they serve as they go.
 
-What a problem leads to is `LocalProvider.report_damage`'s business: the
-damaged file is moved aside, the caches that use it go Failed with a
-`SnapshotDamaged` Warning event, and the planner rebuilds them, which fetches
-only what is no longer in the store.
+What a problem leads to is `damage`'s business (`LocalProvider.report_damage`
+for the others who find one): the damaged file is moved aside, the caches that
+use it go Failed with a `SnapshotDamaged` Warning event, and the planner
+rebuilds them, which fetches only what is no longer in the store.
 
 This module only finds problems; it keeps, per snapshot (snapshots never
 change), the blobs to look at, so a pass with nothing new costs the stats.

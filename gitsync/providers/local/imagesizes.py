@@ -54,12 +54,12 @@ from gitsync.providers.credentials import (
 )
 from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import BlobStore
-from gitsync.providers.local.oci import Manifest, Platform, load_manifest
-from gitsync.providers.local.registry import (
+from gitsync.providers.local.oci import Manifest, Platform, load_manifest, resolve_manifest
+from gitsync.providers.local.registry import RegistryClient
+from gitsync.providers.local.registryhttp import (
     AccessDeniedError,
     AuthenticationError,
     NotFoundError,
-    RegistryClient,
 )
 from gitsync.sizing import ImageFacts, ImageOutcome, LayerFacts, Unresolved
 
@@ -184,7 +184,7 @@ class ImageSizeResolver(AbstractContextManager["ImageSizeResolver"]):
         else:
             top = client.get_manifest(ref)  # a tag can move: always asked
             self._remember(top)
-        resolved = client.resolve_manifest(
+        resolved = resolve_manifest(
             ref,
             top,
             platform=self.platform,

@@ -4,8 +4,9 @@ Why apart from the client: these are the rules of the image format, not of the
 wire. The registry client, the pull, the mirror, the export and the size
 lookup all need them, and none of them should have to repeat a media type or
 reach into the HTTP client for a dataclass. Everything here is pure (bytes and
-JSON in, values or `ManifestError` out), so unit tests pin it down without a
-server.
+JSON in, values or `ManifestError` out; `resolve_manifest` gets an index's child
+through the `fetch` its caller passes, from the registry, the store or a memo),
+so unit tests pin it down without a server.
 
 Manifests come in OCI and Docker v2 flavours, each as a single-platform
 manifest or a multi-platform index (a Docker "manifest list"); Docker schema 1
@@ -18,6 +19,7 @@ variant the architecture's default one is preferred.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from gitsync.imageref import ImageRef
 from gitsync.providers.local.blobs import (
     DigestMismatchError,
     InvalidDigestError,
+    SizeMismatchError,
     compute_digest,
     parse_digest,
 )
@@ -185,6 +188,52 @@ def load_manifest(data: bytes, *, digest: str, registry: str = "") -> Manifest:
     return Manifest(media_type=media_type, digest=digest, data=data)
 
 
+def served_manifest(
+    data: bytes,
+    *,
+    ref: ImageRef,
+    reference: str,
+    content_type: str | None,
+    announced_digest: str | None,
+    where: str,
+) -> Manifest:
+    """A manifest or index as a registry served it for `reference`, checked.
+
+    Refused: Docker schema 1 and any type that is not an OCI or Docker v2
+    manifest or index. Asked by digest, the bytes must hash to it; asked by tag,
+    to the `Docker-Content-Digest` the registry announced, when it gave one.
+    """
+    media_type = media_type_of(data, content_type, where, ref.registry)
+    if media_type in DOCKER_SCHEMA1:
+        raise ManifestError(
+            f"{where} is a Docker schema 1 manifest, which is deprecated and unsupported;"
+            " push the image again with a current client",
+            registry=ref.registry,
+            repository=ref.repository,
+        )
+    if media_type not in INDEX_TYPES | MANIFEST_TYPES:
+        raise ManifestError(
+            f"{where} has media type {media_type!r}; expected an OCI or Docker v2 manifest"
+            " or index",
+            registry=ref.registry,
+            repository=ref.repository,
+        )
+    if reference.startswith(("sha256:", "sha512:")):
+        algorithm, _ = parse_digest(reference)
+        actual = compute_digest(data, algorithm)
+        if actual != reference:
+            raise DigestMismatchError(digest=reference, actual=actual, where=where)
+        digest = reference
+    else:
+        digest = compute_digest(data)
+        header = announced_digest
+        if header and header.startswith("sha256:") and header != digest:
+            raise DigestMismatchError(
+                digest=header, actual=digest, where=f"{where} (Docker-Content-Digest)"
+            )
+    return Manifest(media_type=media_type, digest=digest, data=data)
+
+
 def parse_descriptor(raw: Any, *, where: str, registry: str) -> Descriptor:
     """A descriptor object from a manifest, checked for digest and size."""
     if not isinstance(raw, dict):
@@ -245,3 +294,61 @@ def select_platform(
             registry=registry,
         )
     return candidates[0]
+
+
+def resolve_manifest(
+    ref: ImageRef,
+    top: Manifest,
+    *,
+    platform: Platform,
+    fetch: Callable[[str], Manifest],
+) -> ResolvedImage:
+    """Narrow a manifest or index to `platform`'s image; `fetch` gets a child by digest.
+
+    The caller decides where a child comes from (the registry, the store, a memo);
+    the child must have the size its index entry announced, and be no index itself.
+    """
+    index: Manifest | None = None
+    manifest = top
+    if top.is_index:
+        index = top
+        document = json.loads(top.data)
+        entries = document.get("manifests")
+        if not isinstance(entries, list):
+            raise ManifestError(
+                f"index {ref} ({top.digest}) has no 'manifests' list",
+                registry=ref.registry,
+                repository=ref.repository,
+            )
+        descriptors = [
+            parse_descriptor(e, where=f"index {ref}", registry=ref.registry) for e in entries
+        ]
+        chosen = select_platform(
+            descriptors, platform, registry=ref.registry, where=f"index {ref} ({top.digest})"
+        )
+        manifest = fetch(chosen.digest)
+        if len(manifest.data) != chosen.size:
+            raise SizeMismatchError(
+                digest=chosen.digest,
+                expected=chosen.size,
+                actual=len(manifest.data),
+                where=f"manifest {ref.name}@{chosen.digest}",
+            )
+        if manifest.is_index:
+            raise ManifestError(
+                f"index {ref} points to another index for {platform}; nested indexes are"
+                " not supported",
+                registry=ref.registry,
+                repository=ref.repository,
+            )
+    config, layers = parse_image_manifest(
+        manifest, registry=ref.registry, where=f"manifest {ref.name}@{manifest.digest}"
+    )
+    return ResolvedImage(
+        reference=ref,
+        manifest=manifest,
+        index=index,
+        platform=platform,
+        config=config,
+        layers=layers,
+    )

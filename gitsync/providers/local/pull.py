@@ -62,8 +62,10 @@ from gitsync.providers.local.oci import (
     Platform,
     ResolvedImage,
     load_manifest,
+    resolve_manifest,
 )
-from gitsync.providers.local.registry import OperationCancelledError, RegistryClient
+from gitsync.providers.local.registry import RegistryClient
+from gitsync.providers.local.registryretry import OperationCancelledError
 
 __all__ = [
     "DEFAULT_MAX_WORKERS",
@@ -313,7 +315,7 @@ class _Pull:
             top = self._manifest(ref, ref.digest)
         else:
             top = self.client.get_manifest(ref, cancel=self.cancel)
-        resolved = self.client.resolve_manifest(
+        resolved = resolve_manifest(
             ref, top, platform=self.platform, fetch=lambda d: self._manifest(ref, d)
         )
         # The store's lease claims each digest before its file is touched anyway; claiming
