@@ -28,8 +28,8 @@ from datetime import UTC, datetime
 from gitsync.errors import ImageRefError
 from gitsync.imageref import parse
 from gitsync.reports import _md_cell, _money
-from gitsync.suggest.engine import seconds_text, window_text
 from gitsync.suggest.model import Suggestion, SuggestionKind
+from gitsync.suggest.wording import seconds_text, window_text
 
 __all__ = [
     "SUGGEST_FORMATS",
