@@ -33,6 +33,16 @@ defaults, and why:
   is not displayed, no appropriate image cache has been matched".
 - `pulling`: `Pulling` (the kubelet's reason).
 
+Per image (`observe`, for `gitsync suggest`): a recorded pod is also one
+`Lookup` per distinct image of its spec (init containers and containers,
+normalised; an unparsable reference is skipped), grouped by the pod's uid
+(its images started together, and a pod uses one cache), with the pod's
+start-up seconds, its cache, and the Ready time. Each image takes the pod's
+result, except that in a hit or partial pod an image named by a kubelet
+`Pulling image "…"` event was not in the cache: partial; and once such
+events name the pulled images, the other images of a hit pod were served:
+hit (a platform's partial event without names leaves them partial).
+
 A pod is classified a few seconds (`settle_seconds`) after it is seen Ready,
 because Pods and Events arrive on separate watches and the events of a start
 can trail the Ready transition. Until the Events watch has listed once, no
@@ -48,7 +58,8 @@ are skipped, so a relist never counts a pod twice. A pod deleted or finished
 before Ready counts only if an event already said hit, partial or miss (its
 lookup happened; it has no start-up time).
 
-Memory stays flat: a tracked pod is a few fields, dropped once recorded or
+Memory stays flat: a tracked pod is a few fields (its images only when
+observing, the pulled ones at most `_MAX_PULLED`), dropped once recorded or
 when the pod goes; events that arrive before their pod wait in a bounded
 LRU (`max_orphans`); the tracked set itself is capped (`max_tracked`).
 
@@ -79,7 +90,10 @@ import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from gitsync import imageref
 from gitsync.backoff import equal_jitter
+from gitsync.errors import ImageRefError
+from gitsync.observations.model import Lookup, LookupResult, LookupSource
 from gitsync.timeparse import parse_rfc3339
 
 log = logging.getLogger("gitsync.observers.kubernetes")
@@ -95,7 +109,8 @@ DEFAULT_PAGE_SIZE = 500
 DEFAULT_MAX_TRACKED = 50_000
 DEFAULT_MAX_ORPHANS = 10_000
 _CACHE_ID = re.compile(r"\bimc-[a-z0-9]+\b")
-_PULLING_IMAGE = re.compile(r'^\s*Pulling image\s+"?[^"\s]+')
+_PULLING_IMAGE = re.compile(r'^\s*Pulling image\s+"?(?P<image>[^"\s]+)')
+_MAX_PULLED = 32  # image names kept per pod from Pulling events; a pod has fewer images
 
 # What the code calls, for the RBAC test: (apiGroup, resource, verbs).
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -151,6 +166,8 @@ class _Evidence:
     miss: bool = False
     pulled: bool = False
     cache_id: str | None = None
+    pulled_images: tuple[str, ...] = ()  # canonical, from 'Pulling image "…"' (observing only)
+    pulled_overflow: bool = False  # a pull named more than kept, or an unreadable name
 
     def said_something(self) -> bool:
         return self.hit or self.partial or self.miss
@@ -158,10 +175,12 @@ class _Evidence:
 
 @dataclass(slots=True)
 class _Pod:
+    uid: str
     namespace: str
     requested: str
     created: float | None
     evidence: _Evidence
+    images: tuple[str, ...] = ()  # canonical, distinct, in spec order (observing only)
     ready_at: float | None = None  # API server time of the Ready transition
     ready_seen: float | None = None  # our monotonic clock when we saw it Ready
 
@@ -182,9 +201,17 @@ class PodLookupTracker:
         clock: Callable[[], float] = time.monotonic,
         max_tracked: int = DEFAULT_MAX_TRACKED,
         max_orphans: int = DEFAULT_MAX_ORPHANS,
+        observe: Callable[[Sequence[Lookup]], None] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        """`resolve_cache` maps a cache id (`imc-…`) to the cache's name, None if unknown."""
+        """`resolve_cache` maps a cache id (`imc-…`) to the cache's name, None if unknown.
+
+        `observe` gets each recorded pod's per-image lookups (module docstring);
+        `wall_clock` dates those of pods that never became Ready.
+        """
         self._recorder = recorder
+        self._observe = observe
+        self._wall_clock = wall_clock
         self._reasons = reasons or LookupReasons()
         self._resolve = resolve_cache or (lambda _id: None)
         self._settle = settle_seconds
@@ -232,7 +259,7 @@ class PodLookupTracker:
             if tracked is None:
                 if kind != "ADDED" and phase != "Pending":
                     return  # started before we watched: its start was not observed
-                tracked = self._adopt(uid, meta, str(requested))
+                tracked = self._adopt(uid, meta, str(requested), pod.get("spec") or {})
             if tracked.ready_at is None:
                 ready = _ready_time(status)
                 if ready is not None:
@@ -252,13 +279,17 @@ class PodLookupTracker:
             ]:
                 self._finish(self._pods.pop(uid))
 
-    def _adopt(self, uid: str, meta: Mapping[str, Any], requested: str) -> _Pod:
+    def _adopt(
+        self, uid: str, meta: Mapping[str, Any], requested: str, spec: Mapping[str, Any]
+    ) -> _Pod:
         evidence = self._orphans.pop(uid, _Evidence())
         tracked = _Pod(
+            uid=uid,
             namespace=str(meta.get("namespace") or ""),
             requested=requested,
             created=parse_time(meta.get("creationTimestamp")),
             evidence=evidence,
+            images=_spec_images(spec) if self._observe is not None else (),
         )
         self._pods[uid] = tracked
         while len(self._pods) > self._max_tracked:
@@ -277,6 +308,8 @@ class PodLookupTracker:
         says = self._says(str(event.get("reason") or ""), message)
         if says is None:
             return
+        observing = says == "pulled" and self._observe is not None
+        pulled = _pulled_image(message) if observing else None
         uid = str(involved["uid"])
         with self._lock:
             tracked = self._pods.get(uid)
@@ -289,6 +322,12 @@ class PodLookupTracker:
                     self._orphans.popitem(last=False)
             if says == "pulled":
                 evidence.pulled = True
+                if not observing or pulled in evidence.pulled_images:
+                    return
+                if pulled is not None and len(evidence.pulled_images) < _MAX_PULLED:
+                    evidence.pulled_images = (*evidence.pulled_images, pulled)
+                else:
+                    evidence.pulled_overflow = True  # which images were pulled is not all known
                 return
             setattr(evidence, says, True)
             found = _CACHE_ID.search(message)
@@ -346,6 +385,33 @@ class PodLookupTracker:
         result, cache = self._classify(pod)
         self._recorder.record(cache=cache, result=result, seconds=seconds)
         self.recorded += 1
+        if self._observe is not None and pod.images:
+            self._observe(self._lookups(pod, result, cache, seconds))
+
+    def _lookups(self, pod: _Pod, result: str, cache: str, seconds: float | None) -> list[Lookup]:
+        """One lookup per image of the pod (see the module docstring for each one's result)."""
+        evidence = pod.evidence
+        served = LookupResult(result)
+        named = evidence.pulled_images and not evidence.pulled_overflow
+        if served is not LookupResult.MISS and evidence.hit and named:
+            served = LookupResult.HIT  # the pulled ones are named: the rest came from the cache
+        at = pod.ready_at if pod.ready_at is not None else self._wall_clock()
+        return [
+            Lookup(
+                image=image,
+                result=(
+                    LookupResult.PARTIAL
+                    if served is not LookupResult.MISS and image in evidence.pulled_images
+                    else served
+                ),
+                at=at,
+                source=LookupSource.POD,
+                cache=cache or None,
+                seconds=seconds,
+                group=pod.uid,
+            )
+            for image in pod.images
+        ]
 
     def _classify(self, pod: _Pod) -> tuple[str, str]:
         evidence = pod.evidence
@@ -361,6 +427,32 @@ class PodLookupTracker:
         if cache_id is None:
             return result, ""
         return result, self._resolve(cache_id) or cache_id
+
+
+def _spec_images(spec: Mapping[str, Any]) -> tuple[str, ...]:
+    """The distinct canonical images of a pod spec's init containers and containers."""
+    found: dict[str, None] = {}
+    for key in ("initContainers", "containers"):
+        for container in spec.get(key) or ():
+            written = container.get("image") if isinstance(container, Mapping) else None
+            if not isinstance(written, str) or not written:
+                continue
+            try:
+                found.setdefault(imageref.normalize(written))
+            except ImageRefError:
+                continue  # not a reference a cache could hold
+    return tuple(found)
+
+
+def _pulled_image(message: str) -> str | None:
+    """The canonical image a kubelet 'Pulling image "…"' message names, if it parses."""
+    named = _PULLING_IMAGE.match(message)
+    if named is None:
+        return None
+    try:
+        return imageref.normalize(named.group("image"))
+    except ImageRefError:
+        return None
 
 
 def _ready_time(status: Mapping[str, Any]) -> float | None:
