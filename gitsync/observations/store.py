@@ -33,11 +33,9 @@ lookup kept, and images and cache names no lookup names; between prunes the
 table may run past the cap by what arrived meanwhile.
 
 `evidence(since=, until=)` reads a window inside one read transaction (one
-consistent view) with two queries: one scan of the lookups that yields a row
-per image and per cache, and the distinct sets of started-together images
-with their counts. Python only turns those rows into records. A start group
-counts in the window of its first lookup; `pods` counts each group once per
-image, at its first lookup of that image.
+consistent view; the queries are in `gitsync.observations.reading`). A start
+group counts in the window of its first lookup; `pods` counts each group once
+per image, at its first lookup of that image.
 
 WAL: the daemon's recorder writes while `gitsync suggest` and the API read.
 `open_readonly` opens the file read-only and never creates it: no file means
@@ -55,22 +53,15 @@ import hashlib
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
 from gitsync.errors import PermanentError, TemporaryError
-from gitsync.observations.model import (
-    CacheUse,
-    Evidence,
-    ImageEvidence,
-    Lookup,
-    LookupResult,
-    LookupSource,
-    StartGroup,
-)
+from gitsync.observations.model import Evidence, Lookup, LookupResult, LookupSource
+from gitsync.observations.reading import read_evidence
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -123,40 +114,6 @@ _UPSERT_GROUP: Final = (
     " DO UPDATE SET at = MIN(at, excluded.at), size = excluded.size, members = excluded.members"
 )
 
-# One scan of the lookups in the table's key order (no sort; `+at` keeps the planner
-# from the time index, which would need one) with plain aggregates only, since at a
-# million rows each aggregate call per row counts; then, from those few rows, one row
-# per image (kind 0: its figures, and the caches that served it) and one per cache
-# (kind 1: its hits, partials and last hit).
-_EVIDENCE: Final = """
-WITH k AS MATERIALIZED (
-    SELECT image, cache, result, COUNT(*) AS c, TOTAL(seconds) AS s, COUNT(seconds) AS t,
-           MIN(at) AS lo, MAX(at) AS hi, SUM(first) AS p
-    FROM lookups WHERE +at BETWEEN ? AND ?
-    GROUP BY image, cache, result
-)
-SELECT 0, image,
-       TOTAL(CASE result WHEN 0 THEN c END), TOTAL(CASE result WHEN 1 THEN c END),
-       TOTAL(CASE result WHEN 2 THEN c END),
-       TOTAL(CASE result WHEN 2 THEN s END), TOTAL(CASE result WHEN 2 THEN t END),
-       TOTAL(CASE result WHEN 0 THEN s END), TOTAL(CASE result WHEN 0 THEN t END),
-       MIN(lo), MAX(hi), SUM(p),
-       group_concat(DISTINCT CASE WHEN result < 2 AND cache != 0 THEN cache END)
-FROM k GROUP BY image
-UNION ALL
-SELECT 1, cache,
-       TOTAL(CASE result WHEN 0 THEN c END), TOTAL(CASE result WHEN 1 THEN c END),
-       0, 0, 0, 0, 0, 0, MAX(CASE result WHEN 0 THEN hi END), 0, NULL
-FROM k WHERE cache != 0 AND result < 2 GROUP BY cache
-"""
-
-# Distinct sets of started-together images, in the partial index's order (no sort).
-_GROUPS: Final = """
-SELECT members, COUNT(*) FROM groups INDEXED BY groups_sets
-WHERE size >= 2 AND at BETWEEN ? AND ?
-GROUP BY members
-"""
-
 
 class ObservationStoreError(PermanentError):
     """The observations file cannot be used: not a gitsync observations database, or damaged."""
@@ -164,6 +121,88 @@ class ObservationStoreError(PermanentError):
 
 class ObservationDiskError(TemporaryError):
     """Reading or writing observations failed on the disk (full, I/O error, locked); retry."""
+
+
+class _Memo:
+    """What the writer remembers between batches: ids by name, groups' members, the sequence.
+
+    Only ever a shortcut to what the database holds: `forget()` after a failed
+    write (the rolled-back transaction's ids do not exist) or a prune (what
+    it names may be gone).
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[str, tuple[int, int | None]] = {}
+        self._caches: dict[str, int] = {}
+        self._groups: OrderedDict[int, tuple[int, ...]] = OrderedDict()
+        self._next_n: int | None = None
+
+    def forget(self) -> None:
+        self._images.clear()
+        self._caches.clear()
+        self._groups.clear()
+        self._next_n = None
+
+    def sequence(self, db: sqlite3.Connection) -> int:
+        """The next lookup's sequence number."""
+        if self._next_n is None:
+            row = db.execute("SELECT value FROM meta WHERE key = 'next_n'").fetchone()
+            self._next_n = 0 if row is None else int(row[0])
+        return self._next_n
+
+    def members(self, db: sqlite3.Connection, groups: set[int]) -> dict[int, tuple[int, ...]]:
+        """The image ids each group already holds: remembered, else read (in chunks)."""
+        found = {group: self._groups[group] for group in groups if group in self._groups}
+        unknown = sorted(groups - found.keys())
+        for start in range(0, len(unknown), _CHUNK):
+            chunk = unknown[start : start + _CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT id, members FROM groups WHERE id IN ({marks})"  # noqa: S608  # placeholders only
+            for group, text in db.execute(sql, chunk):
+                found[int(group)] = tuple(int(part) for part in str(text).split(",") if part)
+        return found
+
+    def remember(self, group: int, members: tuple[int, ...]) -> None:
+        self._groups[group] = members
+        self._groups.move_to_end(group)
+        while len(self._groups) > _GROUP_MEMO_LIMIT:
+            self._groups.popitem(last=False)
+
+    def image_id(self, db: sqlite3.Connection, ref: str, size: int | None) -> int:
+        known = self._images.get(ref)
+        if known is not None and (size is None or size == known[1]):
+            return known[0]
+        if len(self._images) >= _MEMO_LIMIT:
+            self._images.clear()
+        row = db.execute(
+            "INSERT INTO images(ref, bytes) VALUES (?, ?) ON CONFLICT(ref)"
+            " DO UPDATE SET bytes = COALESCE(excluded.bytes, bytes) RETURNING id, bytes",
+            (ref, size),
+        ).fetchone()
+        self._images[ref] = (int(row[0]), row[1])
+        return int(row[0])
+
+    def cache_id(self, db: sqlite3.Connection, name: str) -> int:
+        known = self._caches.get(name)
+        if known is not None:
+            return known
+        if len(self._caches) >= _MEMO_LIMIT:
+            self._caches.clear()
+        row = db.execute(
+            "INSERT INTO caches(name) VALUES (?) ON CONFLICT(name)"
+            " DO UPDATE SET name = excluded.name RETURNING id",
+            (name,),
+        ).fetchone()
+        self._caches[name] = int(row[0])
+        return int(row[0])
+
+    def advance(
+        self, next_n: int, members: dict[int, tuple[int, ...]], changed: Iterable[int]
+    ) -> None:
+        """After a commit: the sequence goes on from `next_n`; the changed groups are kept."""
+        self._next_n = next_n
+        for group in changed:
+            self.remember(group, members[group])
 
 
 class ObservationStore:
@@ -186,8 +225,7 @@ class ObservationStore:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ObservationDiskError(f"cannot create {path.parent}: {exc}") from exc
-        self._db = self._connect(f"{_uri(path)}?mode=rwc")
-        self._prepare()
+        self._db = _open(path, readonly=False)
 
     @classmethod
     def open_readonly(cls, path: Path) -> ObservationStore:
@@ -200,8 +238,7 @@ class ObservationStore:
             readonly=True,
         )
         if path.exists():
-            store._db = store._connect(f"{_uri(path)}?mode=ro")
-            store._check_identity()
+            store._db = _open(path, readonly=True)
         return store
 
     def _setup(
@@ -213,81 +250,7 @@ class ObservationStore:
         self.readonly = readonly
         self._db = None
         self._lock = threading.Lock()
-        # The writer's memos, all forgotten when a write fails or a prune deletes.
-        self._images: dict[str, tuple[int, int | None]] = {}
-        self._caches: dict[str, int] = {}
-        self._groups: OrderedDict[int, tuple[int, ...]] = OrderedDict()
-        self._next_n: int | None = None
-
-    # ------------------------------------------------------------------ opening
-
-    def _connect(self, uri: str) -> sqlite3.Connection:
-        try:
-            # check_same_thread=False: the recorder's thread writes, API threads read;
-            # self._lock serialises them on this one connection.
-            return sqlite3.connect(
-                uri,
-                uri=True,
-                timeout=_BUSY_TIMEOUT_SECONDS,
-                check_same_thread=False,
-                isolation_level=None,
-            )
-        except sqlite3.Error as exc:
-            raise _translate(self.path, exc, "open") from exc
-
-    def _prepare(self) -> None:
-        """Create or check the schema; WAL so that readers never wait for the writer."""
-        db = self._connection()
-        try:
-            with self._lock:
-                self._check_identity()
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                # Lookups land all over the table (it is kept in image order): a page cache
-                # larger than the default 2 MB spares rereading the same pages per batch.
-                db.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
-                db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
-                if _pragma(db, "user_version") == SCHEMA_VERSION:
-                    return
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _SCHEMA:
-                        db.execute(statement)
-                    db.execute(f"PRAGMA application_id={APPLICATION_ID}")
-                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-                    db.execute("COMMIT")
-                except BaseException:
-                    _rollback(db)
-                    raise
-        except sqlite3.Error as exc:
-            self.close()
-            raise _translate(self.path, exc, "prepare") from exc
-        except ObservationStoreError:
-            self.close()
-            raise
-
-    def _check_identity(self) -> None:
-        """Refuse another program's database, or a schema newer than this gitsync reads."""
-        db = self._connection()
-        try:
-            application = _pragma(db, "application_id")
-            version = _pragma(db, "user_version")
-            empty = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
-        except sqlite3.Error as exc:
-            self.close()
-            raise _translate(self.path, exc, "open") from exc
-        if application not in (0, APPLICATION_ID) or (application == 0 and not empty):
-            self.close()
-            raise ObservationStoreError(
-                f"{self.path} is an SQLite database, but not gitsync's observations;"
-                " move it aside (gitsync starts a new one) or give another --data-dir"
-            )
-        if version > SCHEMA_VERSION:
-            self.close()
-            raise ObservationStoreError(
-                f"{self.path} has schema version {version}, newer than this gitsync reads"
-                f" ({SCHEMA_VERSION}); upgrade gitsync, or give another --data-dir"
-            )
+        self._memo = _Memo()  # the writer's; forgotten when a write fails or a prune deletes
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -329,29 +292,24 @@ class ObservationStore:
                     _rollback(db)
                     raise
             except BaseException as exc:
-                self._forget()  # what the rolled-back transaction did does not exist
+                self._memo.forget()  # what the rolled-back transaction did does not exist
                 if isinstance(exc, sqlite3.Error):
                     raise _translate(self.path, exc, doing) from exc
                 raise
-
-    def _forget(self) -> None:
-        self._images.clear()
-        self._caches.clear()
-        self._groups.clear()
-        self._next_n = None
 
     def add(self, lookups: Sequence[Lookup]) -> int:
         """Store `lookups` in one transaction (all or none); returns how many."""
         if not lookups:
             return 0
         with self._write("record lookups") as db:
-            n = self._sequence(db)
+            memo = self._memo
+            n = memo.sequence(db)
             keys = {lookup.group: _group_key(lookup.group) for lookup in lookups if lookup.group}
-            members = self._members(db, set(keys.values()))
+            members = memo.members(db, set(keys.values()))
             changed: dict[int, float] = {}  # group -> its earliest lookup in this batch
             rows = []
             for lookup in lookups:
-                image = self._image_id(db, lookup.image, lookup.image_bytes)
+                image = memo.image_id(db, lookup.image, lookup.image_bytes)
                 first = 1
                 group = keys.get(lookup.group) if lookup.group else None
                 if group is not None:
@@ -364,7 +322,7 @@ class ObservationStore:
                 rows.append(
                     (
                         image,
-                        self._cache_id(db, lookup.cache) if lookup.cache else _NO_CACHE,
+                        memo.cache_id(db, lookup.cache) if lookup.cache else _NO_CACHE,
                         _RESULT_CODE[lookup.result],
                         lookup.at,
                         n,
@@ -388,62 +346,8 @@ class ObservationStore:
                 " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (n,),
             )
-            self._next_n = n
-            for group in changed:
-                self._remember(group, members[group])
+            memo.advance(n, members, changed)
         return len(rows)
-
-    def _sequence(self, db: sqlite3.Connection) -> int:
-        if self._next_n is None:
-            row = db.execute("SELECT value FROM meta WHERE key = 'next_n'").fetchone()
-            self._next_n = 0 if row is None else int(row[0])
-        return self._next_n
-
-    def _members(self, db: sqlite3.Connection, groups: set[int]) -> dict[int, tuple[int, ...]]:
-        """The image ids each group already holds: remembered, else read (in chunks)."""
-        found = {group: self._groups[group] for group in groups if group in self._groups}
-        unknown = sorted(groups - found.keys())
-        for start in range(0, len(unknown), _CHUNK):
-            chunk = unknown[start : start + _CHUNK]
-            marks = ", ".join("?" * len(chunk))
-            sql = f"SELECT id, members FROM groups WHERE id IN ({marks})"  # noqa: S608  # placeholders only
-            for group, text in db.execute(sql, chunk):
-                found[int(group)] = tuple(int(part) for part in str(text).split(",") if part)
-        return found
-
-    def _remember(self, group: int, members: tuple[int, ...]) -> None:
-        self._groups[group] = members
-        self._groups.move_to_end(group)
-        while len(self._groups) > _GROUP_MEMO_LIMIT:
-            self._groups.popitem(last=False)
-
-    def _image_id(self, db: sqlite3.Connection, ref: str, size: int | None) -> int:
-        known = self._images.get(ref)
-        if known is not None and (size is None or size == known[1]):
-            return known[0]
-        if len(self._images) >= _MEMO_LIMIT:
-            self._images.clear()
-        row = db.execute(
-            "INSERT INTO images(ref, bytes) VALUES (?, ?) ON CONFLICT(ref)"
-            " DO UPDATE SET bytes = COALESCE(excluded.bytes, bytes) RETURNING id, bytes",
-            (ref, size),
-        ).fetchone()
-        self._images[ref] = (int(row[0]), row[1])
-        return int(row[0])
-
-    def _cache_id(self, db: sqlite3.Connection, name: str) -> int:
-        known = self._caches.get(name)
-        if known is not None:
-            return known
-        if len(self._caches) >= _MEMO_LIMIT:
-            self._caches.clear()
-        row = db.execute(
-            "INSERT INTO caches(name) VALUES (?) ON CONFLICT(name)"
-            " DO UPDATE SET name = excluded.name RETURNING id",
-            (name,),
-        ).fetchone()
-        self._caches[name] = int(row[0])
-        return int(row[0])
 
     def prune(self, now: float) -> int:
         """Drop lookups older than the retention, then the oldest beyond the cap; how many."""
@@ -473,7 +377,7 @@ class ObservationStore:
                 db.execute(
                     "DELETE FROM caches WHERE id NOT IN (SELECT DISTINCT cache FROM lookups)"
                 )
-                self._forget()  # remembered ids and groups may be gone
+                self._memo.forget()  # remembered ids and groups may be gone
         return int(dropped)
 
     # -------------------------------------------------------------------- reads
@@ -488,7 +392,7 @@ class ObservationStore:
         """The lookups from `since` to `until` (Unix seconds, both included), aggregated."""
         if self._db is None and self.readonly:
             return Evidence(since=since, until=until)
-        return self._read(lambda db: _aggregate(db, since, until))
+        return self._read(lambda db: read_evidence(db, since=since, until=until))
 
     def _read(self, query: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
@@ -504,79 +408,78 @@ class ObservationStore:
                 raise _translate(self.path, exc, "read lookups") from exc
 
 
-def _aggregate(db: sqlite3.Connection, since: float, until: float) -> Evidence:
-    window = (since, until)
-    refs: dict[int, tuple[str, int | None]] = {
-        int(row[0]): (str(row[1]), row[2])
-        for row in db.execute("SELECT id, ref, bytes FROM images")
-    }
-    names = {int(row[0]): str(row[1]) for row in db.execute("SELECT id, name FROM caches")}
+# ---------------------------------------------------------------------- opening
 
-    images: list[ImageEvidence] = []
-    caches: dict[str, CacheUse] = {}
-    lookups = 0
-    for row in db.execute(_EVIDENCE, window):
-        kind, key, hits, partials, misses = row[0], row[1], int(row[2]), int(row[3]), int(row[4])
-        if kind == 1:
-            name = names.get(key)
-            if name is not None:  # else pruned meanwhile
-                caches[name] = CacheUse(
-                    cache=name, hits=hits, partials=partials, last_hit_at=row[10]
-                )
-            continue
-        lookups += hits + partials + misses
-        known = refs.get(key)
-        if known is None:
-            continue  # pruned meanwhile
-        served = (names.get(int(part)) for part in str(row[12] or "").split(",") if part)
-        images.append(
-            ImageEvidence(
-                image=known[0],
-                hits=hits,
-                partials=partials,
-                misses=misses,
-                pods=int(row[11]),
-                miss_seconds=float(row[5]),
-                timed_misses=int(row[6]),
-                hit_seconds=float(row[7]),
-                timed_hits=int(row[8]),
-                first_at=float(row[9]),
-                last_at=float(row[10]),
-                caches=tuple(sorted(name for name in served if name is not None)),
-                image_bytes=known[1],
-            )
+
+def _open(path: Path, *, readonly: bool) -> sqlite3.Connection:
+    """A connection to the database at `path`, checked; for writing, its schema created.
+
+    check_same_thread=False: the recorder's thread writes, API threads read;
+    the store's lock serialises them on its one connection.
+    """
+    try:
+        db = sqlite3.connect(
+            f"{path.absolute().as_uri()}?mode={'ro' if readonly else 'rwc'}",
+            uri=True,
+            timeout=_BUSY_TIMEOUT_SECONDS,
+            check_same_thread=False,
+            isolation_level=None,
         )
-    images.sort(key=lambda evidence: evidence.image)
+    except sqlite3.Error as exc:
+        raise _translate(path, exc, "open") from exc
+    try:
+        _check_identity(db, path)
+        if not readonly:
+            _prepare(db)
+    except sqlite3.Error as exc:
+        db.close()
+        raise _translate(path, exc, "open") from exc
+    except BaseException:
+        db.close()
+        raise
+    return db
 
-    sets: dict[frozenset[str], int] = {}
-    for members, count in db.execute(_GROUPS, window):
-        found = [refs.get(int(part)) for part in str(members).split(",")]
-        group = frozenset(ref[0] for ref in found if ref is not None)
-        if len(group) >= 2:
-            sets[group] = sets.get(group, 0) + int(count)
-    # Most often seen first; among equals, the order of their member ids (stable sort).
-    groups = sorted(
-        (StartGroup(images=members, count=count) for members, count in sets.items()),
-        key=lambda group: -group.count,
-    )
 
-    oldest = db.execute("SELECT MIN(at) FROM lookups").fetchone()[0]
-    return Evidence(
-        since=since,
-        until=until,
-        images=tuple(images),
-        caches=dict(sorted(caches.items())),
-        groups=tuple(groups),
-        lookups=lookups,
-        first_at=None if oldest is None else float(oldest),
-    )
+def _prepare(db: sqlite3.Connection) -> None:
+    """Create the schema if need be; WAL so that readers never wait for the writer."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    # Lookups land all over the table (it is kept in image order): a page cache larger
+    # than the default 2 MB spares reading the same pages again for every batch.
+    db.execute(f"PRAGMA cache_size=-{_WRITER_CACHE_KIB}")
+    db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+    if _pragma(db, "user_version") == SCHEMA_VERSION:
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        _rollback(db)
+        raise
+
+
+def _check_identity(db: sqlite3.Connection, path: Path) -> None:
+    """Refuse another program's database, or a schema newer than this gitsync reads."""
+    application = _pragma(db, "application_id")
+    version = _pragma(db, "user_version")
+    empty = db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0] == 0
+    if application not in (0, APPLICATION_ID) or (application == 0 and not empty):
+        raise ObservationStoreError(
+            f"{path} is an SQLite database, but not gitsync's observations;"
+            " move it aside (gitsync starts a new one) or give another --data-dir"
+        )
+    if version > SCHEMA_VERSION:
+        raise ObservationStoreError(
+            f"{path} has schema version {version}, newer than this gitsync reads"
+            f" ({SCHEMA_VERSION}); upgrade gitsync, or give another --data-dir"
+        )
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def _uri(path: Path) -> str:
-    return path.absolute().as_uri()
 
 
 def _pragma(db: sqlite3.Connection, name: str) -> int:

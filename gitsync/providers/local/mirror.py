@@ -94,7 +94,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from gitsync import imageref
 from gitsync.errors import ImageRefError
 from gitsync.matching import rank_key
-from gitsync.model import CacheStatus, ObservedCache
+from gitsync.model import ObservedCache
 from gitsync.observations.model import Lookup, LookupResult, LookupSource
 from gitsync.providers.local.blobs import (
     BlobNotFoundError,
@@ -109,6 +109,7 @@ from gitsync.providers.local.mirrorblobs import (
     _RangeError,
     _verify_manifest,
 )
+from gitsync.providers.local.mirrorview import Entry, MirrorView
 from gitsync.providers.local.oci import INDEX_TYPES
 from gitsync.providers.local.provider import LocalProvider
 
@@ -150,33 +151,6 @@ class MirrorReply:
     body: bytes | Iterable[bytes] = b""
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One image of a Ready cache's snapshot, as the mirror serves it."""
-
-    cache: ObservedCache
-    registry: str
-    repository: str
-    reference: str  # canonical, as observations name it: registry/repository:tag or @digest
-    image_bytes: int | None  # its blobs' bytes (what a pull moves), None if one is unknown
-    tag: str | None  # None when the image was pinned by digest (then served by digest only)
-    top_digest: str  # what the image's reference resolves to: the index, else the manifest
-    top_media_type: str
-    manifest_digest: str
-    manifest_media_type: str
-    index_digest: str | None
-    children: frozenset[str]  # every manifest digest the upstream index lists
-    blobs: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What is servable now, rebuilt when a Ready cache or its snapshot changes."""
-
-    key: tuple[tuple[str, str | None, str, int, str], ...]
-    by_path: Mapping[str, tuple[_Entry, ...]]
-
-
 class _NotFoundError(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -187,9 +161,9 @@ class Mirror:
     """The `/v2/` API over `provider`'s Ready caches; `handle` is the server's registry hook.
 
     Thread-safe: the server calls `handle` from one thread per connection.
-    One class, longer than the house's ~250 lines, because routing, the served
-    view and lookup counting share one lock and one view of the caches; the
-    verified serving of bytes is in `mirrorblobs`.
+    One class, longer than the house's ~250 lines, because routing and the
+    once-per-pull counting of lookups share one lock and one reading of the
+    view; the view itself is in `mirrorview`, the verified bytes in `mirrorblobs`.
     """
 
     def __init__(
@@ -209,7 +183,7 @@ class Mirror:
         self._touch_interval = touch_interval_seconds
         self._chunk = chunk_bytes
         self._lock = threading.Lock()
-        self._view: _View | None = None
+        self._view = MirrorView(provider)
         self._touched: dict[str, float] = {}
         self._head_misses: dict[tuple[str | None, str], float] = {}
         self._bursts: dict[str, tuple[str, float]] = {}  # client -> (group, last lookup)
@@ -270,7 +244,7 @@ class Mirror:
         client: str,
     ) -> MirrorReply:
         # Entries that hold the repository but not this reference make a 404 a partial.
-        held: list[_Entry] = []
+        held: list[Entry] = []
         try:
             held = self._entries(name, ns)
             entry, digest, media_type = _resolve(held, reference, headers.get("accept"))
@@ -405,11 +379,11 @@ class Mirror:
 
     # ----------------------------------------------------------------- lookup
 
-    def _entries(self, name: str, ns: str | None) -> list[_Entry]:
+    def _entries(self, name: str, ns: str | None) -> list[Entry]:
         """Cached images reachable as `name` (narrowed to registry `ns`), best first."""
         if len(name) > _NAME_MAX or not _NAME_RE.fullmatch(name):
             raise _NotFoundError("NAME_INVALID", f"{name!r} is not a repository name")
-        entries = list(self._current().by_path.get(name, ()))
+        entries = list(self._view.current().by_path.get(name, ()))
         if ns is not None:
             wanted = _DOCKER_HUB if ns.lower() in _HUB_ALIASES else ns.lower()
             entries = [e for e in entries if e.registry.lower() == wanted]
@@ -427,7 +401,7 @@ class Mirror:
         ns: str | None,
         reference: str,
         started: float,
-        held: list[_Entry],
+        held: list[Entry],
         client: str,
     ) -> None:
         """Count a miss (or partial) once per pull, though containerd asks twice (module doc)."""
@@ -508,127 +482,11 @@ class Mirror:
                 del self._bursts[next(iter(self._bursts))]
         return group
 
-    # ------------------------------------------------------------------- view
-
-    def _current(self) -> _View:
-        caches = [c for c in self._provider.state.caches() if c.status is CacheStatus.READY]
-        key = tuple(
-            (
-                c.cache_id,
-                c.snapshot_id,
-                c.name,
-                c.image_cache_size_gib,
-                c.created_at.isoformat() if c.created_at else "",
-            )
-            for c in caches
-        )
-        with self._lock:
-            if self._view is not None and self._view.key == key:
-                return self._view
-        view = self._build(key, caches)
-        with self._lock:
-            self._view = view
-        return view
-
-    def _build(
-        self, key: tuple[tuple[str, str | None, str, int, str], ...], caches: list[ObservedCache]
-    ) -> _View:
-        by_path: dict[str, list[_Entry]] = {}
-        # Each image's bytes, once per view: recorded sizes, else the stored file's.
-        recorded = self._provider.state.snapshot_blobs(
-            [c.snapshot_id for c in caches if c.snapshot_id is not None]
-        )
-        sizes = {digest: size for blobs in recorded.values() for digest, size in blobs}
-        for cache in caches:
-            if cache.snapshot_id is None:
-                continue
-            snapshot = self._provider.state.snapshot(cache.snapshot_id)
-            if snapshot is None:
-                continue  # replaced since caches() was read; the next request rebuilds
-            for record in snapshot.images:
-                entry = self._entry(cache, record, sizes)
-                if entry is None:
-                    continue
-                for path in _paths(entry.registry, entry.repository):
-                    by_path.setdefault(path, []).append(entry)
-        return _View(key=key, by_path={p: tuple(e) for p, e in by_path.items()})
-
-    def _entry(
-        self, cache: ObservedCache, record: Mapping[str, object], sizes: dict[str, int | None]
-    ) -> _Entry | None:
-        try:
-            ref = imageref.parse(str(record["reference"]))
-            manifest_digest = str(record["manifestDigest"])
-            manifest_type = str(record["mediaType"])
-            config = str(record["configDigest"])
-            listed = record["layers"]
-            if not isinstance(listed, list):
-                raise TypeError(f"'layers' is {type(listed).__name__}, not a list")
-            layers = [str(digest) for digest in listed]
-        except (KeyError, TypeError, ImageRefError) as exc:
-            log.warning("cache %s: snapshot record not servable: %s", cache.name, exc)
-            return None
-        index_digest = record.get("indexDigest")
-        index_type = record.get("indexMediaType")
-        children: frozenset[str] = frozenset()
-        if isinstance(index_digest, str) and isinstance(index_type, str):
-            children = self._children(index_digest)
-            top, top_type = index_digest, index_type
-        else:
-            index_digest = None
-            top, top_type = manifest_digest, manifest_type
-        blobs = {manifest_digest, config, *layers}
-        if index_digest is not None:
-            blobs.add(index_digest)
-        return _Entry(
-            cache=cache,
-            registry=ref.registry,
-            repository=ref.repository,
-            reference=str(ref),
-            image_bytes=self._image_bytes(blobs, sizes),
-            tag=ref.tag if ref.digest is None else None,
-            top_digest=top,
-            top_media_type=top_type,
-            manifest_digest=manifest_digest,
-            manifest_media_type=manifest_type,
-            index_digest=index_digest,
-            children=children,
-            blobs=frozenset(blobs),
-        )
-
-    def _image_bytes(self, blobs: Iterable[str], sizes: dict[str, int | None]) -> int | None:
-        total = 0
-        for digest in blobs:
-            size = sizes.get(digest)
-            if size is None:
-                try:
-                    size = sizes[digest] = self._provider.blobs.size(digest)
-                except BlobNotFoundError:
-                    return None
-            total += size
-        return total
-
-    def _children(self, index_digest: str) -> frozenset[str]:
-        """The manifests an index lists, to tell another platform's manifest from a stranger."""
-        try:
-            document = json.loads(self._provider.blobs.read_bytes(index_digest))
-            return frozenset(str(m["digest"]) for m in document["manifests"])
-        except (BlobNotFoundError, ValueError, KeyError, TypeError):
-            return frozenset()
-
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _paths(registry: str, repository: str) -> list[str]:
-    paths = [repository, f"{registry}/{repository}"]
-    prefix = "library/"
-    if registry == _DOCKER_HUB and repository.startswith(prefix) and repository.count("/") == 1:
-        paths.append(repository[len(prefix) :])
-    return paths
-
-
-def _resolve(entries: list[_Entry], reference: str, accept: str | None) -> tuple[_Entry, str, str]:
+def _resolve(entries: list[Entry], reference: str, accept: str | None) -> tuple[Entry, str, str]:
     """The entry, digest and media type that answer `reference` (a tag or a digest)."""
     if ":" in reference:  # a digest: content-addressed, any entry holding it will do
         for entry in entries:
@@ -652,7 +510,7 @@ def _resolve(entries: list[_Entry], reference: str, accept: str | None) -> tuple
     raise _NotFoundError("MANIFEST_UNKNOWN", f"tag {reference} is not cached")
 
 
-def _accepts_index(accept: str | None, entry: _Entry) -> bool:
+def _accepts_index(accept: str | None, entry: Entry) -> bool:
     """False only when the client lists types, not the index's but the manifest's."""
     if not accept:
         return True
@@ -662,7 +520,7 @@ def _accepts_index(accept: str | None, entry: _Entry) -> bool:
     return entry.manifest_media_type not in types
 
 
-def _requested(name: str, reference: str, ns: str | None, held: _Entry | None) -> str | None:
+def _requested(name: str, reference: str, ns: str | None, held: Entry | None) -> str | None:
     """The canonical reference a partial or a miss asked for; None if it is not one."""
     if held is not None:
         prefix = f"{held.registry}/{held.repository}"
