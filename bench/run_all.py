@@ -42,6 +42,7 @@ QUICK_ARGS = {
     "sync.py": ["--pushes", "10"],
     "scrape.py": ["--scrapes", "10"],
     "size_ratio.py": ["--max-debs", "200"],
+    "suggest.py": ["--lookups", "100000", "--runs", "1", "--requests", "2000"],
 }
 
 
@@ -250,6 +251,26 @@ PATTERNS: dict[str, list[Pattern]] = {
             r"after\s*100,\d{3} pod events .*?memory held by gitsync/observers " + _S + " KiB",
             "KiB",
             "flat",
+        ),
+    ],
+    "suggest.py": [
+        Pattern(
+            "observations evidence() over 1,000,000 lookups (median)",
+            r"evidence\(\) over [\d,]+ lookups: median " + _S + " s",
+            "s",
+            "well under 1 s (all of `gitsync suggest` ≤ 2 s)",
+        ),
+        Pattern(
+            "observations evidence(), peak RSS",
+            r"evidence\(\) peak RSS: " + _S + " MiB",
+            "MiB",
+            "≤ 200 MB (all of `gitsync suggest`)",
+        ),
+        Pattern(
+            "recording a lookup, added to a mirror request (median)",
+            r"recording a lookup adds " + _S + " µs",
+            "µs",
+            "≤ 50 µs",
         ),
     ],
 }

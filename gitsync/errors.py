@@ -11,6 +11,7 @@ reconciler decides backoff from the type alone and never parses messages::
      │    ├── controller_record.RecordSaveError         the record could not be saved
      │    ├── providers.local.state.DataDiskError       the data disk refused a write
      │    │    └── DiskFullError                        … because it is full
+     │    ├── observations.store.ObservationDiskError   lookups could not be read or written
      │    ├── providers.local.registryretry.OperationCancelledError
      │    │                                             stopped because a sibling failed
      │    ├── providers.tencentcloud.TencentCloudTransientError
@@ -42,6 +43,7 @@ reconciler decides backoff from the type alone and never parses messages::
           ├── providers.local.export.ExportError
           ├── providers.local.leases.LeaseError
           ├── providers.local.state.SchemaVersionError  a data dir from a newer gitsync
+          ├── observations.store.ObservationStoreError  not (or no longer) an observations file
           └── providers.tencentcloud.TencentCloudAPIError
                ├── TencentCloudAuthError
                ├── TencentCloudInvalidParameterError

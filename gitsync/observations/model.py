@@ -49,6 +49,7 @@ class Lookup:
     cache: str | None = None  # the cache that served it (hit, partial); None on a miss
     seconds: float | None = None  # pod start-up or mirror serve seconds, when known
     group: str | None = None  # images started together share it (pod uid, client burst)
+    image_bytes: int | None = None  # the image's blob bytes (what a pull moves), when known
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,7 @@ class ImageEvidence:
     first_at: float = 0.0
     last_at: float = 0.0
     caches: tuple[str, ...] = ()  # caches that served it (hits and partials), sorted
+    image_bytes: int | None = None  # the latest size a lookup reported, when any did
 
     @property
     def mean_miss_seconds(self) -> float | None:

@@ -1,56 +1,8 @@
 """Pod observation: real cache hit rates and start-up times, from the cluster's Pods and Events.
 
-A cache only earns its snapshot cost if pods use it, so gitsync measures use
-where it happens: a pod asking for a cache carries the annotation
-`eks.tke.cloud.tencent.com/use-image-cache` (`auto`, or a cache id `imc-…`
-for a manual match), and the platform writes Events on that pod saying
-whether a cache was used. For every such pod this module records, once, on
-the injected recorder (`UsageMetrics` in the daemon):
-
-- `gitsync_cache_lookups_total{cache,result}`: result `hit`, `partial` or
-  `miss`; `cache` is the cache's name (its id when gitsync does not know it,
-  `""` on a miss). Never a label per pod.
-- `gitsync_startup_seconds{result}`: from the pod's `creationTimestamp` to the
-  `lastTransitionTime` of its `Ready` condition, both written by the API
-  server, so the controller's own clock and watch lag do not matter.
-
-Classifying hit, partial and miss
----------------------------------
-The reasons differ by platform, so they are settings (`LookupReasons`). The
-defaults, and why:
-
-- `hit`: `ImageCacheHit`, `ImageCacheUsed`. Tencent's documentation shows
-  the match as an event on the pod, but only as a screenshot: the reason
-  string is not published in text, so check `kubectl describe pod` on your
-  cluster and set the reasons you see. A cache id (`imc-…`) in the message
-  names the cache.
-- `partial`: `ImageCachePartialHit`. Also partial: a hit *plus* a kubelet
-  `Pulling` event whose message is `Pulling image "…"`, the one signal every
-  runtime emits when it really downloads an image, i.e. the runtime pulled the
-  difference (docs/architecture.md's definition of partial).
-- `miss`: `ImageCacheMiss`, `ImageCacheNotMatched`; and a pod that became
-  Ready with none of the above, because Tencent documents that "if this event
-  is not displayed, no appropriate image cache has been matched".
-- `pulling`: `Pulling` (the kubelet's reason).
-
-A pod is classified a few seconds (`settle_seconds`) after it is seen Ready,
-because Pods and Events arrive on separate watches and the events of a start
-can trail the Ready transition. Until the Events watch has listed once, no
-pod is classified as a miss for want of events: such pods are dropped and
-counted in `unclassified`.
-
-Which pods are counted
-----------------------
-Only pods whose start we watched: those first seen in the Pending phase, or
-ADDED by a watch (created after our list). Pods already running when the
-observer starts, or when a relist follows `410 Gone`, started unobserved and
-are skipped, so a relist never counts a pod twice. A pod deleted or finished
-before Ready counts only if an event already said hit, partial or miss (its
-lookup happened; it has no start-up time).
-
-Memory stays flat: a tracked pod is a few fields, dropped once recorded or
-when the pod goes; events that arrive before their pod wait in a bounded
-LRU (`max_orphans`); the tracked set itself is capped (`max_tracked`).
+`gitsync.observers.pods` holds the bookkeeping (which pods count, how a start
+is classified hit, partial or miss, the per-image lookups, the bounds on
+memory); this module feeds it from the API server.
 
 Watching
 --------
@@ -67,310 +19,44 @@ from __future__ import annotations
 import json
 import logging
 import random
-import re
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import kubernetes.client
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from gitsync.backoff import equal_jitter
-from gitsync.timeparse import parse_rfc3339
+from gitsync.observers.pods import (
+    USE_IMAGE_CACHE_ANNOTATION,
+    LookupReasons,
+    LookupRecorder,
+    PodLookupTracker,
+)
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "DEFAULT_WATCH_TIMEOUT_SECONDS",
+    "RBAC_RULES",
+    "USE_IMAGE_CACHE_ANNOTATION",
+    "LookupReasons",
+    "LookupRecorder",
+    "PodLookupTracker",
+    "PodObserver",
+]
 
 log = logging.getLogger("gitsync.observers.kubernetes")
 
-USE_IMAGE_CACHE_ANNOTATION = "eks.tke.cloud.tencent.com/use-image-cache"
-DEFAULT_HIT_REASONS = ("ImageCacheHit", "ImageCacheUsed")
-DEFAULT_PARTIAL_REASONS = ("ImageCachePartialHit",)
-DEFAULT_MISS_REASONS = ("ImageCacheMiss", "ImageCacheNotMatched")
-DEFAULT_PULLING_REASONS = ("Pulling",)
-DEFAULT_SETTLE_SECONDS = 5.0
 DEFAULT_WATCH_TIMEOUT_SECONDS = 300  # the server ends the stream; we resume from the last version
 DEFAULT_PAGE_SIZE = 500
-DEFAULT_MAX_TRACKED = 50_000
-DEFAULT_MAX_ORPHANS = 10_000
-_CACHE_ID = re.compile(r"\bimc-[a-z0-9]+\b")
-_PULLING_IMAGE = re.compile(r'^\s*Pulling image\s+"?[^"\s]+')
 
 # What the code calls, for the RBAC test: (apiGroup, resource, verbs).
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("", "pods", ("list", "watch")),
     ("", "events", ("list", "watch")),
 )
-
-
-class LookupRecorder(Protocol):
-    """Where results go; `gitsync.metrics.UsageMetrics` is one."""
-
-    def record(self, *, cache: str | None, result: str, seconds: float | None = None) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LookupReasons:
-    """Event reasons that say hit, partial or miss; see the module docstring for the defaults."""
-
-    hit: tuple[str, ...] = DEFAULT_HIT_REASONS
-    partial: tuple[str, ...] = DEFAULT_PARTIAL_REASONS
-    miss: tuple[str, ...] = DEFAULT_MISS_REASONS
-    pulling: tuple[str, ...] = DEFAULT_PULLING_REASONS
-
-    def __post_init__(self) -> None:
-        groups = {"hit": self.hit, "partial": self.partial, "miss": self.miss}
-        groups["pulling"] = self.pulling
-        seen: dict[str, str] = {}
-        for group, reasons in groups.items():
-            for reason in reasons:
-                if reason in seen:
-                    raise ValueError(
-                        f"event reason {reason!r} is configured as both {seen[reason]} and"
-                        f" {group}; give each reason one meaning"
-                    )
-                seen[reason] = group
-
-
-def parse_time(value: object) -> float | None:
-    """An RFC 3339 timestamp from the API server as Unix seconds."""
-    if not isinstance(value, str) or not value:
-        return None
-    # An offset-less time stays naive, so `timestamp()` reads it as local time.
-    moment = parse_rfc3339(value, naive_zone=None)
-    return None if moment is None else moment.timestamp()
-
-
-@dataclass(slots=True)
-class _Evidence:
-    """What the events of one pod said so far; mutable, updated as events arrive."""
-
-    hit: bool = False
-    partial: bool = False
-    miss: bool = False
-    pulled: bool = False
-    cache_id: str | None = None
-
-    def said_something(self) -> bool:
-        return self.hit or self.partial or self.miss
-
-
-@dataclass(slots=True)
-class _Pod:
-    namespace: str
-    requested: str
-    created: float | None
-    evidence: _Evidence
-    ready_at: float | None = None  # API server time of the Ready transition
-    ready_seen: float | None = None  # our monotonic clock when we saw it Ready
-
-
-class PodLookupTracker:
-    """Pure bookkeeping (no I/O): pods and events in, one record per observed pod start out.
-
-    Thread-safe: the pod and event watch threads and the sweeper call it.
-    """
-
-    def __init__(
-        self,
-        *,
-        recorder: LookupRecorder,
-        reasons: LookupReasons | None = None,
-        resolve_cache: Callable[[str], str | None] | None = None,
-        settle_seconds: float = DEFAULT_SETTLE_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-        max_tracked: int = DEFAULT_MAX_TRACKED,
-        max_orphans: int = DEFAULT_MAX_ORPHANS,
-    ) -> None:
-        """`resolve_cache` maps a cache id (`imc-…`) to the cache's name, None if unknown."""
-        self._recorder = recorder
-        self._reasons = reasons or LookupReasons()
-        self._resolve = resolve_cache or (lambda _id: None)
-        self._settle = settle_seconds
-        self._clock = clock
-        self._max_tracked = max_tracked
-        self._max_orphans = max_orphans
-        self._pods: OrderedDict[str, _Pod] = OrderedDict()
-        self._orphans: OrderedDict[str, _Evidence] = OrderedDict()
-        self._lock = threading.Lock()
-        self.events_live = False  # set once the Events watch has listed
-        self.recorded = 0
-        self.unclassified = 0
-        self.dropped = 0  # evicted by max_tracked
-
-    @property
-    def tracked(self) -> int:
-        return len(self._pods)
-
-    @property
-    def orphans(self) -> int:
-        return len(self._orphans)
-
-    # ------------------------------------------------------------------- pods
-
-    def pod(self, kind: str, pod: Mapping[str, Any]) -> None:
-        """A pod from a watch (`ADDED`, `MODIFIED`, `DELETED`) or a list (`SYNC`)."""
-        meta = pod.get("metadata") or {}
-        uid = meta.get("uid")
-        if not uid:
-            return
-        requested = (meta.get("annotations") or {}).get(USE_IMAGE_CACHE_ANNOTATION)
-        status = pod.get("status") or {}
-        phase = status.get("phase") or "Pending"
-        with self._lock:
-            tracked = self._pods.get(uid)
-            if kind == "DELETED":
-                if tracked is not None:
-                    del self._pods[uid]
-                    self._finish(tracked)
-                return
-            if not requested:
-                if tracked is not None:  # annotation removed: no longer a lookup we can judge
-                    del self._pods[uid]
-                return
-            if tracked is None:
-                if kind != "ADDED" and phase != "Pending":
-                    return  # started before we watched: its start was not observed
-                tracked = self._adopt(uid, meta, str(requested))
-            if tracked.ready_at is None:
-                ready = _ready_time(status)
-                if ready is not None:
-                    tracked.ready_at = ready
-                    tracked.ready_seen = self._clock()
-            if phase in ("Succeeded", "Failed"):
-                del self._pods[uid]
-                self._finish(tracked)
-
-    def resync(self, live_uids: set[str], *, namespace: str | None) -> None:
-        """After a fresh list: forget tracked pods (of `namespace`, or all) that are gone."""
-        with self._lock:
-            for uid in [
-                u
-                for u, p in self._pods.items()
-                if u not in live_uids and (namespace is None or p.namespace == namespace)
-            ]:
-                self._finish(self._pods.pop(uid))
-
-    def _adopt(self, uid: str, meta: Mapping[str, Any], requested: str) -> _Pod:
-        evidence = self._orphans.pop(uid, _Evidence())
-        tracked = _Pod(
-            namespace=str(meta.get("namespace") or ""),
-            requested=requested,
-            created=parse_time(meta.get("creationTimestamp")),
-            evidence=evidence,
-        )
-        self._pods[uid] = tracked
-        while len(self._pods) > self._max_tracked:
-            self._pods.popitem(last=False)
-            self.dropped += 1
-        return tracked
-
-    # ----------------------------------------------------------------- events
-
-    def event(self, event: Mapping[str, Any]) -> None:
-        """A core/v1 Event; only those about Pods with a configured reason matter."""
-        involved = event.get("involvedObject") or event.get("regarding") or {}
-        if involved.get("kind") != "Pod" or not involved.get("uid"):
-            return
-        message = str(event.get("message") or event.get("note") or "")
-        says = self._says(str(event.get("reason") or ""), message)
-        if says is None:
-            return
-        uid = str(involved["uid"])
-        with self._lock:
-            tracked = self._pods.get(uid)
-            if tracked is not None:
-                evidence = tracked.evidence
-            else:
-                evidence = self._orphans.pop(uid, _Evidence())
-                self._orphans[uid] = evidence  # most recent last
-                while len(self._orphans) > self._max_orphans:
-                    self._orphans.popitem(last=False)
-            if says == "pulled":
-                evidence.pulled = True
-                return
-            setattr(evidence, says, True)
-            found = _CACHE_ID.search(message)
-            if found and says in ("hit", "partial"):
-                evidence.cache_id = found.group(0)
-
-    def _says(self, reason: str, message: str) -> str | None:
-        """Which evidence an event is: hit, partial, miss, pulled, or None (irrelevant)."""
-        reasons = self._reasons
-        if reason in reasons.hit:
-            return "hit"
-        if reason in reasons.partial:
-            return "partial"
-        if reason in reasons.miss:
-            return "miss"
-        # A platform's "Pulling ... from image cache" is not a download: only the kubelet's
-        # 'Pulling image "ref"' is.
-        if reason in reasons.pulling and _PULLING_IMAGE.match(message):
-            return "pulled"
-        return None
-
-    # ------------------------------------------------------------------ sweep
-
-    def sweep(self) -> int:
-        """Record every pod Ready for at least `settle_seconds`; returns how many were recorded."""
-        now = self._clock()
-        with self._lock:
-            done = [
-                self._pods.pop(uid)
-                for uid in [
-                    u
-                    for u, p in self._pods.items()
-                    if p.ready_seen is not None and now - p.ready_seen >= self._settle
-                ]
-            ]
-        before = self.recorded
-        for pod in done:
-            self._finish(pod)
-        return self.recorded - before
-
-    def _finish(self, pod: _Pod) -> None:
-        """Record a pod that is done starting: Ready (settled, or gone early) or gone unready."""
-        if pod.ready_at is None:
-            # It never started: its lookup counts only if an event already told the result.
-            if pod.evidence.said_something():
-                self._record(pod, seconds=None)
-            return
-        if not self.events_live and not pod.evidence.said_something():
-            self.unclassified += 1  # without the Events watch, "no event" proves nothing
-            return
-        seconds = None if pod.created is None else max(0.0, pod.ready_at - pod.created)
-        self._record(pod, seconds=seconds)
-
-    def _record(self, pod: _Pod, *, seconds: float | None) -> None:
-        result, cache = self._classify(pod)
-        self._recorder.record(cache=cache, result=result, seconds=seconds)
-        self.recorded += 1
-
-    def _classify(self, pod: _Pod) -> tuple[str, str]:
-        evidence = pod.evidence
-        if evidence.partial or (evidence.hit and evidence.pulled):
-            result = "partial"
-        elif evidence.hit:
-            result = "hit"
-        else:
-            return "miss", ""
-        cache_id = evidence.cache_id
-        if cache_id is None and pod.requested.startswith("imc-"):
-            cache_id = pod.requested  # a manual match names its cache
-        if cache_id is None:
-            return result, ""
-        return result, self._resolve(cache_id) or cache_id
-
-
-def _ready_time(status: Mapping[str, Any]) -> float | None:
-    for condition in status.get("conditions") or ():
-        if condition.get("type") == "Ready" and condition.get("status") == "True":
-            return parse_time(condition.get("lastTransitionTime"))
-    return None
-
-
-# ----------------------------------------------------------------- watching
 
 
 class _Gone(Exception):

@@ -25,7 +25,7 @@ import threading
 from typing import Final
 
 from gitsync.errors import ConfigError
-from gitsync.server.endpoints import EndpointServer, HttpReply, Reply, ServerHooks
+from gitsync.server.endpoints import EndpointServer, HttpReply, RegistryHook, Reply, ServerHooks
 from gitsync.webhooks import tracked_refs
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT_SECONDS",
     "ControlServer",
     "HttpReply",
+    "RegistryHook",
     "Reply",
     "ServerHooks",
 ]

@@ -46,6 +46,18 @@ class HttpReply(Protocol):
     def body(self) -> bytes | Iterable[bytes]: ...
 
 
+class RegistryHook(Protocol):
+    """The `/v2/` hook: (method, request target with query string, headers), and the peer.
+
+    `client` is the peer's IP address, so a registry mirror can tell which
+    node's pulls belong together.
+    """
+
+    def __call__(
+        self, method: str, target: str, headers: Mapping[str, str], /, *, client: str
+    ) -> HttpReply: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """A ready-made `HttpReply` for hooks that need no type of their own."""
@@ -63,7 +75,8 @@ class ServerHooks:
     show the reason when they answer 503. `healthy` must not wait for the daemon's
     work (a probe that hangs is a probe that fails for the wrong reason).
     `registry` gets (method, request target with query string, headers with
-    lower-case names; repeated headers joined by ", ") for GET/HEAD under /v2.
+    lower-case names; repeated headers joined by ", ") for GET/HEAD under /v2,
+    and the peer's address as the keyword `client`.
     """
 
     metrics: Callable[[], tuple[bytes, str]]
@@ -72,7 +85,7 @@ class ServerHooks:
     status: Callable[[], Mapping[str, object]]
     trigger: Callable[[str], None]
     match: Callable[[dict[str, object]], tuple[int, Mapping[str, object]]] | None = None
-    registry: Callable[[str, str, Mapping[str, str]], HttpReply] | None = None
+    registry: RegistryHook | None = None
     suggestions: Callable[[], Mapping[str, object]] | None = None
 
 
@@ -184,8 +197,10 @@ class _Handler(RequestHandler):
             merged[key] = f"{merged[key]}, {value}" if key in merged else value
         return merged
 
-    def _registry(self, hook: Callable[[str, str, Mapping[str, str]], HttpReply]) -> None:
-        reply = hook(self.command, self.path, self._request_headers())
+    def _registry(self, hook: RegistryHook) -> None:
+        reply = hook(
+            self.command, self.path, self._request_headers(), client=str(self.client_address[0])
+        )
         # Framing is ours to decide: hop-by-hop headers from a hook would corrupt it.
         headers = [
             (name, value)

@@ -7,9 +7,10 @@ the real `UsageMetrics`, and read the Prometheus registry, as a scrape would.
 
 from __future__ import annotations
 
+import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from kube_fixtures import FakeOperator, KubeServer
 from prometheus_client import CollectorRegistry
 
 from gitsync.metrics import UsageMetrics
+from gitsync.observations.model import Lookup, LookupResult, LookupSource
 from gitsync.observers import kubernetes as observer_module
 from gitsync.observers.kubernetes import (
     USE_IMAGE_CACHE_ANNOTATION,
@@ -41,6 +43,8 @@ def pod(
     phase: str = "Pending",
     ready_after: float | None = None,
     namespace: str = "apps",
+    init: Sequence[str] = (),
+    containers: Sequence[str] = (),
 ) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": phase}
     if ready_after is not None:
@@ -57,7 +61,11 @@ def pod(
     }
     if annotation is not None:
         meta["annotations"] = {USE_IMAGE_CACHE_ANNOTATION: annotation}
-    return {"metadata": meta, "status": status}
+    spec = {
+        "initContainers": [{"name": f"i{n}", "image": image} for n, image in enumerate(init)],
+        "containers": [{"name": f"c{n}", "image": image} for n, image in enumerate(containers)],
+    }
+    return {"metadata": meta, "spec": spec, "status": status}
 
 
 def event(uid: str, reason: str, message: str = "") -> dict[str, Any]:
@@ -250,6 +258,111 @@ def test_without_a_live_event_watch_no_pod_is_called_a_miss(
     assert tracker.unclassified == 1
 
 
+HIT, PARTIAL, MISS = LookupResult.HIT, LookupResult.PARTIAL, LookupResult.MISS
+NGINX = "docker.io/library/nginx:1.27"
+BUSYBOX = "docker.io/library/busybox:1"
+APP = "registry.example.com/team/app:1.5"
+
+
+def started(
+    tracker: PodLookupTracker, clock: FakeClock, uid: str, events: list[tuple[str, str]]
+) -> None:
+    """Pod `uid` (busybox as init container; nginx, the app, nginx again and a bad reference)
+    starts with `events`, is Ready after 12 s, and is recorded."""
+    tracker.pod(
+        "ADDED",
+        pod(uid, init=["busybox:1"], containers=["nginx:1.27", APP, "nginx:1.27", "Not/A:Ref!"]),
+    )
+    for reason, message in events:
+        tracker.event(event(uid, reason, message))
+    tracker.pod("MODIFIED", pod(uid, ready_after=12))
+    clock.now += 5
+    assert tracker.sweep() == 1
+
+
+READY = (CREATED + timedelta(seconds=12)).timestamp()
+
+
+def test_a_recorded_pod_is_one_lookup_per_distinct_image_grouped_by_its_uid(
+    recorder: Recorded, clock: FakeClock
+) -> None:
+    seen: list[Lookup] = []
+    tracker = tracker_for(recorder, clock, observe=seen.extend)
+    started(tracker, clock, "a", [("ImageCacheHit", "matched image cache imc-web01")])
+
+    assert recorder.calls == [("web", "hit", 12.0)]
+    assert seen == [
+        Lookup(
+            image=image,
+            result=HIT,
+            at=READY,
+            source=LookupSource.POD,
+            cache="web",
+            seconds=12.0,
+            group="a",
+        )
+        for image in (BUSYBOX, NGINX, APP)  # init containers first; each image once
+    ]
+
+
+@pytest.mark.parametrize(
+    ("events", "pod_result", "results"),
+    [
+        pytest.param(
+            [("ImageCacheHit", "imc-web01"), ("Pulling", f'Pulling image "{APP}"')],
+            "partial",
+            [HIT, HIT, PARTIAL],
+            id="hit-and-the-app-pulled",
+        ),
+        pytest.param(
+            [("ImageCachePartialHit", "imc-web01")],
+            "partial",
+            [PARTIAL, PARTIAL, PARTIAL],
+            id="partial-without-names",
+        ),
+        pytest.param(
+            [("ImageCacheHit", "imc-web01"), ("Pulling", 'Pulling image "Not/A:Ref!"')],
+            "partial",
+            [PARTIAL, PARTIAL, PARTIAL],
+            id="a-pulled-name-that-does-not-parse",
+        ),
+        pytest.param(
+            [("ImageCacheMiss", ""), ("Pulling", 'Pulling image "nginx:1.27"')],
+            "miss",
+            [MISS, MISS, MISS],
+            id="miss",
+        ),
+    ],
+)
+def test_an_image_named_by_a_pulling_event_was_not_in_the_cache(
+    recorder: Recorded,
+    clock: FakeClock,
+    events: list[tuple[str, str]],
+    pod_result: str,
+    results: list[LookupResult],
+) -> None:
+    seen: list[Lookup] = []
+    tracker = tracker_for(recorder, clock, observe=seen.extend)
+    started(tracker, clock, "a", events)
+    assert [r for _, r, _ in recorder.calls] == [pod_result]
+    expected = list(zip([BUSYBOX, NGINX, APP], results, strict=True))
+    assert [(o.image, o.result) for o in seen] == expected
+    assert {o.cache for o in seen} == {None if pod_result == "miss" else "web"}
+
+
+def test_a_pod_gone_before_ready_is_dated_by_the_wall_clock(
+    recorder: Recorded, clock: FakeClock
+) -> None:
+    seen: list[Lookup] = []
+    tracker = tracker_for(recorder, clock, observe=seen.extend, wall_clock=lambda: 1_234.5)
+    tracker.pod("ADDED", pod("gone", containers=["nginx:1.27"]))
+    tracker.event(event("gone", "ImageCacheMiss"))
+    tracker.pod("DELETED", pod("gone"))
+    assert [(o.image, o.result, o.at, o.seconds, o.group) for o in seen] == [
+        (NGINX, MISS, 1_234.5, None, "gone")
+    ]
+
+
 class Counted:
     """A recorder that keeps counts only, so that what stays allocated is the tracker's."""
 
@@ -260,15 +373,22 @@ class Counted:
         self.counts[(cache, result)] = self.counts.get((cache, result), 0) + 1
 
 
-def test_memory_stays_flat_over_many_pod_starts(clock: FakeClock) -> None:
+@pytest.mark.parametrize("observing", [False, True], ids=["counting", "observing"])
+def test_memory_stays_flat_over_many_pod_starts(clock: FakeClock, observing: bool) -> None:
     recorder = Counted()
-    tracker = tracker_for(recorder, clock, max_orphans=500)
+    observed = [0]
+
+    def observe(lookups: Sequence[Lookup]) -> None:
+        observed[0] += len(lookups)
+
+    tracker = tracker_for(recorder, clock, max_orphans=500, observe=observe if observing else None)
 
     def one_round(start: int, count: int) -> None:
         for index in range(start, start + count):
             uid = f"u{index}"
-            tracker.pod("ADDED", pod(uid))
+            tracker.pod("ADDED", pod(uid, init=["busybox:1"], containers=[f"app:{index}"]))
             tracker.event(event(uid, "ImageCacheHit", "imc-web01"))
+            tracker.event(event(uid, "Pulling", f'Pulling image "app:{index}"'))
             tracker.event(event(f"other{index}", "Pulling", 'Pulling image "x:1"'))
             tracker.pod("MODIFIED", pod(uid, ready_after=2))
             tracker.pod("DELETED", pod(uid, ready_after=2))
@@ -283,7 +403,8 @@ def test_memory_stays_flat_over_many_pod_starts(clock: FakeClock) -> None:
     tracemalloc.stop()
     assert tracker.tracked == 0
     assert tracker.orphans <= 500
-    assert recorder.counts == {("web", "hit"): 4_000}
+    assert recorder.counts == {("web", "partial"): 4_000}
+    assert observed[0] == (8_000 if observing else 0)
     growth = sum(stat.size_diff for stat in grown if "observers" in stat.traceback[0].filename)
     assert growth < 16 * 1024, f"the tracker kept {growth} bytes after 3,000 more pods"
 
@@ -321,11 +442,14 @@ def watching(kube: KubeServer, registry: CollectorRegistry) -> Iterator[Callable
     started: list[PodObserver] = []
     clients = []
 
-    def start(**options: Any) -> PodObserver:
+    def start(
+        observe: Callable[[Sequence[Lookup]], None] | None = None, **options: Any
+    ) -> PodObserver:
         tracker = PodLookupTracker(
             recorder=UsageMetrics(registry=registry),
             resolve_cache={"imc-web01": "web"}.get,
             settle_seconds=0.2,
+            observe=observe,
         )
         client = kube.client()
         clients.append(client)
@@ -357,13 +481,18 @@ def eventually(condition: Callable[[], bool], *, timeout: float = 10.0) -> None:
 
 
 def create_pod(
-    operator: FakeOperator, name: str, *, namespace: str = "apps", annotation: str = "auto"
+    operator: FakeOperator,
+    name: str,
+    *,
+    namespace: str = "apps",
+    annotation: str = "auto",
+    spec: dict[str, Any] | None = None,
 ) -> str:
     body = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "annotations": {USE_IMAGE_CACHE_ANNOTATION: annotation}},
-        "spec": {"containers": [{"name": "app", "image": "nginx:1.27.2"}]},
+        "spec": spec or {"containers": [{"name": "app", "image": "nginx:1.27.2"}]},
         "status": {"phase": "Pending"},
     }
     operator.core.create_namespaced_pod(namespace, body, _preload_content=False).release_conn()
@@ -455,6 +584,49 @@ def test_a_pod_watch_feeds_the_lookup_and_startup_metrics(
     }
     assert not any(value.startswith("web-") for value in label_values), "a label per pod"
     assert observer.tracker.tracked == 0
+
+
+def test_a_pod_watch_emits_one_lookup_per_image_of_each_pod_with_its_uid(
+    kube: KubeServer, operator: FakeOperator, watching: Callable[..., PodObserver]
+) -> None:
+    seen: list[Lookup] = []
+    lock = threading.Lock()
+
+    def observe(lookups: Sequence[Lookup]) -> None:
+        with lock:
+            seen.extend(lookups)
+
+    observer = watching(observe=observe)
+    eventually(lambda: observer.tracker.events_live)
+    spec = {
+        "initContainers": [{"name": "setup", "image": "busybox:1"}],
+        "containers": [
+            {"name": "web", "image": "nginx:1.27"},
+            {"name": "app", "image": APP},
+        ],
+    }
+    hit = create_pod(operator, "web-1", spec=spec)
+    missed = create_pod(operator, "web-2", spec=spec)
+    pod_event(operator, "web-1", hit, "ImageCacheHit", "matched image cache imc-web01")
+    pod_event(operator, "web-1", hit, "Pulling", f'Pulling image "{APP}"')
+    become_ready(operator, "web-1", after=8)
+    become_ready(operator, "web-2", after=30)
+
+    eventually(lambda: observer.tracker.recorded == 2)
+
+    with lock:
+        observed = sorted((o.group, o.image, o.result, o.cache, o.seconds) for o in seen)
+    assert observed == sorted(
+        [
+            (hit, BUSYBOX, HIT, "web", 8.0),
+            (hit, NGINX, HIT, "web", 8.0),
+            (hit, APP, PARTIAL, "web", 8.0),
+            (missed, BUSYBOX, MISS, None, 30.0),
+            (missed, NGINX, MISS, None, 30.0),
+            (missed, APP, MISS, None, 30.0),
+        ]
+    )
+    assert {o.source for o in seen} == {LookupSource.POD}
 
 
 def test_only_the_given_namespaces_are_watched(

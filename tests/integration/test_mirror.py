@@ -15,8 +15,9 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +40,9 @@ from waiting import wait_until
 
 from gitsync.metrics import UsageMetrics
 from gitsync.model import CacheSpec, CacheStatus
+from gitsync.observations.model import Lookup, LookupResult, LookupSource, StartGroup
+from gitsync.observations.recorder import BatchRecorder
+from gitsync.observations.store import ObservationStore
 from gitsync.providers.local.mirror import Mirror
 from gitsync.providers.local.provider import LocalProvider
 from gitsync.server import ControlServer, ServerHooks
@@ -76,6 +80,7 @@ class Setup:
     hub: Fake  # docker.io/library/nginx:latest
     private: Fake  # registry.example.com/library/nginx:latest
     metrics: CollectorRegistry
+    observations: list[Lookup] = field(default_factory=list)
 
     def lookups(self, cache: str, result: str) -> float:
         value = self.metrics.get_sample_value(
@@ -142,6 +147,13 @@ def fake_cache(provider: LocalProvider, name: str, reference: str, *, seed: str)
     return Fake(cache_id, manifest, sha256(manifest), layer.blob, layer.digest)
 
 
+def image_bytes(manifest: bytes) -> int:
+    """What a pull of a single-manifest image moves: the manifest, its config and layers."""
+    document = json.loads(manifest)
+    blobs = [document["config"], *document["layers"]]
+    return len(manifest) + sum(int(blob["size"]) for blob in blobs)
+
+
 def mirror_server(mirror: Mirror) -> ControlServer:
     """The daemon's listener on a free loopback port, with only the mirror behind it."""
     return ControlServer(
@@ -190,7 +202,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory, registry: RegistryProcess) -
     def on_lookup(cache: str | None, result: str, seconds: float) -> None:
         usage.record(cache=cache, result=result, seconds=seconds)
 
-    mirror = Mirror(provider, on_lookup=on_lookup)
+    observations: list[Lookup] = []
+    mirror = Mirror(provider, on_lookup=on_lookup, on_observation=observations.append)
     server = mirror_server(mirror)
     server.start()
     try:
@@ -211,6 +224,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, registry: RegistryProcess) -
             hub=hub,
             private=private,
             metrics=metrics,
+            observations=observations,
         )
     finally:
         server.stop()
@@ -299,11 +313,32 @@ def test_skopeo_pulls_the_cached_platform_of_a_multi_platform_image(
 def test_skopeo_inspect_of_an_uncached_image_gets_404_and_counts_a_miss(setup: Setup) -> None:
     misses = setup.lookups("", "miss")
 
+    done = skopeo("inspect", "--tls-verify=false", f"docker://{setup.host}/team/uncached:v9")
+
+    assert done.returncode != 0
+    assert "name unknown" in done.stderr.decode().lower()
+    assert setup.lookups("", "miss") == misses + 1
+    assert setup.observations[-1].image == "docker.io/team/uncached:v9"  # no ns: Docker Hub
+    assert setup.observations[-1].result is LookupResult.MISS
+
+
+def test_skopeo_inspect_of_another_tag_of_a_cached_repository_counts_a_partial(
+    setup: Setup,
+) -> None:
+    partials, misses = setup.lookups("apps", "partial"), setup.lookups("", "miss")
+
     done = skopeo("inspect", "--tls-verify=false", f"docker://{setup.host}/{setup.app_repo}:v9")
 
     assert done.returncode != 0
     assert "manifest unknown" in done.stderr.decode().lower()
-    assert setup.lookups("", "miss") == misses + 1
+    assert setup.lookups("apps", "partial") == partials + 1  # the cloud's name-only match
+    assert setup.lookups("", "miss") == misses
+    observed = setup.observations[-1]
+    assert (observed.image, observed.result, observed.cache) == (
+        f"{setup.upstream}/{setup.app_repo}:v9",  # the registry of the cache holding it
+        LookupResult.PARTIAL,
+        "apps",
+    )
 
 
 # -------------------------------------------------------------- protocol details
@@ -349,17 +384,18 @@ def test_a_client_that_takes_no_index_gets_the_platform_manifest(
     assert narrow.content == setup.multi.manifest
 
 
-def test_another_platform_of_a_cached_index_is_404_and_a_miss(
+def test_another_platform_of_a_cached_index_is_404_and_a_partial(
     setup: Setup, http: httpx.Client
 ) -> None:
-    misses = setup.lookups("", "miss")
+    partials = setup.lookups("apps", "partial")
     response = http.get(f"/v2/{setup.multi_repo}/manifests/{setup.multi_arm.manifest_digest}")
 
     assert response.status_code == 404
     (error,) = response.json()["errors"]
     assert error["code"] == "MANIFEST_UNKNOWN"
     assert "another platform" in error["message"]
-    assert setup.lookups("", "miss") == misses + 1
+    # The repository is cached, not this manifest: the runtime pulls it from upstream.
+    assert setup.lookups("apps", "partial") == partials + 1
 
 
 def test_blob_ranges(setup: Setup, http: httpx.Client) -> None:
@@ -550,23 +586,23 @@ def test_a_containerd_style_hit_counts_once(setup: Setup, http: httpx.Client) ->
 # ------------------------------------------------------------------ containerd
 
 
-def test_containerd_pulls_through_the_mirror_with_hosts_toml(
-    setup: Setup, registry: RegistryProcess, tmp_path: Path
-) -> None:
-    """The README's hosts.toml, with the real containerd: a hit, an index, and a fallback."""
+@contextmanager
+def containerd(upstream: str, mirror: str) -> Iterator[Callable[..., str]]:
+    """A real containerd using `mirror` for `upstream` through the README's hosts.toml.
+
+    Yields `ctr(*args)`, which fails the test when ctr does; `images pull`
+    gets the native snapshotter and the hosts directory.
+    """
     if shutil.which("containerd") is None or shutil.which("ctr") is None:
         pytest.skip("containerd is missing: install Debian's containerd package")
     if os.geteuid() != 0:
         pytest.skip("containerd needs root for its content store and snapshotter")
-    pusher = Pusher(layout=OciLayout(tmp_path / "src"), registry=registry)
-    uncached_repo = pusher.repo("mirror-uncached")
-    uncached = pusher.push_image(uncached_repo, [small_layer("uncached")])
     work = Path(tempfile.mkdtemp(prefix="gitsync-ctr-"))  # short: a socket path has ~100 bytes
-    hosts = work / "certs.d" / setup.upstream
+    hosts = work / "certs.d" / upstream
     hosts.mkdir(parents=True)
     (hosts / "hosts.toml").write_text(
-        f'server = "http://{setup.upstream}"\n\n'
-        f'[host."http://{setup.host}"]\n  capabilities = ["pull", "resolve"]\n'
+        f'server = "http://{upstream}"\n\n'
+        f'[host."http://{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
     )
     config = work / "config.toml"
     config.write_text(
@@ -574,7 +610,6 @@ def test_containerd_pulls_through_the_mirror_with_hosts_toml(
         'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
         f'[grpc]\n  address = "{work}/sock"\n'
     )
-    hits, misses = setup.lookups("apps", "hit"), setup.lookups("", "miss")
     with open(work / "log", "wb") as log:
         daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
     try:
@@ -586,6 +621,9 @@ def test_containerd_pulls_through_the_mirror_with_hosts_toml(
         )
 
         def ctr(*args: str) -> str:
+            if args[:2] == ("images", "pull"):
+                options = ("--snapshotter", "native", "--hosts-dir", str(hosts.parent))
+                args = (*args[:2], *options, *args[2:])
             done = subprocess.run(
                 ["ctr", "--address", str(work / "sock"), *args],
                 capture_output=True,
@@ -596,27 +634,149 @@ def test_containerd_pulls_through_the_mirror_with_hosts_toml(
             assert done.returncode == 0, done.stderr
             return done.stdout
 
-        for repo, tag in ((setup.app_repo, "v1"), (setup.multi_repo, "v2"), (uncached_repo, "v1")):
-            ctr(
-                "images",
-                "pull",
-                "--snapshotter",
-                "native",
-                "--hosts-dir",
-                str(work / "certs.d"),
-                f"{setup.upstream}/{repo}:{tag}",
-            )
-        listed = dict(line.split()[:3:2] for line in ctr("images", "ls").splitlines()[1:])
+        yield ctr
     finally:
         daemon.terminate()
         daemon.wait(timeout=20)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_containerd_pulls_through_the_mirror_with_hosts_toml(
+    setup: Setup, registry: RegistryProcess, tmp_path: Path
+) -> None:
+    """The README's hosts.toml, with the real containerd: a hit, an index, and a fallback."""
+    pusher = Pusher(layout=OciLayout(tmp_path / "src"), registry=registry)
+    uncached_repo = pusher.repo("mirror-uncached")
+    uncached = pusher.push_image(uncached_repo, [small_layer("uncached")])
+    hits, misses = setup.lookups("apps", "hit"), setup.lookups("", "miss")
+    with containerd(setup.upstream, setup.host) as ctr:
+        for repo, tag in ((setup.app_repo, "v1"), (setup.multi_repo, "v2"), (uncached_repo, "v1")):
+            ctr("images", "pull", f"{setup.upstream}/{repo}:{tag}")
+        listed = dict(line.split()[:3:2] for line in ctr("images", "ls").splitlines()[1:])
 
     assert listed[f"{setup.upstream}/{setup.app_repo}:v1"] == setup.app.manifest_digest
     assert listed[f"{setup.upstream}/{setup.multi_repo}:v2"] == setup.multi_index
     assert listed[f"{setup.upstream}/{uncached_repo}:v1"] == uncached.manifest_digest
     assert setup.lookups("apps", "hit") == hits + 2
     assert setup.lookups("", "miss") == misses + 1
+
+
+def test_containerd_pulls_are_recorded_as_a_hit_a_partial_and_a_miss_in_one_burst(
+    setup: Setup, registry: RegistryProcess, tmp_path: Path
+) -> None:
+    """What `gitsync suggest` reads: each pull once, by canonical name, grouped by the node."""
+    pusher = Pusher(layout=OciLayout(tmp_path / "src"), registry=registry)
+    newer = pusher.push_image(setup.app_repo, [small_layer("newer-tag")], tag="v2")
+    uncached_repo = pusher.repo("mirror-never-cached")
+    pusher.push_image(uncached_repo, [small_layer("never")], tag="v1")
+    store_path = tmp_path / "data" / "observations.db"
+    recorder = BatchRecorder(lambda: ObservationStore(store_path), flush_interval=3_600)
+    counted: list[tuple[str | None, str]] = []
+    mirror = Mirror(
+        setup.provider,
+        on_lookup=lambda cache, result, _seconds: counted.append((cache, result)),
+        on_observation=recorder.record,
+    )
+    server = mirror_server(mirror)
+    recorder.start()
+    server.start()
+    try:
+        with containerd(setup.upstream, f"127.0.0.1:{server.address[1]}") as ctr:
+            for repo, tag in (
+                (setup.app_repo, "v1"),
+                (setup.app_repo, "v2"),
+                (uncached_repo, "v1"),
+            ):
+                ctr("images", "pull", f"{setup.upstream}/{repo}:{tag}")
+            listed = dict(line.split()[:3:2] for line in ctr("images", "ls").splitlines()[1:])
+        assert recorder.flush(30)
+    finally:
+        server.stop()
+        recorder.stop()
+    assert listed[f"{setup.upstream}/{setup.app_repo}:v2"] == newer.manifest_digest  # upstream's
+
+    assert counted == [("apps", "hit"), ("apps", "partial"), (None, "miss")]
+    with ObservationStore.open_readonly(store_path) as store:
+        evidence = store.evidence(since=0, until=4_000_000_000)
+    hit, partial, miss = (
+        f"{setup.upstream}/{setup.app_repo}:v1",
+        f"{setup.upstream}/{setup.app_repo}:v2",
+        f"{setup.upstream}/{uncached_repo}:v1",
+    )
+    seen = {i.image: (i.hits, i.partials, i.misses, i.pods, i.caches) for i in evidence.images}
+    assert seen == {
+        hit: (1, 0, 0, 1, ("apps",)),
+        partial: (0, 1, 0, 1, ("apps",)),
+        miss: (0, 0, 1, 1, ()),
+    }
+    by_image = {i.image: i for i in evidence.images}
+    assert by_image[hit].image_bytes == image_bytes(setup.app.manifest)
+    assert by_image[hit].timed_hits == 1
+    assert (by_image[miss].timed_misses, by_image[partial].image_bytes) == (0, None)
+    assert evidence.groups == (StartGroup(images=frozenset({hit, partial, miss}), count=1),)
+    assert evidence.caches["apps"].hits == 1
+    assert evidence.caches["apps"].partials == 1
+    assert evidence.lookups == 3
+
+
+def test_each_lookup_is_observed_by_canonical_name_and_grouped_by_client_burst(
+    tmp_path: Path,
+) -> None:
+    provider = LocalProvider(data_dir=tmp_path / "data")
+    try:
+        fake = fake_cache(provider, "web", "docker.io/library/nginx:1.27.2", seed="observed")
+        now = [1_900_000_000.0]
+        seen: list[Lookup] = []
+        counted: list[tuple[str | None, str]] = []
+        mirror = Mirror(
+            provider,
+            on_lookup=lambda cache, result, _seconds: counted.append((cache, result)),
+            on_observation=seen.append,
+            clock=lambda: now[0],
+        )
+
+        def get(path: str, client: str, *, method: str = "GET") -> int:
+            return mirror.handle(method, path, {}, client=client).status
+
+        assert get("/v2/nginx/manifests/1.27.2?ns=docker.io", "10.0.0.1") == 200
+        now[0] += 10
+        assert get("/v2/library/nginx/manifests/1.28", "10.0.0.1") == 404
+        now[0] += 10
+        api = "/v2/team/api/manifests/{}?ns=registry.example.com"
+        assert get(api.format("v2"), "10.0.0.1", method="HEAD") == 404
+        # containerd's GET by digest after that HEAD: the same pull, not counted again
+        assert get(api.format(f"sha256:{'2' * 64}"), "10.0.0.1") == 404
+        assert get("/v2/nginx/manifests/1.27.2?ns=index.docker.io", "10.0.0.2") == 200
+        now[0] += 40  # a pause longer than 30 s: the next pull of 10.0.0.1 is a new start
+        assert get("/v2/library/nginx/manifests/1.27.2", "10.0.0.1") == 200
+        assert get("/v2/nginx/manifests/1.27.2", "") == 200  # no peer address: no group
+    finally:
+        provider.close()
+
+    start = 1_900_000_000_000
+    size = image_bytes(fake.manifest)
+    nginx, web = "docker.io/library/nginx:1.27.2", "web"
+    hit, partial, miss = LookupResult.HIT, LookupResult.PARTIAL, LookupResult.MISS
+    assert [(o.image, o.result, o.cache, o.group, o.image_bytes) for o in seen] == [
+        (nginx, hit, web, f"10.0.0.1#{start}", size),
+        ("docker.io/library/nginx:1.28", partial, web, f"10.0.0.1#{start}", None),
+        ("registry.example.com/team/api:v2", miss, None, f"10.0.0.1#{start}", None),
+        (nginx, hit, web, f"10.0.0.2#{start + 20_000}", size),
+        (nginx, hit, web, f"10.0.0.1#{start + 60_000}", size),
+        (nginx, hit, web, None, size),
+    ]
+    assert [o.at - 1_900_000_000.0 for o in seen] == [0, 10, 20, 20, 60, 60]
+    assert {o.source for o in seen} == {LookupSource.MIRROR}
+    # A hit has its serve seconds; a 404's are not the pull's, which happened upstream.
+    assert [o.seconds is not None for o in seen] == [True, False, False, True, True, True]
+    assert counted == [
+        ("web", "hit"),
+        ("web", "partial"),
+        (None, "miss"),
+        ("web", "hit"),
+        ("web", "hit"),
+        ("web", "hit"),
+    ]
 
 
 # ------------------------------------------------------------------ damaged blobs

@@ -41,7 +41,7 @@ class FakeDaemon:
     fail_status: bool = False
     triggers: list[str] = field(default_factory=list)
     matches: list[dict[str, object]] = field(default_factory=list)
-    registry_calls: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    registry_calls: list[tuple[str, str, dict[str, str], str]] = field(default_factory=list)
     stream_closed: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -79,8 +79,10 @@ class FakeDaemon:
             return 400, {"error": "images must be a non-empty list"}
         return 200, {"result": "miss", "cache": None, "candidates": []}
 
-    def serve_registry(self, method: str, target: str, headers: Mapping[str, str]) -> HttpReply:
-        self.registry_calls.append((method, target, dict(headers)))
+    def serve_registry(
+        self, method: str, target: str, headers: Mapping[str, str], /, *, client: str
+    ) -> HttpReply:
+        self.registry_calls.append((method, target, dict(headers), client))
         if target.startswith("/v2/endless/"):
             return Reply(200, self.endless(), {"Content-Type": "x/blob"})
         if target.startswith("/v2/stream/"):
@@ -775,9 +777,10 @@ def test_registry_hook_serves_v2(daemon: FakeDaemon, client: httpx.Client) -> No
     assert answer.status_code == 200
     assert answer.headers["docker-distribution-api-version"] == "registry/2.0"
     assert answer.json() == {}
-    method, target, headers = daemon.registry_calls[0]
+    method, target, headers, peer = daemon.registry_calls[0]
     assert (method, target) == ("GET", "/v2/")
     assert headers["accept"] == "a/1, b/2"
+    assert peer == "127.0.0.1"  # the mirror groups a node's pulls by it
 
 
 def test_registry_hook_gets_head_and_the_query(daemon: FakeDaemon, client: httpx.Client) -> None:

@@ -3,9 +3,10 @@
 One concern a module, in layers that import only downward (an import-linter
 contract in pyproject.toml holds them to it), from the top:
 
-- `mirror` (the `/v2/` routing and served view), then `mirrorblobs` (its
-  verified bytes), `export` (an OCI layout out of a snapshot) and `scrub`
-  (re-hashing at a bounded rate): what uses the store besides the provider;
+- `mirror` (the `/v2/` routing and the counting of lookups), then
+  `mirrorview` (what it may serve now), `mirrorblobs` (its verified bytes),
+  `export` (an OCI layout out of a snapshot) and `scrub` (re-hashing at a
+  bounded rate): what uses the store besides the provider;
 - `provider`: the `Provider` itself, when a cache is built and what its status
   says, expiry, recovery from a process that died;
 - `builds` (one build: lease, credentials, pull, the committing transaction),

@@ -59,8 +59,22 @@ seen to send (containerd 1.6 with hosts.toml, skopeo):
   containerd resolves upstream after that `HEAD`, then still tries the mirror
   first for every manifest and blob it fetches.
 
+* A partial is such a 404 where a Ready cache holds the repository under
+  another tag (or digest): the cloud's name-only match. It is reported with
+  the cache `matching`'s rank would pick (entries are sorted best first).
+
 A hit sets the cache's last matched time, at most once a minute per cache, to
-spare the database.
+spare the database; a partial served nothing, so it does not.
+
+Observations (`on_observation`, for `gitsync suggest`): each counted lookup is
+also a `Lookup` with the canonical image reference (the served entry's, for a
+hit; the requested one, its registry from `?ns=` or the holding cache, Docker
+Hub by default, for a partial or a miss), the cache, the image's bytes (a
+hit's blobs, summed once per view) and a start group: a client address's
+lookups less than 30 s apart are one burst, `<client>#<n>` with n the
+burst's first lookup in Unix milliseconds (unique across restarts). A hit
+carries its serve seconds; a partial or a miss none, because the pull
+happened upstream and the mirror cannot see how long it took.
 """
 
 from __future__ import annotations
@@ -80,7 +94,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from gitsync import imageref
 from gitsync.errors import ImageRefError
 from gitsync.matching import rank_key
-from gitsync.model import CacheStatus, ObservedCache
+from gitsync.model import ObservedCache
+from gitsync.observations.model import Lookup, LookupResult, LookupSource
 from gitsync.providers.local.blobs import (
     BlobNotFoundError,
     InvalidDigestError,
@@ -94,15 +109,18 @@ from gitsync.providers.local.mirrorblobs import (
     _RangeError,
     _verify_manifest,
 )
+from gitsync.providers.local.mirrorview import Entry, MirrorView
 from gitsync.providers.local.oci import INDEX_TYPES
 from gitsync.providers.local.provider import LocalProvider
 
-__all__ = ["LookupCallback", "Mirror", "MirrorReply"]
+__all__ = ["LookupCallback", "Mirror", "MirrorReply", "ObservationCallback"]
 
 log = logging.getLogger("gitsync.providers.local.mirror")
 
 LookupCallback = Callable[[str | None, str, float], None]
-"""Called once per lookup with (cache name or None on a miss, "hit" | "miss", seconds)."""
+"""Called once per lookup with (cache name or None on a miss, hit|partial|miss, seconds)."""
+ObservationCallback = Callable[[Lookup], None]
+"""Called once per lookup with its record; must be quick (a `BatchRecorder.record`)."""
 
 API_VERSION_HEADER: Final = "Docker-Distribution-API-Version"
 API_VERSION: Final = "registry/2.0"
@@ -119,6 +137,9 @@ DEFAULT_TOUCH_INTERVAL_SECONDS: Final = 60.0
 # containerd GETs by digest within seconds of the HEAD that missed; a minute is ample.
 _HEAD_MISS_WINDOW_SECONDS: Final = 60.0
 _HEAD_MISS_MEMORY: Final = 4096  # repositories remembered before expired ones are dropped
+# Kubelet pulls a pod's images one after another: a client's lookups this close are one start.
+BURST_GAP_SECONDS: Final = 30.0
+_BURST_MEMORY: Final = 4096  # clients remembered; the least recently seen is forgotten first
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,31 +149,6 @@ class MirrorReply:
     status: int
     headers: Mapping[str, str] = field(default_factory=dict)
     body: bytes | Iterable[bytes] = b""
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One image of a Ready cache's snapshot, as the mirror serves it."""
-
-    cache: ObservedCache
-    registry: str
-    repository: str
-    tag: str | None  # None when the image was pinned by digest (then served by digest only)
-    top_digest: str  # what the image's reference resolves to: the index, else the manifest
-    top_media_type: str
-    manifest_digest: str
-    manifest_media_type: str
-    index_digest: str | None
-    children: frozenset[str]  # every manifest digest the upstream index lists
-    blobs: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class _View:
-    """What is servable now, rebuilt when a Ready cache or its snapshot changes."""
-
-    key: tuple[tuple[str, str | None, str, int, str], ...]
-    by_path: Mapping[str, tuple[_Entry, ...]]
 
 
 class _NotFoundError(Exception):
@@ -165,9 +161,9 @@ class Mirror:
     """The `/v2/` API over `provider`'s Ready caches; `handle` is the server's registry hook.
 
     Thread-safe: the server calls `handle` from one thread per connection.
-    One class, longer than the house's ~250 lines, because routing, the served
-    view and lookup counting share one lock and one view of the caches; the
-    verified serving of bytes is in `mirrorblobs`.
+    One class, longer than the house's ~250 lines, because routing and the
+    once-per-pull counting of lookups share one lock and one reading of the
+    view; the view itself is in `mirrorview`, the verified bytes in `mirrorblobs`.
     """
 
     def __init__(
@@ -175,24 +171,29 @@ class Mirror:
         provider: LocalProvider,
         *,
         on_lookup: LookupCallback | None = None,
+        on_observation: ObservationCallback | None = None,
         clock: Callable[[], float] = time.time,
         touch_interval_seconds: float = DEFAULT_TOUCH_INTERVAL_SECONDS,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     ) -> None:
         self._provider = provider
         self._on_lookup = on_lookup
+        self._on_observation = on_observation
         self._clock = clock
         self._touch_interval = touch_interval_seconds
         self._chunk = chunk_bytes
         self._lock = threading.Lock()
-        self._view: _View | None = None
+        self._view = MirrorView(provider)
         self._touched: dict[str, float] = {}
         self._head_misses: dict[tuple[str | None, str], float] = {}
+        self._bursts: dict[str, tuple[str, float]] = {}  # client -> (group, last lookup)
 
     # ------------------------------------------------------------------ entry
 
-    def handle(self, method: str, target: str, headers: Mapping[str, str]) -> MirrorReply:
-        """Answer one request; `target` is the request target with its query string."""
+    def handle(
+        self, method: str, target: str, headers: Mapping[str, str], *, client: str = ""
+    ) -> MirrorReply:
+        """Answer one request; `target` has its query string, `client` is the peer's address."""
         started = time.monotonic()
         if method not in ("GET", "HEAD"):
             return _not_allowed(method)
@@ -213,6 +214,7 @@ class Mirror:
                 ns=ns,
                 headers=headers,
                 started=started,
+                client=client,
             )
         if name and kind == "blobs":
             return self._blob(
@@ -239,17 +241,37 @@ class Mirror:
         ns: str | None,
         headers: Mapping[str, str],
         started: float,
+        client: str,
     ) -> MirrorReply:
+        # Entries that hold the repository but not this reference make a 404 a partial.
+        held: list[Entry] = []
         try:
-            entries = self._entries(name, ns)
-            entry, digest, media_type = _resolve(entries, reference, headers.get("accept"))
+            held = self._entries(name, ns)
+            entry, digest, media_type = _resolve(held, reference, headers.get("accept"))
+            held = []  # resolved: a failure from here on is the cache's, not a partial
             data = self._provider.blobs.read_bytes(digest)
             _verify_manifest(data, digest, self._provider)
         except _NotFoundError as exc:
-            self._miss(head=head, name=name, ns=ns, reference=reference, started=started)
+            self._miss(
+                head=head,
+                name=name,
+                ns=ns,
+                reference=reference,
+                started=started,
+                held=held,
+                client=client,
+            )
             return _error(HTTPStatus.NOT_FOUND, exc.code, str(exc), head=head)
         except BlobNotFoundError:
-            self._miss(head=head, name=name, ns=ns, reference=reference, started=started)
+            self._miss(
+                head=head,
+                name=name,
+                ns=ns,
+                reference=reference,
+                started=started,
+                held=held,
+                client=client,
+            )
             return _error(
                 HTTPStatus.NOT_FOUND,
                 "MANIFEST_UNKNOWN",
@@ -264,7 +286,14 @@ class Mirror:
             extra={"Docker-Content-Digest": digest, "ETag": f'"{digest}"'},
         )
         if not head and media_type not in INDEX_TYPES:
-            self._lookup(entry.cache, "hit", started)
+            self._lookup(
+                LookupResult.HIT,
+                entry.cache,
+                started,
+                image=entry.reference,
+                image_bytes=entry.image_bytes,
+                client=client,
+            )
         return reply
 
     # ------------------------------------------------------------------ blobs
@@ -350,11 +379,11 @@ class Mirror:
 
     # ----------------------------------------------------------------- lookup
 
-    def _entries(self, name: str, ns: str | None) -> list[_Entry]:
+    def _entries(self, name: str, ns: str | None) -> list[Entry]:
         """Cached images reachable as `name` (narrowed to registry `ns`), best first."""
         if len(name) > _NAME_MAX or not _NAME_RE.fullmatch(name):
             raise _NotFoundError("NAME_INVALID", f"{name!r} is not a repository name")
-        entries = list(self._current().by_path.get(name, ()))
+        entries = list(self._view.current().by_path.get(name, ()))
         if ns is not None:
             wanted = _DOCKER_HUB if ns.lower() in _HUB_ALIASES else ns.lower()
             entries = [e for e in entries if e.registry.lower() == wanted]
@@ -365,9 +394,17 @@ class Mirror:
         return entries
 
     def _miss(
-        self, *, head: bool, name: str, ns: str | None, reference: str, started: float
+        self,
+        *,
+        head: bool,
+        name: str,
+        ns: str | None,
+        reference: str,
+        started: float,
+        held: list[Entry],
+        client: str,
     ) -> None:
-        """Count a miss once per pull, though containerd asks twice (see the module docstring)."""
+        """Count a miss (or partial) once per pull, though containerd asks twice (module doc)."""
         key = (ns, name)
         now = time.monotonic()
         with self._lock:
@@ -381,13 +418,31 @@ class Mirror:
                 last = self._head_misses.get(key)
                 follows_head = last is not None and now - last < _HEAD_MISS_WINDOW_SECONDS
                 counted = not (":" in reference and follows_head)
-        if counted:
-            self._lookup(None, "miss", started)
+        if not counted:
+            return
+        best = held[0] if held else None
+        self._lookup(
+            LookupResult.PARTIAL if best is not None else LookupResult.MISS,
+            best.cache if best is not None else None,
+            started,
+            image=_requested(name, reference, ns, best),
+            image_bytes=None,
+            client=client,
+        )
 
-    def _lookup(self, cache: ObservedCache | None, result: str, started: float) -> None:
+    def _lookup(
+        self,
+        result: LookupResult,
+        cache: ObservedCache | None,
+        started: float,
+        *,
+        image: str | None,
+        image_bytes: int | None,
+        client: str,
+    ) -> None:
         seconds = time.monotonic() - started
-        if cache is not None:
-            now = self._clock()
+        now = self._clock()
+        if result is LookupResult.HIT and cache is not None:
             with self._lock:
                 last = self._touched.get(cache.cache_id)
                 due = last is None or now - last >= self._touch_interval
@@ -396,108 +451,42 @@ class Mirror:
             if due:
                 self._provider.state.touch_matched(cache.cache_id, datetime.fromtimestamp(now, UTC))
         if self._on_lookup is not None:
-            self._on_lookup(cache.name if cache is not None else None, result, seconds)
-
-    # ------------------------------------------------------------------- view
-
-    def _current(self) -> _View:
-        caches = [c for c in self._provider.state.caches() if c.status is CacheStatus.READY]
-        key = tuple(
-            (
-                c.cache_id,
-                c.snapshot_id,
-                c.name,
-                c.image_cache_size_gib,
-                c.created_at.isoformat() if c.created_at else "",
+            self._on_lookup(cache.name if cache is not None else None, result.value, seconds)
+        if self._on_observation is not None and image is not None:
+            self._on_observation(
+                Lookup(
+                    image=image,
+                    result=result,
+                    at=now,
+                    source=LookupSource.MIRROR,
+                    cache=cache.name if cache is not None else None,
+                    # A 404's seconds are the mirror's, not the upstream pull's: unknown.
+                    seconds=seconds if result is LookupResult.HIT else None,
+                    group=self._burst(client, now),
+                    image_bytes=image_bytes,
+                )
             )
-            for c in caches
-        )
-        with self._lock:
-            if self._view is not None and self._view.key == key:
-                return self._view
-        view = self._build(key, caches)
-        with self._lock:
-            self._view = view
-        return view
 
-    def _build(
-        self, key: tuple[tuple[str, str | None, str, int, str], ...], caches: list[ObservedCache]
-    ) -> _View:
-        by_path: dict[str, list[_Entry]] = {}
-        for cache in caches:
-            if cache.snapshot_id is None:
-                continue
-            snapshot = self._provider.state.snapshot(cache.snapshot_id)
-            if snapshot is None:
-                continue  # replaced since caches() was read; the next request rebuilds
-            for record in snapshot.images:
-                entry = self._entry(cache, record)
-                if entry is None:
-                    continue
-                for path in _paths(entry.registry, entry.repository):
-                    by_path.setdefault(path, []).append(entry)
-        return _View(key=key, by_path={p: tuple(e) for p, e in by_path.items()})
-
-    def _entry(self, cache: ObservedCache, record: Mapping[str, object]) -> _Entry | None:
-        try:
-            ref = imageref.parse(str(record["reference"]))
-            manifest_digest = str(record["manifestDigest"])
-            manifest_type = str(record["mediaType"])
-            config = str(record["configDigest"])
-            listed = record["layers"]
-            if not isinstance(listed, list):
-                raise TypeError(f"'layers' is {type(listed).__name__}, not a list")
-            layers = [str(digest) for digest in listed]
-        except (KeyError, TypeError, ImageRefError) as exc:
-            log.warning("cache %s: snapshot record not servable: %s", cache.name, exc)
+    def _burst(self, client: str, now: float) -> str | None:
+        """The start group of a lookup by `client` at `now` (see the module docstring)."""
+        if not client:
             return None
-        index_digest = record.get("indexDigest")
-        index_type = record.get("indexMediaType")
-        children: frozenset[str] = frozenset()
-        if isinstance(index_digest, str) and isinstance(index_type, str):
-            children = self._children(index_digest)
-            top, top_type = index_digest, index_type
-        else:
-            index_digest = None
-            top, top_type = manifest_digest, manifest_type
-        blobs = {manifest_digest, config, *layers}
-        if index_digest is not None:
-            blobs.add(index_digest)
-        return _Entry(
-            cache=cache,
-            registry=ref.registry,
-            repository=ref.repository,
-            tag=ref.tag if ref.digest is None else None,
-            top_digest=top,
-            top_media_type=top_type,
-            manifest_digest=manifest_digest,
-            manifest_media_type=manifest_type,
-            index_digest=index_digest,
-            children=children,
-            blobs=frozenset(blobs),
-        )
-
-    def _children(self, index_digest: str) -> frozenset[str]:
-        """The manifests an index lists, to tell another platform's manifest from a stranger."""
-        try:
-            document = json.loads(self._provider.blobs.read_bytes(index_digest))
-            return frozenset(str(m["digest"]) for m in document["manifests"])
-        except (BlobNotFoundError, ValueError, KeyError, TypeError):
-            return frozenset()
+        with self._lock:
+            known = self._bursts.pop(client, None)  # re-inserted last: least recent first
+            if known is not None and 0 <= now - known[1] < BURST_GAP_SECONDS:
+                group = known[0]
+            else:
+                group = f"{client}#{int(now * 1000)}"
+            self._bursts[client] = (group, now)
+            if len(self._bursts) > _BURST_MEMORY:
+                del self._bursts[next(iter(self._bursts))]
+        return group
 
 
 # ---------------------------------------------------------------------- helpers
 
 
-def _paths(registry: str, repository: str) -> list[str]:
-    paths = [repository, f"{registry}/{repository}"]
-    prefix = "library/"
-    if registry == _DOCKER_HUB and repository.startswith(prefix) and repository.count("/") == 1:
-        paths.append(repository[len(prefix) :])
-    return paths
-
-
-def _resolve(entries: list[_Entry], reference: str, accept: str | None) -> tuple[_Entry, str, str]:
+def _resolve(entries: list[Entry], reference: str, accept: str | None) -> tuple[Entry, str, str]:
     """The entry, digest and media type that answer `reference` (a tag or a digest)."""
     if ":" in reference:  # a digest: content-addressed, any entry holding it will do
         for entry in entries:
@@ -521,7 +510,7 @@ def _resolve(entries: list[_Entry], reference: str, accept: str | None) -> tuple
     raise _NotFoundError("MANIFEST_UNKNOWN", f"tag {reference} is not cached")
 
 
-def _accepts_index(accept: str | None, entry: _Entry) -> bool:
+def _accepts_index(accept: str | None, entry: Entry) -> bool:
     """False only when the client lists types, not the index's but the manifest's."""
     if not accept:
         return True
@@ -529,6 +518,21 @@ def _accepts_index(accept: str | None, entry: _Entry) -> bool:
     if "*/*" in types or entry.top_media_type in types:
         return True
     return entry.manifest_media_type not in types
+
+
+def _requested(name: str, reference: str, ns: str | None, held: Entry | None) -> str | None:
+    """The canonical reference a partial or a miss asked for; None if it is not one."""
+    if held is not None:
+        prefix = f"{held.registry}/{held.repository}"
+    elif ns is not None:
+        prefix = f"{_DOCKER_HUB if ns.lower() in _HUB_ALIASES else ns}/{name}"
+    else:
+        prefix = name  # a registry host in the path stays one; else Docker Hub
+    separator = "@" if ":" in reference else ":"
+    try:
+        return imageref.normalize(f"{prefix}{separator}{reference}")
+    except ImageRefError:
+        return None
 
 
 def _namespace(query: str) -> str | None:
