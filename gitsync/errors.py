@@ -6,7 +6,7 @@ reconciler decides backoff from the type alone and never parses messages::
     GitSyncError
      ├── TemporaryError      the same call may succeed later: back off and retry
      │    ├── sources.base.SourceUnavailable            the remote did not answer
-     │    │    └── sources.gitwrite.PushUnavailableError
+     │    │    └── sources.gitwrite.errors.PushUnavailableError
      │    │                                             a push that did not reach the remote
      │    ├── controller_record.RecordSaveError         the record could not be saved
      │    ├── providers.local.state.DataDiskError       the data disk refused a write
@@ -20,12 +20,12 @@ reconciler decides backoff from the type alone and never parses messages::
      │                                                  an answer that cannot be read
      └── PermanentError      the same input fails the same way: report, do not retry
           ├── ConfigError    flags, environment or config file are wrong (exit 2)
-          │    └── sources.gitwrite.ProtectedBranchError
+          │    └── sources.gitwrite.errors.ProtectedBranchError
           │                                             a branch gitsync must not write
           ├── ImageRefError  an image reference breaks the distribution grammar
           ├── SpecError      a spec repository cannot be loaded at all
           ├── sources.base.SourceError                  a revision or path that is wrong
-          ├── sources.gitwrite.PushRejectedError        the remote refused a pushed branch
+          ├── sources.gitwrite.errors.PushRejectedError the remote refused a pushed branch
           ├── datadir.DataDirBusyError                  another gitsync holds the data dir
           ├── providers.credentials.CredentialError     a docker config or pull secret
           │    └── PullSecretNotFoundError
