@@ -313,8 +313,8 @@ def breakdown(world: World, repeat: int = 5) -> dict[str, float]:
         "the rest (DaemonMetrics, startup histogram)": _registry_of(*rest),
     }
     steps: dict[str, float] = {
-        "Daemon._state_view (record file, provider.current())": _median_ms(
-            world.daemon._state_view, repeat
+        "DaemonHttp.state_view (record file, provider.current())": _median_ms(
+            world.daemon.http.state_view, repeat
         ),
         "StateExposition.render() (the per-cache text)": _median_ms(state.render, repeat),
     }

@@ -29,12 +29,12 @@ from typing import Any, Protocol
 from gitsync.daemon_http import DaemonHttp, Latest, Leadership, SuggestionSource
 from gitsync.errors import GitSyncError
 from gitsync.liveness import Heartbeat, default_timeout
+from gitsync.lookups import LookupSink, Recorder, Savings
 from gitsync.metrics import (
     DaemonMetrics,
     ExpositionRegistry,
     RequestCounts,
     StateExposition,
-    StateView,
     UsageMetrics,
 )
 from gitsync.model import CacheSpec, ObservedCache
@@ -64,12 +64,12 @@ class Observer(Protocol):
     def stop(self, timeout: float = 5.0) -> None: ...
 
 
-class Background(Protocol):
-    """A helper thread that lives as long as the loop (the observation store's writer)."""
+class StoreWriter(Recorder, Protocol):
+    """The observation store's writer thread (gitsync.observations.recorder.BatchRecorder)."""
 
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self, timeout: float = 30.0) -> None: ...
 
 
 class Daemon:
@@ -96,16 +96,16 @@ class Daemon:
         rng: random.Random | None = None,
         heartbeat: Heartbeat | None = None,
         mirror: MirrorFactory | None = None,
-        observations: ObservationRecorder | None = None,
-        background: tuple[Background, ...] = (),
+        recorder: StoreWriter | None = None,
+        savings: Savings | None = None,
     ) -> None:
         """`heartbeat` None: one with the default timeout (the larger of 3 intervals and 5 min).
 
         The wiring passes its own when the provider reports progress into it;
         `mirror` when the provider holds image content to serve under `/v2/`;
-        `observations` where lookups go beyond the metrics (gitsync.lookups),
-        and `background` the threads that serve it (started and stopped with
-        the loop).
+        `recorder` (the observation store's writer, started and stopped with
+        the loop) and `savings` when lookups are kept for `gitsync suggest`
+        and the saved seconds are counted (see `gitsync.lookups`).
         """
         self.source = source
         self.reconciler = reconciler
@@ -122,9 +122,13 @@ class Daemon:
         self._watch: Watch | None = None
         self._watch_asked = False  # once, after the first good fetch: the folder exists then
         self.observer: Observer | None = None
-        self.observations = observations
-        self._background = background
+        self._recorder = recorder
         self.usage = UsageMetrics(registry=registry)
+        self.lookups = (
+            LookupSink(recorder=recorder, savings=savings, saved=self.usage)
+            if savings is not None
+            else None
+        )
         self.http = DaemonHttp(
             reconciler=reconciler,
             registry=registry,
@@ -153,7 +157,9 @@ class Daemon:
                 trigger=self.queue.put,
                 match=self.http.match,
                 registry=(
-                    mirror(self._record_lookup, observations) if mirror is not None else None
+                    mirror(self._record_lookup, self.lookups.observe if self.lookups else None)
+                    if mirror is not None
+                    else None
                 ),
                 suggestions=self.http.suggestions_json,
             ),
@@ -171,14 +177,6 @@ class Daemon:
         """A pull the `/v2/` mirror served (or missed)."""
         self.usage.record(cache=cache, result=result, seconds=seconds)
 
-    @property
-    def leader(self) -> Leadership | None:
-        return self.http.leader
-
-    @property
-    def suggestions(self) -> SuggestionSource | None:
-        return self.http.suggestions
-
     def current_caches(self) -> tuple[ObservedCache, ...]:
         """The caches as of now where that is cheap, else as of the last pass."""
         return self.http.caches()
@@ -189,9 +187,6 @@ class Daemon:
 
     def status(self) -> dict[str, object]:
         return self.http.status()
-
-    def _state_view(self) -> StateView:
-        return self.http.state_view()
 
     def ready_to_serve(self) -> bool:
         """The loop runs and a first pass has finished (for tests and benchmarks)."""
@@ -238,8 +233,8 @@ class Daemon:
         log.info("listening on http://%s:%d", host, port)
         self._loop_alive = True
         self._start_helpers()
-        if self.leader is not None:
-            self.leader.start()  # its callbacks start the observer once we lead
+        if self.http.leader is not None:
+            self.http.leader.start()  # its callbacks start the observer once we lead
         elif self.observer is not None:
             self.observer.start()
         try:
@@ -249,7 +244,7 @@ class Daemon:
                 reasons = self.queue.wait(jittered_interval(self.interval, rng=self._rng))
                 if self._stop.is_set():
                     break
-                if self.leader is not None and not self.leader.is_leader:
+                if self.http.leader is not None and not self.http.leader.is_leader:
                     continue  # followers serve metrics and health, and wait
                 try:
                     self.run_pass(reason=",".join(reasons) or "interval")
@@ -261,24 +256,24 @@ class Daemon:
             if self.observer is not None:
                 self.observer.stop()
             self._stop_helpers()
-            if self.leader is not None:
-                self.leader.stop(release=True)
+            if self.http.leader is not None:
+                self.http.leader.stop(release=True)
             if self._watch is not None:
                 self._watch.stop()
             self.server.stop()
             log.info("stopped")
 
     def _start_helpers(self) -> None:
-        for helper in self._background:
-            helper.start()
-        if self.suggestions is not None:
-            self.suggestions.start()
+        if self._recorder is not None:
+            self._recorder.start()
+        if self.http.suggestions is not None:
+            self.http.suggestions.start()
 
     def _stop_helpers(self) -> None:
-        if self.suggestions is not None:
-            self.suggestions.stop()
-        for helper in reversed(self._background):
-            helper.stop()  # the observation writer flushes what is queued
+        if self.http.suggestions is not None:
+            self.http.suggestions.stop()
+        if self._recorder is not None:
+            self._recorder.stop()  # writes what is queued
 
     def run_pass(self, *, reason: str) -> PassResult | None:
         self.heartbeat.busy(f"a pass ({reason}): fetching {self.source.url}")
@@ -307,18 +302,7 @@ class Daemon:
         )
         with self.metrics.reconcile_duration.time():
             result = self.reconciler.reconcile(tree=fetched.tree, revision=fetched.revision)
-        record = self.reconciler.records.load()
-        self.metrics.record_diagnostics(
-            valid=record.spec_valid, counts=record.diagnostics_by_severity
-        )
-        checked = result.observed_after.snapshot_checks if result.observed_after else None
-        if checked is not None:  # running totals: they include the checks of every observe
-            self.metrics.record_snapshot_checks(checked)
-        if result.error is None:
-            self.metrics.reconciles.labels(result="success").inc()
-            self.metrics.last_success.set(self._clock())
-        else:
-            self.metrics.reconciles.labels(result="error").inc()
+        _record_pass(self.metrics, self.reconciler, result, now=self._clock())
         with self._latest.lock:
             if result.valid:
                 self._latest.desired = self.reconciler.desired_caches
@@ -326,8 +310,8 @@ class Daemon:
                 self._latest.observed = result.observed_after.caches
             self._latest.passes += 1
             first = self._latest.passes == 1
-        if first and self.suggestions is not None:
-            self.suggestions.poke()  # the first suggestions as soon as there are specs
+        if first and self.http.suggestions is not None:
+            self.http.suggestions.poke()  # the first suggestions as soon as there are specs
         log.info(
             "pass done in %.2f s: %s",
             self._clock() - started,
@@ -335,6 +319,22 @@ class Daemon:
             extra={"revision": fetched.revision, "reason": reason},
         )
         return result
+
+
+def _record_pass(
+    metrics: DaemonMetrics, reconciler: Reconciler, result: PassResult, *, now: float
+) -> None:
+    """What one pass tells the daemon's metrics: diagnostics, snapshot checks, its result."""
+    record = reconciler.records.load()
+    metrics.record_diagnostics(valid=record.spec_valid, counts=record.diagnostics_by_severity)
+    checked = result.observed_after.snapshot_checks if result.observed_after else None
+    if checked is not None:  # running totals: they include the checks of every observe
+        metrics.record_snapshot_checks(checked)
+    if result.error is None:
+        metrics.reconciles.labels(result="success").inc()
+        metrics.last_success.set(now)
+    else:
+        metrics.reconciles.labels(result="error").inc()
 
 
 def _summary(result: PassResult) -> str:

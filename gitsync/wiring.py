@@ -32,11 +32,13 @@ if TYPE_CHECKING:
     from gitsync.daemon import Daemon, MirrorFactory
     from gitsync.liveness import Heartbeat
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry
+    from gitsync.observations.model import Evidence
     from gitsync.providers.base import Provider
     from gitsync.providers.local.provider import LocalProvider
     from gitsync.providers.local.scrub import Scrubber
     from gitsync.reconciler import Reconciler
     from gitsync.sizing import ImageOutcome, SizeReport
+    from gitsync.suggester import SuggestionLoop
 
 log = logging.getLogger("gitsync.wiring")
 
@@ -259,7 +261,9 @@ def mirror_for(provider: Provider) -> MirrorFactory | None:
         return None
     from gitsync.providers.local.mirror import Mirror  # lazy
 
-    return lambda on_lookup, on_observation: Mirror(store, on_lookup=on_lookup).handle
+    return lambda on_lookup, on_observation: (
+        Mirror(store, on_lookup=on_lookup, on_observation=on_observation).handle
+    )
 
 
 # ------------------------------------------------------------------ planning and reconciling
@@ -442,10 +446,72 @@ def daemon(
         version=__version__,
         heartbeat=heartbeat,
         mirror=mirror_for(provider),
+        **_observation_parts(settings),
     )
+    suggestions = _suggestion_loop(settings, daemon=built)
+    if suggestions is not None:
+        built.attach_suggestions(suggestions)
     if common.provider == "kubernetes":
         _attach_kubernetes(built, settings)
     return built
+
+
+OBSERVATIONS_FILE = "observations.db"  # under --data-dir; `gitsync suggest` reads it too
+
+
+def _observation_parts(settings: CommandSettings) -> dict[str, Any]:
+    """The observation store's writer and the savings estimate, seeded from what it holds."""
+    import time
+
+    from gitsync.observations.recorder import BatchRecorder
+    from gitsync.observations.savings import SavingsEstimator
+    from gitsync.observations.store import ObservationStore
+
+    common, kept = settings.common, settings.observations
+    path = common.data_dir / OBSERVATIONS_FILE
+    now = time.time()
+    with ObservationStore.open_readonly(path) as store:
+        seen = store.evidence(since=now - kept.retention.total_seconds(), until=now)
+    return {
+        "recorder": BatchRecorder(
+            lambda: ObservationStore(
+                path,
+                retention_seconds=kept.retention.total_seconds(),
+                max_rows=kept.max_rows,
+            )
+        ),
+        "savings": SavingsEstimator(
+            pull_bytes_per_second=common.prices.pull_bytes_per_second, evidence=seen
+        ),
+    }
+
+
+def _suggestion_loop(settings: CommandSettings, *, daemon: Daemon) -> SuggestionLoop | None:
+    """/api/v1/suggestions and gitsync_suggestions, worked out every --suggest-interval."""
+    from gitsync.observations.store import ObservationStore
+    from gitsync.suggester import SuggestionLoop
+
+    interval = settings.observations.suggest_interval.total_seconds()
+    if not interval:
+        return None
+    path = settings.common.data_dir / OBSERVATIONS_FILE
+
+    class _Reader:
+        """Opens the store read-only per round: it may not exist until the first lookup."""
+
+        def evidence(self, *, since: float, until: float) -> Evidence:
+            with ObservationStore.open_readonly(path) as store:
+                return store.evidence(since=since, until=until)
+
+    return SuggestionLoop(
+        store=_Reader(),
+        desired=daemon.desired_caches,
+        observed=daemon.current_caches,
+        prices=settings.common.prices,
+        interval_seconds=interval,
+        on_counts=daemon.metrics.set_suggestions,
+        sizes=lambda images: image_sizes(settings, images),
+    )
 
 
 def _attach_kubernetes(daemon: Daemon, settings: CommandSettings) -> None:
@@ -467,7 +533,12 @@ def _attach_kubernetes(daemon: Daemon, settings: CommandSettings) -> None:
     def cache_name(cache_id: str) -> str | None:
         return next((c.name for c in daemon.current_caches() if c.cache_id == cache_id), None)
 
-    tracker = PodLookupTracker(recorder=daemon.usage, reasons=reasons, resolve_cache=cache_name)
+    tracker = PodLookupTracker(
+        recorder=daemon.usage,
+        reasons=reasons,
+        resolve_cache=cache_name,
+        observe=daemon.lookups.observe_all if daemon.lookups is not None else None,
+    )
     daemon.attach_observer(
         PodObserver(api_client=api, tracker=tracker, namespaces=kubernetes.namespaces)
     )

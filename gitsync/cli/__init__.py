@@ -41,6 +41,7 @@ from gitsync.cli.commands import (
     cmd_validate,
 )
 from gitsync.cli.parser import build_parser
+from gitsync.cli.suggest import cmd_suggest
 from gitsync.config import env_name, parse_bool
 from gitsync.errors import ConfigError, GitSyncError, PermanentError
 
@@ -51,6 +52,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Mapping[str, str]], int]] = {
     "plan": cmd_plan,
     "apply": cmd_apply,
     "run": cmd_run,
+    "suggest": cmd_suggest,
     "status": cmd_status,
     "gc": cmd_gc,
     "match": cmd_match,
