@@ -11,18 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
+from containerd_client import containerd
 from oci_images import (
     OCI_CONFIG,
     OCI_INDEX,
@@ -36,7 +34,6 @@ from oci_images import (
     small_layer,
 )
 from prometheus_client import CollectorRegistry
-from waiting import wait_until
 
 from gitsync.metrics import UsageMetrics
 from gitsync.model import CacheSpec, CacheStatus
@@ -584,61 +581,6 @@ def test_a_containerd_style_hit_counts_once(setup: Setup, http: httpx.Client) ->
 
 
 # ------------------------------------------------------------------ containerd
-
-
-@contextmanager
-def containerd(upstream: str, mirror: str) -> Iterator[Callable[..., str]]:
-    """A real containerd using `mirror` for `upstream` through the README's hosts.toml.
-
-    Yields `ctr(*args)`, which fails the test when ctr does; `images pull`
-    gets the native snapshotter and the hosts directory.
-    """
-    if shutil.which("containerd") is None or shutil.which("ctr") is None:
-        pytest.skip("containerd is missing: install Debian's containerd package")
-    if os.geteuid() != 0:
-        pytest.skip("containerd needs root for its content store and snapshotter")
-    work = Path(tempfile.mkdtemp(prefix="gitsync-ctr-"))  # short: a socket path has ~100 bytes
-    hosts = work / "certs.d" / upstream
-    hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text(
-        f'server = "http://{upstream}"\n\n'
-        f'[host."http://{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
-    )
-    config = work / "config.toml"
-    config.write_text(
-        f'version = 2\nroot = "{work}/root"\nstate = "{work}/state"\n'
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f'[grpc]\n  address = "{work}/sock"\n'
-    )
-    with open(work / "log", "wb") as log:
-        daemon = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=log)
-    try:
-        wait_until(
-            (work / "sock").exists,
-            timeout=10,
-            what="containerd's socket",
-            detail=lambda: (work / "log").read_text(errors="replace")[-2000:],
-        )
-
-        def ctr(*args: str) -> str:
-            if args[:2] == ("images", "pull"):
-                options = ("--snapshotter", "native", "--hosts-dir", str(hosts.parent))
-                args = (*args[:2], *options, *args[2:])
-            done = subprocess.run(
-                ["ctr", "--address", str(work / "sock"), *args],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-            assert done.returncode == 0, done.stderr
-            return done.stdout
-
-        yield ctr
-    finally:
-        daemon.terminate()
-        daemon.wait(timeout=20)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_containerd_pulls_through_the_mirror_with_hosts_toml(
