@@ -267,6 +267,18 @@ PATTERNS: dict[str, list[Pattern]] = {
             "≤ 200 MB (all of `gitsync suggest`)",
         ),
         Pattern(
+            "`gitsync suggest` over 1,000,000 lookups, 1,000 caches (median)",
+            r"gitsync suggest over [\d,]+ lookups: median " + _S + " s",
+            "s",
+            "≤ 2 s",
+        ),
+        Pattern(
+            "`gitsync suggest`, peak RSS",
+            r"gitsync suggest over [\d,]+ lookups: .*?peak RSS " + _S + " MiB",
+            "MiB",
+            "≤ 200 MB",
+        ),
+        Pattern(
             "recording a lookup, added to a mirror request (median)",
             r"recording a lookup adds " + _S + " µs",
             "µs",

@@ -18,8 +18,15 @@ How:
   over the whole window in a fresh Python that imports only the store,
   `--runs` times (default 3), and reports the median wall time (and the CPU
   time: on a busy machine the wall time is the larger) and the subprocess's
-  peak RSS (its VmHWM, the interpreter included). The engine's time on
-  top of it is `gitsync suggest`'s, not measured here.
+  peak RSS (its VmHWM, the interpreter included).
+* the whole command: a repository of the 1,000 caches (each holding up to 20
+  of the images its workloads start; 20 caches to a folder) beside that
+  observations.db, and `gitsync suggest --format json --no-size-check` run
+  `--runs` times in a fresh Python each (the CLI's own `main`, so the
+  figure includes loading the repository, reading the evidence, the engine
+  and the JSON): the median wall time and the peak RSS against the issue's
+  2 s and 200 MB. `--no-size-check` because sizes come from registries, which
+  a benchmark cannot reach: their time is the registries'.
 * recording: one Ready cache in a `LocalProvider`, two `Mirror`s over it,
   one without observations and one whose `on_observation` is a running
   `BatchRecorder.record` (its writer thread writing to SQLite meanwhile, as in
@@ -60,11 +67,12 @@ IMAGES = 5_000
 CACHES = 1_000
 WORKLOADS = 20_000
 DAYS = 7
-NOW = 1_900_000_000.0
+NOW = float(int(time.time()))  # `gitsync suggest` reads the window that ends now
 BATCH = 50_000
 EVIDENCE_TARGET_S = 1.0  # "well under" it: the whole command has 2 s
 MEMORY_TARGET_MB = 200
 RECORDING_TARGET_US = 50.0
+COMMAND_TARGET_S = 2.0
 
 
 def zipf_weights(count: int, exponent: float = 1.0) -> list[float]:
@@ -72,8 +80,11 @@ def zipf_weights(count: int, exponent: float = 1.0) -> list[float]:
     return list(itertools.accumulate(1.0 / (rank**exponent) for rank in range(1, count + 1)))
 
 
-def build(path: Path, *, lookups: int, seed: int = 15) -> tuple[int, float]:
-    """Write `lookups` realistic lookups to a new store at `path`; (rows, seconds)."""
+def build(path: Path, *, lookups: int, seed: int = 15) -> tuple[int, float, dict[str, list[str]]]:
+    """Write `lookups` realistic lookups to a new store at `path`.
+
+    Returns (rows, seconds, the images each cache's workloads start).
+    """
     rng = random.Random(seed)  # noqa: S311  # made-up workloads, not cryptography
     images = [f"registry.example.com/team{n % 97}/service{n}:1.{n % 13}" for n in range(IMAGES)]
     caches = [f"cache-{n:04d}" for n in range(CACHES)]
@@ -114,7 +125,75 @@ def build(path: Path, *, lookups: int, seed: int = 15) -> tuple[int, float]:
                 written += store.add(batch)
                 batch = []
         written += store.add(batch[: lookups - written])
-    return written, time.perf_counter() - started
+    held: dict[str, list[str]] = {name: [] for name in caches}
+    for members, cache, _ in workloads:
+        if cache is not None:
+            held[cache].extend(m for m in members if m not in held[cache])
+    return written, time.perf_counter() - started, held
+
+
+CACHE_YAML = """\
+apiVersion: eks.cloud.tencent.com/v1
+kind: ImageCache
+metadata:
+  name: {name}
+spec:
+  images:
+{images}
+"""
+
+
+def write_repository(root: Path, held: dict[str, list[str]]) -> Path:
+    """One file per cache, 20 to a folder, each holding up to 20 of its workloads' images."""
+    repo = root / "repo"
+    for n, (name, images) in enumerate(sorted(held.items())):
+        folder = repo / f"team-{n // 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        listed = "\n".join(f"    - {image}" for image in (images[:20] or ["busybox:1.36"]))
+        (folder / f"{name}.yaml").write_text(CACHE_YAML.format(name=name, images=listed))
+    return repo
+
+
+# `gitsync suggest` in a fresh Python, through the CLI's main; its VmHWM at the end.
+_COMMAND_CHILD = """
+import contextlib, io, json, sys, time
+from pathlib import Path
+from gitsync.cli import main
+out = io.StringIO()
+started = time.perf_counter()
+with contextlib.redirect_stdout(out):
+    code = main(sys.argv[1:], env={"HOME": "/nonexistent"})
+seconds = time.perf_counter() - started
+peak = next(
+    int(line.split()[1])
+    for line in Path("/proc/self/status").read_text().splitlines()
+    if line.startswith("VmHWM:")
+)
+answer = json.loads(out.getvalue()) if code == 0 else {}
+print(json.dumps({"code": code, "seconds": seconds, "peak_kib": peak,
+                  "suggestions": len(answer.get("suggestions", []))}))
+"""
+
+
+def measure_command(root: Path, repo: Path, *, runs: int) -> tuple[list[float], float, int]:
+    """Wall seconds of each `gitsync suggest`, the runs' peak RSS in MiB, suggestions made."""
+    times: list[float] = []
+    peak_kib, made = 0, 0
+    for _ in range(runs):
+        done = subprocess.run(
+            [
+                sys.executable, "-c", _COMMAND_CHILD, "suggest", "--repo", str(repo),
+                "--data-dir", str(root), "--format", "json", "--no-size-check",
+            ],
+            capture_output=True, text=True, check=True, timeout=600,
+        )  # fmt: skip
+        answer = json.loads(done.stdout.splitlines()[-1])
+        if answer["code"] != 0:
+            raise SystemExit(f"gitsync suggest failed: {done.stderr}")
+        times.append(float(answer["seconds"]))
+        peak_kib = max(peak_kib, int(answer["peak_kib"]))
+        made = int(answer["suggestions"])
+    return times, peak_kib / 1024, made
 
 
 # The measuring subprocess: a Python that imports the store alone, so its peak RSS is
@@ -255,7 +334,7 @@ def main() -> int:
         root = Path(tmp)
         path = root / "observations.db"
         print(f"writing {args.lookups:,} lookups ...", flush=True)
-        rows, seconds = build(path, lookups=args.lookups)
+        rows, seconds, held = build(path, lookups=args.lookups)
         size = path.stat().st_size + sum(
             p.stat().st_size for p in root.glob("observations.db-*") if p.is_file()
         )
@@ -281,6 +360,17 @@ def main() -> int:
             f"evidence() peak RSS: {peak_mib:.1f} MiB, of a Python that imports only the store"
             f" (target <= {MEMORY_TARGET_MB} MB for the whole suggest)"
         )
+        repo = write_repository(root, held)
+        command_times, command_mib, made = measure_command(root, repo, runs=args.runs)
+        command = statistics.median(command_times)
+        print(
+            f"gitsync suggest runs: {', '.join(f'{t:.2f}' for t in command_times)} s;"
+            f" {made:,} suggestions over {CACHES:,} caches"
+        )
+        print(
+            f"gitsync suggest over {rows:,} lookups: median {command:.2f} s"
+            f" (target <= 2 s), peak RSS {command_mib:.1f} MiB (target <= {MEMORY_TARGET_MB} MB)"
+        )
         print(f"timing {args.requests:,} mirror hits without and with recording ...", flush=True)
         plain, recording, recorder = measure_recording(root, requests=args.requests)
     added = recording - plain
@@ -294,6 +384,8 @@ def main() -> int:
     )
     met = (
         median < EVIDENCE_TARGET_S
+        and command <= COMMAND_TARGET_S
+        and command_mib <= MEMORY_TARGET_MB * 1e6 / 2**20
         and peak_mib <= MEMORY_TARGET_MB * 1e6 / 2**20
         and added <= RECORDING_TARGET_US
     )

@@ -184,6 +184,12 @@ def _add_suggest(commands: Any) -> argparse.ArgumentParser:
         "--write", action="store_true", default=None, help="edit the files in the working tree"
     )
     suggest.add_argument(
+        "--no-size-check",
+        action="store_true",
+        default=None,
+        help="read no manifests: new caches get no imageCacheSize (said so), no resize",
+    )
+    suggest.add_argument(
         "--push",
         action="store_true",
         default=None,

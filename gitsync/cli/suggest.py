@@ -169,7 +169,7 @@ def _suggestions(
     )
     sized = (SuggestionKind.NEW_CACHE, SuggestionKind.ADD_IMAGE)
     images = sorted({i for s in found if s.kind in sized for i in s.images})
-    if not images:
+    if not images or not settings.size_check:
         return found
     return engine.suggest(
         evidence=evidence,
