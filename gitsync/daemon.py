@@ -122,7 +122,7 @@ class Daemon:
         self._watch: Watch | None = None
         self._watch_asked = False  # once, after the first good fetch: the folder exists then
         self.observer: Observer | None = None
-        self._recorder = recorder
+        self.recorder = recorder
         self.usage = UsageMetrics(registry=registry)
         self.lookups = (
             LookupSink(recorder=recorder, savings=savings, saved=self.usage)
@@ -264,16 +264,16 @@ class Daemon:
             log.info("stopped")
 
     def _start_helpers(self) -> None:
-        if self._recorder is not None:
-            self._recorder.start()
+        if self.recorder is not None:
+            self.recorder.start()
         if self.http.suggestions is not None:
             self.http.suggestions.start()
 
     def _stop_helpers(self) -> None:
         if self.http.suggestions is not None:
             self.http.suggestions.stop()
-        if self._recorder is not None:
-            self._recorder.stop()  # writes what is queued
+        if self.recorder is not None:
+            self.recorder.stop()  # writes what is queued
 
     def run_pass(self, *, reason: str) -> PassResult | None:
         self.heartbeat.busy(f"a pass ({reason}): fetching {self.source.url}")

@@ -12,6 +12,7 @@ import time
 import tracemalloc
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import kmock
@@ -19,8 +20,11 @@ import pytest
 from kube_fixtures import FakeOperator, KubeServer
 from prometheus_client import CollectorRegistry
 
+from gitsync import wiring
+from gitsync.config import CommandSettings
 from gitsync.metrics import UsageMetrics
 from gitsync.observations.model import Lookup, LookupResult, LookupSource
+from gitsync.observations.store import ObservationStore
 from gitsync.observers import kubernetes as observer_module
 from gitsync.observers.kubernetes import (
     USE_IMAGE_CACHE_ANNOTATION,
@@ -726,3 +730,47 @@ def test_an_observer_stopped_on_losing_the_lease_starts_again_on_winning_it(
     become_ready(operator, "after-restart", after=6)
     eventually(lambda: observer.tracker.recorded == 1)
     assert lookups(registry, "web", "hit") == 1
+
+
+def test_the_daemon_the_wiring_builds_records_observed_pods_for_suggest(
+    kube: KubeServer, operator: FakeOperator, tmp_path: Path
+) -> None:
+    """`gitsync run --provider kubernetes`'s own parts: the pod observer feeds observations.db."""
+    (tmp_path / "repo").mkdir()
+    settings = CommandSettings(
+        flags={
+            "provider": "kubernetes",
+            "kubeconfig": str(kube.write_kubeconfig(tmp_path / "kubeconfig")),
+            "repo": str(tmp_path / "repo"),
+            "data_dir": str(tmp_path / "data"),
+            "listen": "127.0.0.1:0",
+        },
+        env={},
+        config_path=None,
+    )
+    provider = wiring.open_provider(settings, writable=True)
+    daemon = wiring.daemon(settings, provider=provider)
+    observer, recorder = daemon.observer, daemon.lookups
+    assert isinstance(observer, PodObserver)
+    assert recorder is not None
+    observer.tracker._settle = 0.2  # the default waits 5 s for trailing events
+    writer = daemon.recorder
+    assert writer is not None
+    writer.start()
+    observer.start()
+    try:
+        eventually(lambda: observer.tracker.events_live)
+        spec = {"containers": [{"name": "app", "image": "nginx:1.27.2"}]}
+        uid = create_pod(operator, "web-9", spec=spec)
+        pod_event(operator, "web-9", uid, "ImageCacheMiss", "no image cache matched")
+        become_ready(operator, "web-9", after=12)
+        eventually(lambda: observer.tracker.recorded == 1)
+    finally:
+        observer.stop()
+        writer.stop()
+        provider.close()
+    with ObservationStore.open_readonly(tmp_path / "data" / wiring.OBSERVATIONS_FILE) as store:
+        evidence = store.evidence(since=0, until=4_000_000_000)
+    (image,) = evidence.images
+    assert (image.image, image.misses, image.pods) == ("docker.io/library/nginx:1.27.2", 1, 1)
+    assert image.mean_miss_seconds == 12.0

@@ -181,6 +181,7 @@ def test_suggest_proposes_the_newer_tag_and_the_missed_image_and_writes_and_push
     metrics = httpx.get(world.base + "/metrics", timeout=5).text
     assert 'gitsync_suggestions{kind="bump-tag"} 1.0' in metrics
     assert 'gitsync_suggestions{kind="remove-cache"} 0.0' in metrics
+    assert 'gitsync_cache_saved_seconds_total{cache="web"}' in metrics
 
     # --write: the comments stay, the tags move, the tree validates.
     written = world.suggest("--repo", str(world.work), "--write")
