@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from gitsync import sizing
 from gitsync.model import (
     HOURS_PER_MONTH,
     Action,
@@ -24,6 +24,9 @@ from gitsync.model import (
     Plan,
     Severity,
 )
+
+if TYPE_CHECKING:
+    from gitsync import sizing  # plans only: `validate`, which prints diagnostics, never loads it
 
 DIAGNOSTIC_FORMATS = ("text", "json", "github")
 PLAN_FORMATS = ("text", "markdown", "json")
@@ -204,25 +207,29 @@ _SIZE_SCOPE = "the caches this plan creates, updates or recreates; unchanged cac
 
 
 def _span(low: int, high: int) -> str:
+    from gitsync.sizing import format_bytes  # noqa: PLC0415  # see the imports
+
     if low == high:
-        return sizing.format_bytes(low)
-    return f"{sizing.format_bytes(low)}–{sizing.format_bytes(high)}"
+        return format_bytes(low)
+    return f"{format_bytes(low)}–{format_bytes(high)}"
 
 
 def _size_row(fit: sizing.CacheFit) -> tuple[str, ...]:
     """One cache's line of the size table; `-` where no image could be read."""
+    from gitsync.sizing import format_bytes  # noqa: PLC0415  # see the imports
+
     images = str(fit.images) if not fit.skipped else f"{fit.resolved_images}/{fit.images}"
     read = fit.resolved_images > 0
     return (
         fit.name,
         images,
-        sizing.format_bytes(fit.compressed_bytes) if read else "-",
+        format_bytes(fit.compressed_bytes) if read else "-",
         _span(fit.expanded_low, fit.expanded_high) + (" exact" if fit.exact else " est.")
         if read
         else "-",
         _span(fit.needed_low, fit.needed_high) if read else "-",
         f"{fit.size_gib} GiB",
-        sizing.format_bytes(fit.usable_bytes),
+        format_bytes(fit.usable_bytes),
         f"{fit.headroom:.0%}" if read else "-",
         fit.fit.value,
     )

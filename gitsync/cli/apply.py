@@ -14,7 +14,6 @@ from datetime import timedelta
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from gitsync import wiring
 from gitsync.config import CommandSettings, format_duration
 from gitsync.model import CacheStatus, ObservedCache
 
@@ -34,7 +33,7 @@ from gitsync.cli.base import (
 
 
 def cmd_apply(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import logs
+    from gitsync import logs, wiring
     from gitsync.datadir import DataDirLock
     from gitsync.reconciler import cache_states, desired_names
 

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gitsync import wiring
 from gitsync.config import CommandSettings, TencentSettings, env_name
 from gitsync.errors import ConfigError
 
@@ -79,6 +78,8 @@ def open_provider(
     writable: bool,
     on_progress: Callable[[Any], None] | None = None,
 ) -> Provider:
+    from gitsync import wiring  # not at the top: `validate` needs none of it
+
     return wiring.open_provider(
         settings,
         credentials=TencentCredentials(settings, env),

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gitsync import wiring
 from gitsync.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ def cmd_validate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import planning, reports, specs  # keep `validate` fast
+    from gitsync import planning, reports, specs, wiring  # keep `validate` fast
     from gitsync.controller_record import RecordFile
     from gitsync.reconciler import keep_names
 
@@ -107,7 +106,7 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import reports
+    from gitsync import reports, wiring
     from gitsync.controller_record import RecordFile
 
     settings = command_settings(args, env)
@@ -153,7 +152,7 @@ def cmd_gc(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import logs
+    from gitsync import logs, wiring
     from gitsync.datadir import DataDirLock
 
     settings = command_settings(args, env)
@@ -226,6 +225,7 @@ def cmd_match(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 
 def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    from gitsync import wiring
     from gitsync.providers.local.export import export_cache, parse_dest
 
     settings = command_settings(args, env)

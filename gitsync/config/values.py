@@ -10,11 +10,13 @@ import math
 import re
 from collections.abc import Mapping
 from datetime import timedelta
-from fractions import Fraction
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from gitsync.errors import ConfigError
+
+if TYPE_CHECKING:
+    from fractions import Fraction  # imported where a duration is read: `validate` reads none
 
 PROVIDERS = ("local", "kubernetes", "tencentcloud")
 ENV_PREFIX = "GITSYNC_"
@@ -94,6 +96,8 @@ def parse_duration(
 
 def _duration_ns(body: str) -> Fraction | None:
     """Nanoseconds in an unsigned duration, or None when it is not one."""
+    from fractions import Fraction  # noqa: PLC0415  # fractions loads decimal: only here
+
     if _BARE_SECONDS.fullmatch(body):
         return _decimal(body) * _NS_PER_UNIT["s"]
     total, position = Fraction(0), 0
@@ -111,6 +115,8 @@ def _duration_ns(body: str) -> Fraction | None:
 
 def _decimal(text: str) -> Fraction:
     """`12.5` exactly; digits past the 18th of the fraction are below a nanosecond."""
+    from fractions import Fraction  # noqa: PLC0415  # see _duration_ns
+
     whole, _, fraction = text.partition(".")
     whole = whole.lstrip("0")
     if len(whole) > 24:  # larger than any duration gitsync accepts, in any unit

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -39,6 +40,7 @@ from gitsync.model import (
     CacheSpec,
     Diagnostic,
     EipAttributes,
+    Pairs,
     Severity,
     SourceLocation,
 )
@@ -233,6 +235,29 @@ def _image_facts(image: str) -> tuple[str, bool, str] | str:
     return facts
 
 
+_SHARED_PAIRS: dict[Pairs, Pairs] = {}
+_SHARED_PAIRS_SIZE: Final = 4096
+
+
+def _shared_pairs(pairs: Pairs) -> Pairs:
+    """`pairs` (sorted by key), or the equal tuple already kept: one tuple per distinct map.
+
+    Every cache holds its labels and annotations until the plan is made, and
+    repositories repeat the same few maps (a team's labels on all its caches):
+    one tuple each, with its keys interned, instead of a tuple per map and a
+    tuple and a key string per label in every document (3 MiB at 10,000).
+    """
+    if not pairs:
+        return ()
+    shared = _SHARED_PAIRS.get(pairs)
+    if shared is None:
+        shared = tuple((sys.intern(key), value) for key, value in pairs)
+        if len(_SHARED_PAIRS) >= _SHARED_PAIRS_SIZE:
+            _SHARED_PAIRS.clear()  # bounded: distinct maps beyond it are kept, just not shared
+        _SHARED_PAIRS[shared] = shared
+    return shared
+
+
 def _semantic_checks(
     doc: dict[str, Any],
     ctx: _Context,
@@ -320,8 +345,10 @@ def _semantic_checks(
             prune=prune,
             location=name_location,
             security_group_ids=tuple(groups),
-            labels=tuple(sorted(labels.items())),
-            annotations=tuple(sorted(i for i in annotations.items() if i[0] not in _NOT_KEPT)),
+            labels=_shared_pairs(tuple(sorted(labels.items()))),
+            annotations=_shared_pairs(
+                tuple(sorted(i for i in annotations.items() if i[0] not in _NOT_KEPT))
+            ),
             eip=eip,
         )
     )

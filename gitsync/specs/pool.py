@@ -14,7 +14,7 @@ import signal
 import threading
 
 from gitsync.model import CacheSpec, Diagnostic, EipAttributes, Pairs, Severity, SourceLocation
-from gitsync.specs.documents import _check_file, _FileResult
+from gitsync.specs.documents import _check_file, _FileResult, _shared_pairs
 from gitsync.specs.schema import _validator
 from gitsync.specs.walk import _File
 
@@ -140,8 +140,8 @@ def _unpack(file: _File, packed: _Packed) -> _FileResult:
                 prune=prune,
                 location=SourceLocation(display, line, column),
                 security_group_ids=groups,
-                labels=labels,
-                annotations=annotations,
+                labels=_shared_pairs(labels),  # one tuple per distinct map, as in the worker
+                annotations=_shared_pairs(annotations),
                 eip=None if eip is None else EipAttributes(*eip),
             )
             for (

@@ -212,6 +212,50 @@ def test_literal_github_annotation(runs: dict[tuple[str, str], Run]) -> None:
     assert notices[0].startswith("::notice file=mixed-kinds.yaml,line=2,col=7,title=other-kind::")
 
 
+# What it loads.
+
+
+def test_validate_loads_none_of_the_other_commands_modules(env: dict[str, str]) -> None:
+    """CI runs `validate` on every pull request: its start-up and peak memory (bench/validate.py)
+    must not pay for the wiring, the backends, plan's size check or duration parsing."""
+    script = (
+        "import sys\n"
+        "from gitsync.cli import main\n"
+        "code = main(['validate', '.'])\n"
+        "print('modules:', *sorted(sys.modules))\n"
+        "raise SystemExit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=CASES["valid"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    modules = set(done.stdout.splitlines()[-1].split()[1:])
+    assert "gitsync.specs.documents" in modules  # the list is the validating process's
+    unwanted = {
+        "gitsync.wiring",
+        "gitsync.sizing",
+        "gitsync.planning",
+        "gitsync.reconciler",
+        "gitsync.providers",
+        "gitsync.sources",
+        "logging",  # the wiring's; validate logs nothing
+        "fractions",  # durations only; it loads decimal
+        "decimal",
+        "git",
+        "httpx",
+        "kubernetes",
+        "prometheus_client",
+        "tencentcloud",
+    }
+    assert sorted(modules & unwanted) == []
+
+
 # Paths and usage.
 
 

@@ -814,6 +814,32 @@ def test_worker_processes_give_the_same_result_as_one_process(
     assert all(d.severity in (Severity.ERROR, Severity.WARNING) for d in serial.diagnostics)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_equal_label_and_annotation_maps_are_kept_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: int
+) -> None:
+    """Every cache holds its maps until the plan is made: equal ones share one tuple, keys are
+    interned, also across files a worker checked (bench/validate.py's peak memory)."""
+    shared = "metadata:\n  labels: {tier: cache, team: web}\n  annotations: {owner: platform}\n"
+    for n in range(8):
+        _write(tmp_path / f"c{n}.yaml", _cache(f"c{n}").replace("metadata:\n", shared))
+    other = "metadata:\n  labels: {team: api, tier: cache}\n"
+    _write(tmp_path / "other.yaml", _cache("other").replace("metadata:\n", other))
+    monkeypatch.setattr(specs.pool, "_worker_count", lambda files: workers)
+
+    result = specs.load_repository([tmp_path], root=tmp_path)
+
+    assert result.ok
+    first, *rest = (c for c in result.caches if c.name != "other")
+    assert first.labels == (("team", "web"), ("tier", "cache"))
+    assert first.annotations == (("owner", "platform"),)
+    assert len(rest) == 7
+    assert all(c.labels is first.labels and c.annotations is first.annotations for c in rest)
+    [odd] = (c for c in result.caches if c.name == "other")
+    assert odd.labels == (("team", "api"), ("tier", "cache"))
+    assert odd.labels[0][0] is first.labels[0][0]  # "team", once
+
+
 def test_workers_only_for_large_trees_and_never_with_threads() -> None:
     assert specs._worker_count(specs.PARALLEL_MIN_FILES - 1) == 1
     assert specs._worker_count(specs.PARALLEL_MIN_FILES) in (1, 2)  # 1 on a one-core machine
