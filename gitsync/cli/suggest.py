@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gitsync import wiring
 from gitsync.cli.base import EXIT_FAILED, EXIT_OK, TencentCredentials, command_settings
 from gitsync.errors import ConfigError, SpecError
 
@@ -150,6 +149,7 @@ def _subfolder(root: Path, path: str) -> Path:
 def _suggestions(
     settings: CommandSettings, env: Mapping[str, str], *, desired: Sequence[CacheSpec], now: float
 ) -> tuple[Suggestion, ...]:
+    from gitsync import wiring  # here: `validate` must not load the wiring (test_validate)
     from gitsync.observations.store import ObservationStore
     from gitsync.suggest import engine
     from gitsync.suggest.model import SuggestionKind, SuggestOptions
