@@ -198,6 +198,12 @@ class CacheSpec:
     labels: Pairs = ()
     annotations: Pairs = ()
     eip: EipAttributes | None = None
+    # gitsync.io/refresh: how often the daemon resolves the tags to digests (None: the
+    # --refresh-interval default, which is off unless set). Compared: a change re-plans.
+    refresh_seconds: float | None = None
+    # `# gitsync: …` markers at the end of image lines: (image as written, marker text
+    # after "gitsync:"), validated (rule image-policy); see gitsync.policies.
+    image_policies: Pairs = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -367,6 +367,8 @@ def heartbeat(settings: CommandSettings) -> Heartbeat:
     settings.source(default_repo="")
     loop = settings.daemon
     settings.git  # noqa: B018  # resolved now: an unreadable token file fails at start
+    settings.automation  # noqa: B018  # likewise: a bad --refresh-interval or branch
+    settings.observations  # noqa: B018  # likewise
     settings.webhook_secret  # noqa: B018  # likewise
     timeout = loop.liveness_timeout
     return Heartbeat(

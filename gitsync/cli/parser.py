@@ -144,7 +144,9 @@ def _add_git_auth(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_observations(run: argparse.ArgumentParser) -> None:
-    """`run`'s record of lookups, which `gitsync suggest` and /api/v1/suggestions read."""
+    """`run`'s record of lookups, which `gitsync suggest` and /api/v1/suggestions read,
+    and what it does about moving tags and image policies."""
+    _add_automation(run)
     run.add_argument(
         "--observation-retention",
         help="keep the lookups pods and the mirror made this long, e.g. 14d (default: 30d)",
@@ -156,6 +158,32 @@ def _add_observations(run: argparse.ArgumentParser) -> None:
     run.add_argument(
         "--suggest-interval",
         help="work out /api/v1/suggestions this often, e.g. 5m (default: 10m; 0: off)",
+    )
+
+
+def _add_automation(run: argparse.ArgumentParser) -> None:
+    """`run`'s refresh of moving tags and its automation branch."""
+    run.add_argument(
+        "--refresh-interval",
+        help="resolve every cache's tags to digests this often and rebuild a cache whose tag"
+        " moved, e.g. 6h (default: off; a cache's gitsync.io/refresh annotation wins)",
+    )
+    run.add_argument(
+        "--automation-branch",
+        help="keep this branch equal to the tracked branch plus the pending image-policy"
+        " bumps, as one commit (default: none)",
+    )
+    run.add_argument(
+        "--automation-suggestions",
+        action="store_true",
+        default=None,
+        help="also put gitsync suggest's suggestions on --automation-branch",
+    )
+    run.add_argument(
+        "--allow-push-to-tracked",
+        action="store_true",
+        default=None,
+        help="let --automation-branch be the tracked branch itself (full automation)",
     )
 
 
@@ -297,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", help="debug, info, warning, error (default: info)")
     run.add_argument("--log-format", choices=("auto", "json", "text"), default=None)
 
-    _add_observations(run)
+    _add_observations(run)  # and the refresh and automation flags
     suggest = _add_suggest(commands)
 
     status = commands.add_parser("status", help="caches, status, expiry, revision, last error")

@@ -190,6 +190,21 @@ class ObservationSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AutomationSettings:
+    """`run`'s refresh of moving tags and its automation branch (issue: drift and policies).
+
+    `refresh_interval` None: caches resolve their tags only when annotated
+    gitsync.io/refresh. `branch` "": no automation branch. Writing the tracked
+    branch itself (Flux's full automation) needs `allow_push_to_tracked`.
+    """
+
+    refresh_interval: timedelta | None = None
+    branch: str = ""
+    with_suggestions: bool = False
+    allow_push_to_tracked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ApplySettings:
     wait: bool = False
     timeout: timedelta = timedelta(minutes=10)
@@ -299,6 +314,10 @@ class CommandSettings:
         return self._part("observations", _observations)
 
     @property
+    def automation(self) -> AutomationSettings:
+        return self._part("automation", _automation)
+
+    @property
     def apply(self) -> ApplySettings:
         return self._part("apply", _apply)
 
@@ -342,7 +361,7 @@ def _daemon(r: SettingsResolver) -> DaemonSettings:
     interval = r.duration("--interval", "60s", minimum=timedelta(seconds=1))
     host, port = listen_address(r.text("--listen", "127.0.0.1:9108"))
     liveness = (
-        r.duration("--liveness-timeout", "", minimum=timedelta(seconds=1))
+        r.duration("--liveness-timeout", "5m", minimum=timedelta(seconds=1))
         if r.text("--liveness-timeout")
         else None
     )
@@ -423,6 +442,33 @@ def _observations(r: SettingsResolver) -> ObservationSettings:
         suggest_interval=r.duration(
             "--suggest-interval", "10m", allow_zero=True, minimum=timedelta(seconds=1)
         ),
+    )
+
+
+def _automation(r: SettingsResolver) -> AutomationSettings:
+    refresh = (
+        r.duration("--refresh-interval", "1h", minimum=timedelta(seconds=1))
+        if r.text("--refresh-interval")
+        else None
+    )
+    branch = r.text("--automation-branch")
+    allow = parse_bool(r.text("--allow-push-to-tracked", "false"), what="--allow-push-to-tracked")
+    tracked = r.text("--branch", "main")
+    if branch and branch == tracked and not allow:
+        raise ConfigError(
+            f"--automation-branch {branch}: that is the branch gitsync run tracks; pushing"
+            " image bumps straight to it needs --allow-push-to-tracked"
+        )
+    with_suggestions = parse_bool(
+        r.text("--automation-suggestions", "false"), what="--automation-suggestions"
+    )
+    if with_suggestions and not branch:
+        raise ConfigError("--automation-suggestions needs --automation-branch NAME")
+    return AutomationSettings(
+        refresh_interval=refresh,
+        branch=branch,
+        with_suggestions=with_suggestions,
+        allow_push_to_tracked=allow,
     )
 
 

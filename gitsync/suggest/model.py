@@ -71,6 +71,9 @@ class Suggestion:
     location: SourceLocation | None = None  # the cache's document; None for a new cache
     file: str | None = None  # repository-relative file the change edits or creates
     policy: str | None = None  # set when an image policy (not observed pulls) proposed it
+    # bump-tag by a policy: the digests the old and new tags resolve to, when known
+    from_digests: tuple[str, ...] = ()
+    to_digests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -315,6 +315,10 @@ def test_run_refuses_a_bad_interval_naming_the_flag(
         (["apply", "--timeout", "-1m"], 2, "gitsync apply: --timeout: '-1m' is negative"),
         (["plan", "--renew-before", "inf"], 2, "gitsync plan: --renew-before: 'inf' is not"),
         (["plan", "--renew-before", "-2d"], 2, "gitsync plan: --renew-before: '-2d' is negative"),
+        # Flags with no default: the value given is what the error names.
+        (["run", "--liveness-timeout", "0s"], 2, "gitsync run: --liveness-timeout: '0s' is zero"),
+        (["run", "--refresh-interval", "0s"], 2, "gitsync run: --refresh-interval: '0s' is zero"),
+        (["suggest", "--since", "0s"], 2, "gitsync suggest: --since: '0s' is zero"),
     ],
 )
 def test_other_duration_flags(
