@@ -51,6 +51,7 @@ __all__ = [
     "match",
     "parse_match_request",
     "rank_key",
+    "same_image",
 ]
 
 MAX_IMAGES = 256  # far above any pod's containers; bounds the work one API request can ask for
@@ -228,7 +229,8 @@ def _cache_refs(cache: ObservedCache) -> list[ImageRef]:
     return refs
 
 
-def _exact(want: ImageRef, held: ImageRef) -> bool:
+def same_image(want: ImageRef, held: ImageRef) -> bool:
+    """The match policy's "exact": one digest, or one tag where at most one side pins a digest."""
     if not imageref.same_repository(want, held):
         return False
     if want.digest is not None and want.digest == held.digest:
@@ -246,7 +248,7 @@ def _score(wanted: list[tuple[str, ImageRef]], cache: ObservedCache) -> _Score:
     partial: list[str] = []
     missing: list[str] = []
     for written, want in wanted:
-        if any(_exact(want, ref) for ref in held):
+        if any(same_image(want, ref) for ref in held):
             exact.append(written)
         elif any(imageref.same_repository(want, ref) for ref in held):
             partial.append(written)

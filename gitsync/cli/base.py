@@ -15,6 +15,7 @@ from gitsync.errors import ConfigError
 
 if TYPE_CHECKING:
     from gitsync.providers.base import Provider
+    from gitsync.specs import LoadResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -105,6 +106,19 @@ def progress_printer() -> Callable[[Any], None] | None:
         sys.stderr.flush()
 
     return show
+
+
+def error_text(loaded: LoadResult) -> str:
+    """The errors of a loaded repository, as `validate` prints them, for a refusal message."""
+    from gitsync import reports
+
+    return reports.format_diagnostics(
+        [d for d in loaded.diagnostics if d.severity.value == "error"],
+        output_format="text",
+        files=loaded.files,
+        documents=loaded.documents,
+        caches=len(loaded.caches),
+    )
 
 
 @contextmanager

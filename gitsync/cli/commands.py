@@ -23,6 +23,7 @@ from gitsync.cli.base import (
     TencentCredentials,
     checkout,
     command_settings,
+    error_text,
     open_provider,
 )
 
@@ -67,13 +68,7 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with checkout(settings) as (tree, revision):
         result = specs.load_repository([tree], root=tree)
     if not result.ok:
-        text = reports.format_diagnostics(
-            [d for d in result.diagnostics if d.severity.value == "error"],
-            output_format="text",
-            files=result.files,
-            documents=result.documents,
-            caches=len(result.caches),
-        )
+        text = error_text(result)
         print(
             f"gitsync plan: revision {revision or '(working tree)'} is invalid; "
             f"nothing would be applied:\n{text}",

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gitsync.cli.base import EXIT_FAILED, EXIT_OK, TencentCredentials, command_settings
+from gitsync.cli.base import (
+    EXIT_FAILED,
+    EXIT_OK,
+    TencentCredentials,
+    command_settings,
+    error_text,
+)
 from gitsync.errors import ConfigError, SpecError
 
 if TYPE_CHECKING:
@@ -51,7 +57,6 @@ class _Tree:
 
 
 def cmd_suggest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    from gitsync import reports as diagnostics_reports
     from gitsync import specs
     from gitsync.suggest import reports
 
@@ -68,13 +73,7 @@ def cmd_suggest(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     with _checkout(settings, local=local) as tree:
         loaded = specs.load_repository([tree.specs], root=tree.root)
         if not loaded.ok:
-            text = diagnostics_reports.format_diagnostics(
-                [d for d in loaded.diagnostics if d.severity.value == "error"],
-                output_format="text",
-                files=loaded.files,
-                documents=loaded.documents,
-                caches=len(loaded.caches),
-            )
+            text = error_text(loaded)
             print(
                 f"gitsync suggest: revision {tree.revision or '(working tree)'} is invalid;"
                 f" nothing suggested or written:\n{text}",
@@ -223,7 +222,6 @@ def _changes(tree: _Tree, found: Sequence[Suggestion]) -> dict[str, str | None]:
 
 def _check_edited(tree: _Tree, changes: Mapping[str, str | None]) -> None:
     """Validate the edited tree in a scratch copy; refuse (exit 1, nothing written) if invalid."""
-    from gitsync import reports as diagnostics_reports
     from gitsync.suggest.validation import validate_edited
 
     loaded = validate_edited(
@@ -233,13 +231,7 @@ def _check_edited(tree: _Tree, changes: Mapping[str, str | None]) -> None:
     )
     if loaded.ok:
         return
-    text = diagnostics_reports.format_diagnostics(
-        [d for d in loaded.diagnostics if d.severity.value == "error"],
-        output_format="text",
-        files=loaded.files,
-        documents=loaded.documents,
-        caches=len(loaded.caches),
-    )
+    text = error_text(loaded)
     # A bug worth reporting (edits are checked one by one): exit 1, nothing written.
     raise SpecError(f"the edited repository would not validate, so nothing was written:\n{text}")
 

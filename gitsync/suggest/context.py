@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from gitsync import imageref
+from gitsync import imageref, matching
 from gitsync.errors import ImageRefError
 from gitsync.imageref import ImageRef
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
@@ -174,18 +174,5 @@ def _stand_in_key(cache: ObservedCache) -> tuple[bool, float, str]:
     return (cache.status is not CacheStatus.READY, -created, cache.cache_id)
 
 
-def _same_image(want: ImageRef, held: ImageRef) -> bool:
-    """The match policy's "exact" (`gitsync.matching`): one digest, or one tag."""
-    if not imageref.same_repository(want, held):
-        return False
-    if want.digest is not None and want.digest == held.digest:
-        return True
-    return (
-        want.tag is not None
-        and want.tag == held.tag
-        and (want.digest is None or held.digest is None)
-    )
-
-
 def _holds(refs: Iterable[ImageRef], want: ImageRef) -> bool:
-    return any(_same_image(want, held) for held in refs)
+    return any(matching.same_image(want, held) for held in refs)
