@@ -111,6 +111,8 @@ CONTRACT_METRICS = frozenset(
         "gitsync_scrub_bytes_total",
         "gitsync_cache_saved_seconds_total",
         "gitsync_suggestions",
+        "gitsync_automation_pushes_total",
+        "gitsync_automation_pending_bumps",
     }
 )
 
