@@ -111,6 +111,8 @@ CONTRACT_METRICS = frozenset(
         "gitsync_scrub_bytes_total",
         "gitsync_cache_saved_seconds_total",
         "gitsync_suggestions",
+        "gitsync_image_digest_checks_total",
+        "gitsync_image_digest_changes_total",
     }
 )
 
