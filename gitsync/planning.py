@@ -55,8 +55,9 @@ against a cloud account. The rules, in the order a reviewer needs them:
 * **Moved tags.** Given the digests the daemon last resolved (`tags`), a Ready
   cache that follows its tags (gitsync.io/refresh) and holds another digest
   for one of them is an UPDATE, "tag moved: <image> <old> → <new>", with Git
-  unchanged; a pinning provider is given the image pinned, `repo:tag@sha256:…`,
-  and its pin compares equal to the bare tag in Git. The rules are in
+  unchanged, priced as the rebuild it is (one build instance); a pinning
+  provider is given the image pinned, `repo:tag@sha256:…`, and its pin
+  compares equal to the bare tag in Git. The rules are in
   `gitsync.digests`; without `tags` (`gitsync plan`) nothing is followed.
 * **Order.** Creates, then recreates, then updates, then deletes, then noops;
   by name within each kind, then by cache id. Deletes come after creates and
@@ -72,6 +73,7 @@ cache.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from gitsync import digests, imageref, pricing
@@ -191,7 +193,7 @@ def plan(
                 known = memo.get(spec, mine[0]) if memo is not None else None
                 action = known or _compare(spec, mine[0], policy=policy, fields=fields)
                 if tags is not None:
-                    action = digests.follow(action, tags, fields=fields)
+                    action = _followed(action, tags, fields=fields, prices=prices)
                 actions.append(action)
                 if len(mine) > 1:
                     actions.extend(_duplicate_deletes(mine))
@@ -226,6 +228,20 @@ def plan(
         refused=_refusal(costed, owned=len(owned), policy=policy),
         revision=desired.revision,
     )
+
+
+def _followed(
+    action: Action, tags: TagDigests, *, fields: ProviderFields, prices: pricing.PriceTable
+) -> Action:
+    """`digests.follow`, priced: a no-op that became a rebuild for a moved tag pulls again,
+    which its spec, unchanged, does not show, so it costs what a rebuild costs."""
+    followed = digests.follow(action, tags, fields=fields)
+    if action.kind is ActionKind.NOOP and followed.kind is ActionKind.UPDATE:
+        cost = pricing.action_cost(
+            ActionKind.RECREATE, desired=followed.desired, observed=followed.observed, prices=prices
+        )
+        followed = replace(followed, cost=cost)
+    return followed
 
 
 # --- grouping -----------------------------------------------------------------

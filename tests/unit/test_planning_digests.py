@@ -23,7 +23,7 @@ from gitsync.model import (
     ProviderFields,
 )
 from gitsync.planning import NoopMemo, PlanPolicy, plan, spec_changes
-from gitsync.pricing import PriceTable
+from gitsync.pricing import PriceTable, action_cost
 from gitsync.providers.base import KUBERNETES_FIELDS, LOCAL_FIELDS
 
 ME = "gitsync"
@@ -96,7 +96,15 @@ def test_a_moved_tag_is_an_update_that_names_image_old_and_new_digest() -> None:
     assert action.reason == f"tag moved: {APP} {OLD} {ARROW} {NEW}"
     assert action.desired == desired  # Git's spec: the local store pulls the tag again
     assert action.changes == ()  # nothing in Git differs
+    # Priced as the rebuild it is, though the spec shows no change: one build instance.
     assert action.cost is not None
+    assert (
+        action.cost.one_off
+        == action_cost(
+            ActionKind.RECREATE, desired=desired, observed=held(), prices=PriceTable()
+        ).one_off
+    )
+    assert action.cost.one_off > 0
 
 
 def test_the_same_digest_is_up_to_date() -> None:
