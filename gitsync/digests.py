@@ -17,7 +17,9 @@ function of its input.
   digest differs from the held one. Only a resolution newer than the record
   (`image_digests_at`) counts: one made before the snapshot was pulled says
   nothing about it, and would otherwise rebuild a cache that already holds
-  newer content.
+  newer content. (The local snapshot's time is kept to the second: a
+  resolution made in the very second of the snapshot counts, which costs at
+  most one rebuild too many, after which the snapshot is the newer.)
 * **The action** (`follow`): a Ready cache with no other change and a move is
   an UPDATE, "tag moved: <image> <old digest> → <new digest>"; Git is not
   changed (the spec asked for the tag, and the tag now means something else).
