@@ -251,6 +251,12 @@ class ObservedCache:
     labels: Pairs = ()
     annotations: Pairs = ()
     eip: EipAttributes | None = None
+    # What the cache holds, where the provider knows it: (image as written, the digest its
+    # reference resolved to when the content was pulled: the index's, else the manifest's),
+    # and when that was (the local backend's snapshot). Empty and None elsewhere; a pin
+    # written in `images` (`repo:tag@sha256:…`) says it too (see `gitsync.digests`).
+    image_digests: Pairs = ()
+    image_digests_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,11 +291,17 @@ class ProviderFields:
     cannot change the EIP settings"). The prune annotation is always kept and
     updatable: every provider carries it. The default is what every provider
     kept before labels, annotations and security groups were modelled.
+    `pins_digests` says how the provider follows a moved tag (`gitsync.digests`).
     """
 
     kept: frozenset[str] = CLASSIC_FIELDS
     updatable: frozenset[str] = CLASSIC_FIELDS
     why_not: Pairs = ()  # field -> why it cannot change in place
+    # How a cache follows a tag that moved (gitsync.io/refresh): False, the provider
+    # rebuilds from the tag and records the digest it got (the local store); True, it is
+    # given the images pinned, `repo:tag@sha256:…`, a change of `images` its backend
+    # rebuilds for, and reports the pin back, which is how gitsync knows what it holds.
+    pins_digests: bool = False
 
     def __post_init__(self) -> None:
         # Declarations are code, not input: a wrong one is a bug worth failing on at once.

@@ -52,6 +52,13 @@ against a cloud account. The rules, in the order a reviewer needs them:
   path looks exactly like that) or `deletes / owned > max_delete_ratio`,
   unless `allow_mass_delete`. A refused plan still lists its actions so
   `gitsync plan` can show them; executors apply none of it.
+* **Moved tags.** Given the digests the daemon last resolved (`tags`), a Ready
+  cache that follows its tags (gitsync.io/refresh) and holds another digest
+  for one of them is an UPDATE, "tag moved: <image> <old> → <new>", with Git
+  unchanged, priced as the rebuild it is (one build instance); a pinning
+  provider is given the image pinned, `repo:tag@sha256:…`, and its pin
+  compares equal to the bare tag in Git. The rules are in
+  `gitsync.digests`; without `tags` (`gitsync plan`) nothing is followed.
 * **Order.** Creates, then recreates, then updates, then deletes, then noops;
   by name within each kind, then by cache id. Deletes come after creates and
   rebuilds so that a pass interrupted half-way leaves extra caches (money)
@@ -66,9 +73,11 @@ cache.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
-from gitsync import imageref, pricing
+from gitsync import digests, imageref, pricing
+from gitsync.digests import TagDigests
 from gitsync.errors import ImageRefError
 from gitsync.model import (
     ANNOTATIONS_FIELD,
@@ -164,8 +173,13 @@ def plan(
     policy: PlanPolicy,
     prices: pricing.PriceTable,
     memo: NoopMemo | None = None,
+    tags: TagDigests | None = None,
 ) -> Plan:
-    """The ordered actions (with costs and notices) that bring `observed` to `desired`."""
+    """The ordered actions (with costs and notices) that bring `observed` to `desired`.
+
+    `tags`: the digests the daemon's refresher last resolved, for the caches that
+    follow their tags (see "Moved tags" in the module docstring).
+    """
     specs = _index_desired(desired.caches)
     owned, foreign = _split_observed(observed.caches, controller_id=policy.controller_id)
     fields = observed.fields
@@ -177,17 +191,21 @@ def plan(
         if spec is not None:
             if mine:
                 known = memo.get(spec, mine[0]) if memo is not None else None
-                actions.append(known or _compare(spec, mine[0], policy=policy, fields=fields))
+                action = known or _compare(spec, mine[0], policy=policy, fields=fields)
+                if tags is not None:
+                    action = _followed(action, tags, fields=fields, prices=prices)
+                actions.append(action)
                 if len(mine) > 1:
                     actions.extend(_duplicate_deletes(mine))
             elif name in foreign:
                 notices.append(_in_the_way(name, foreign[name], policy=policy))
             else:
-                actions.append(
-                    Action(
-                        kind=ActionKind.CREATE, name=name, reason="not in provider", desired=spec
-                    )
+                create = Action(
+                    kind=ActionKind.CREATE, name=name, reason="not in provider", desired=spec
                 )
+                if tags is not None:
+                    create = digests.follow(create, tags, fields=fields)
+                actions.append(create)
         elif mine:
             if name in policy.keep:
                 notices.append(_kept(name, mine))
@@ -210,6 +228,20 @@ def plan(
         refused=_refusal(costed, owned=len(owned), policy=policy),
         revision=desired.revision,
     )
+
+
+def _followed(
+    action: Action, tags: TagDigests, *, fields: ProviderFields, prices: pricing.PriceTable
+) -> Action:
+    """`digests.follow`, priced: a no-op that became a rebuild for a moved tag pulls again,
+    which its spec, unchanged, does not show, so it costs what a rebuild costs."""
+    followed = digests.follow(action, tags, fields=fields)
+    if action.kind is ActionKind.NOOP and followed.kind is ActionKind.UPDATE:
+        cost = pricing.action_cost(
+            ActionKind.RECREATE, desired=followed.desired, observed=followed.observed, prices=prices
+        )
+        followed = replace(followed, cost=cost)
+    return followed
 
 
 # --- grouping -----------------------------------------------------------------
@@ -382,7 +414,9 @@ def _field_changes(
     changes: list[FieldChange] = []
     summaries: list[str] = []
 
-    want, have = _image_keys(spec.images), _image_keys(cache.images)
+    want = _image_keys(spec.images)
+    # A pin the provider was given to follow a tag (`repo:tag@sha256:…`) is that tag.
+    have = digests.unpinned(_image_keys(cache.images), want.keys())
     if want.keys() != have.keys():
         added = sorted(want[k] for k in want.keys() - have.keys())
         removed = sorted(have[k] for k in have.keys() - want.keys())

@@ -10,6 +10,11 @@ The safety rules of docs/architecture.md live here and in the planner:
   blocks the others, and each failure backs off exponentially with jitter so a
   broken registry is not hammered every pass.
 
+Moved tags: given the digests the daemon's refresher resolved (`follow_tags`),
+the planner rebuilds a following cache whose tag now points elsewhere (see
+`gitsync.digests`); a pass that found nothing to do is planned again when
+they change.
+
 On the asynchronous backends (Kubernetes, Tencent Cloud) a pass ends when the
 provider has accepted the actions; the operator or the cloud builds the caches
 later. `wait_until_ready` is what `gitsync apply --wait` does after the pass:
@@ -35,6 +40,7 @@ from pathlib import Path
 from gitsync import planning, reports, specs
 from gitsync.backoff import backoff_delay
 from gitsync.controller_record import ControllerRecord, RecordFile, RecordSaveError
+from gitsync.digests import TagDigests
 from gitsync.errors import GitSyncError, TemporaryError
 from gitsync.model import (
     Action,
@@ -101,6 +107,7 @@ class _QuietMemo:
     revision: str | None
     observed: ObservedState
     keep: frozenset[str]
+    tags: TagDigests | None
     plan: Plan
     until: float
 
@@ -170,6 +177,7 @@ class Reconciler:
         self.prices = prices
         self._clock = clock
         self._should_continue: Callable[[], bool] = should_continue or (lambda: True)
+        self._tags: Callable[[], TagDigests] | None = None
         self.desired_caches: tuple[CacheSpec, ...] = ()  # of the revision in force
         self._loaded: tuple[Path, str, specs.LoadResult] | None = None
         self._files = specs.FileCache()  # a new commit re-reads only the files it changed
@@ -215,11 +223,13 @@ class Reconciler:
             return PassResult(revision, loaded.diagnostics, None, (), None, error=message)
 
         keep = keep_names(record, observed)
+        tags = self._tags() if self._tags is not None else None
         quiet = self._quiet
         if (
             quiet is not None
             and quiet.revision == revision
             and quiet.keep == keep
+            and (quiet.tags is tags or quiet.tags == tags)
             and started < quiet.until
             and quiet.observed == observed  # identity first: providers reuse unchanged tuples
         ):
@@ -241,6 +251,7 @@ class Reconciler:
             policy=plan_policy,
             prices=self.prices,
             memo=self._noops,
+            tags=tags,
         )
         for notice in the_plan.notices:
             log.warning(notice.message, extra={"revision": revision, "cache": notice.name})
@@ -264,6 +275,7 @@ class Reconciler:
                 revision=revision,
                 observed=observed,
                 keep=keep,
+                tags=tags,
                 plan=the_plan,
                 until=_next_deadline(observed, renew_before=self.policy.renew_before),
             )
@@ -297,6 +309,11 @@ class Reconciler:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="gitsync-apply") as pool:
             futures = [pool.submit(self._run_action, a, revision) for a in changes]
             return tuple(f.result() for f in futures)
+
+    def follow_tags(self, source: Callable[[], TagDigests]) -> None:
+        """Plan with the digests `source()` gives at each pass (`DigestRefresher.tag_digests`),
+        so a cache that follows its tags is rebuilt when one moves."""
+        self._tags = source
 
     def continue_while(self, check: Callable[[], bool]) -> None:
         """Take actions only while `check()` holds; leader election passes "still the leader",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from gitsync.digests import ResolvedDigest, status_rows
 from gitsync.model import (
     HOURS_PER_MONTH,
     Action,
@@ -449,7 +450,12 @@ def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def cache_dict(cache: ObservedCache, *, controller_id: str) -> dict[str, object]:
+def cache_dict(
+    cache: ObservedCache,
+    *,
+    controller_id: str,
+    resolved: Mapping[str, ResolvedDigest] | None = None,
+) -> dict[str, object]:
     """One cache in the `gitsync status --format json` shape (add, never rename)."""
     return {
         "name": cache.name,
@@ -477,12 +483,18 @@ def cache_dict(cache: ObservedCache, *, controller_id: str) -> dict[str, object]
             }
             for e in cache.events
         ],
+        "imageDigests": status_rows(cache, resolved),
     }
 
 
 @dataclass(frozen=True, slots=True)
 class StatusView:
-    """Everything `gitsync status` shows, gathered by the caller from provider and record."""
+    """Everything `gitsync status` shows, gathered by the caller from provider and record.
+
+    `resolved` is the daemon's refresher's record (`DigestRefresher.resolved()`):
+    canonical image → what its tag was last resolved to; None where no refresher
+    runs (the `status` command).
+    """
 
     provider: str
     controller_id: str
@@ -492,6 +504,7 @@ class StatusView:
     last_error: str | None
     diagnostics: tuple[str, ...]
     caches: tuple[ObservedCache, ...]
+    resolved: Mapping[str, ResolvedDigest] | None = None
 
 
 def status_dict(view: StatusView) -> dict[str, object]:
@@ -502,7 +515,10 @@ def status_dict(view: StatusView) -> dict[str, object]:
         "specValid": view.spec_valid,
         "lastError": view.last_error,
         "diagnostics": list(view.diagnostics),
-        "caches": [cache_dict(c, controller_id=view.controller_id) for c in view.caches],
+        "caches": [
+            cache_dict(c, controller_id=view.controller_id, resolved=view.resolved)
+            for c in view.caches
+        ],
     }
 
 
@@ -553,4 +569,27 @@ def format_status(view: StatusView, *, output_format: str) -> str:
         if warnings:
             last = warnings[-1]
             lines.append(f"  {c.name}: {last.reason}: {last.message}")
+    lines += _digest_lines(view)
     return "\n".join(lines)
+
+
+def _digest_lines(view: StatusView) -> list[str]:
+    """`cache  image  held  resolved`, for the images whose digest is known either way."""
+    rows = [("CACHE", "IMAGE", "HOLDS", "RESOLVED")]
+    for c in view.caches:
+        for row in status_rows(c, view.resolved):
+            if row["held"] is None and row["resolved"] is None and row.get("error") is None:
+                continue
+            resolved = "-"
+            if row["resolved"] is not None:
+                resolved = f"{row['resolved']} at {row['resolvedAt']}"
+            if row.get("error"):
+                resolved += f" (last try failed: {row['error']})"
+            rows.append((c.name, str(row["image"]), str(row["held"] or "-"), resolved))
+    if len(rows) == 1:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return ["", "Image digests (held by the cache / its tag last resolved):"] + [
+        "  ".join(v.ljust(w) for v, w in zip(r[:3], widths, strict=True)) + "  " + r[3]
+        for r in rows
+    ]

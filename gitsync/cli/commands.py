@@ -152,8 +152,9 @@ def cmd_run(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     settings = command_settings(args, env)
     common = settings.common
-    logs.configure(level=settings.logging.level, json_format=settings.logging.json_format)
     heartbeat = wiring.heartbeat(settings)  # every setting of run checked before the lock
+    # Then logging: a usage error must leave the process's (and a test's) logging alone.
+    logs.configure(level=settings.logging.level, json_format=settings.logging.json_format)
     with DataDirLock(common.data_dir):
         # Bytes pulled are progress: a long first pull must not fail the liveness probe.
         provider = open_provider(

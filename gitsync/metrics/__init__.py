@@ -21,6 +21,7 @@ contract in pyproject.toml keeps it so); every name is importable from here:
 * `state`: `StateView` and `StateExposition`, the per-cache series of the view.
 * `cachetext`: one cache's lines in the state families, and their cost.
 * `usage`: lookups, start times and saved seconds (`UsageMetrics`), fed by consumers.
+* `refresh`: digest checks and moved tags (`RefreshMetrics`), fed by the refresher.
 * `exposition`: collectors that render their own text (`TextCollector`) and the
   registry that lets them (`ExpositionRegistry`), for scrapes of 10,000 caches.
 """
@@ -29,16 +30,19 @@ from __future__ import annotations
 
 from gitsync.metrics.events import WEBHOOK_HOOKS, WEBHOOK_OUTCOMES, DaemonMetrics, RequestCounts
 from gitsync.metrics.exposition import ExpositionRegistry, TextCollector
+from gitsync.metrics.refresh import DIGEST_CHECK_RESULTS, RefreshMetrics
 from gitsync.metrics.state import StateExposition, StateView
 from gitsync.metrics.usage import LOOKUP_RESULTS, LookupCounter, SavedSecondsCounter, UsageMetrics
 
 __all__ = [
+    "DIGEST_CHECK_RESULTS",
     "LOOKUP_RESULTS",
     "WEBHOOK_HOOKS",
     "WEBHOOK_OUTCOMES",
     "DaemonMetrics",
     "ExpositionRegistry",
     "LookupCounter",
+    "RefreshMetrics",
     "RequestCounts",
     "SavedSecondsCounter",
     "StateExposition",

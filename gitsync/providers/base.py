@@ -36,9 +36,11 @@ from gitsync.model import (
 # change there (nothing to rebuild).
 LOCAL_FIELDS: Final = ProviderFields()
 # The operator takes the whole object: every field, changed in place. The EIP
-# annotation is compared as one of the annotations, as written.
+# annotation is compared as one of the annotations, as written. The object's status has
+# no digests: a moved tag is followed by pinning it in spec.images, which the operator
+# rebuilds for (see `gitsync.digests`).
 KUBERNETES_FIELDS: Final = ProviderFields(
-    kept=SPEC_FIELDS - {EIP_FIELD}, updatable=SPEC_FIELDS - {EIP_FIELD}
+    kept=SPEC_FIELDS - {EIP_FIELD}, updatable=SPEC_FIELDS - {EIP_FIELD}, pins_digests=True
 )
 
 

@@ -796,16 +796,17 @@ def test_a_version_1_state_database_is_upgraded_and_a_newer_one_refused(tmp_path
     )
     fresh.close()
     # What a data dir written by an old release looks like: no lease tables, no blob sizes,
-    # no snapshot_problem, version 1.
+    # no snapshot_problem, no snapshot image digests, version 1.
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(
             "DROP TABLE lease_blobs; DROP TABLE leases;"
             " ALTER TABLE snapshot_blobs DROP COLUMN size;"
             " ALTER TABLE caches DROP COLUMN snapshot_problem;"
+            " ALTER TABLE snapshots DROP COLUMN image_digests;"
             " UPDATE meta SET value = '1' WHERE key = 'schema_version';"
         )
     upgraded = StateStore(path)
-    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION) == "3"
+    assert upgraded.get_meta("schema_version") == str(SCHEMA_VERSION) == "4"
     assert [c.cache_id for c in upgraded.caches()] == [cache_id]
     assert upgraded.leases() == ()
     upgraded.create_lease("00000000000000aa", purpose="p", owner="o", now=1.0, expires_at=2.0)

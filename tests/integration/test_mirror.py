@@ -512,7 +512,9 @@ def test_writes_are_refused(setup: Setup, http: httpx.Client) -> None:
 # ------------------------------------------------------------ state and lookups
 
 
-def test_only_ready_caches_are_served_and_matched_time_is_throttled(tmp_path: Path) -> None:
+def test_ready_and_updating_caches_are_served_and_matched_time_is_throttled(
+    tmp_path: Path,
+) -> None:
     provider = LocalProvider(data_dir=tmp_path / "data")
     try:
         fake = fake_cache(provider, "web", "docker.io/library/nginx:1.27.2", seed="ready")
@@ -537,14 +539,20 @@ def test_only_ready_caches_are_served_and_matched_time_is_throttled(tmp_path: Pa
         (cache,) = provider.state.caches()
         assert cache.last_matched_at == datetime.fromtimestamp(now[0], UTC)
 
-        for status in (CacheStatus.UPDATING, CacheStatus.FAILED, CacheStatus.UPDATE_FAILED):
+        # A rebuild keeps serving the previous snapshot until the new one is Ready.
+        provider.state.set_status(fake.cache_id, CacheStatus.UPDATING)
+        assert mirror.handle("GET", path, {}).status == 200
+        blob = mirror.handle("GET", f"/v2/library/nginx/blobs/{fake.layer_digest}", {})
+        assert blob.status == 200
+        assert b"".join(blob.body) == fake.layer  # type: ignore[arg-type]  # streamed chunks
+        for status in (CacheStatus.PENDING, CacheStatus.FAILED, CacheStatus.UPDATE_FAILED):
             provider.state.set_status(fake.cache_id, status)
             assert mirror.handle("GET", path, {}).status == 404, status
             blob = mirror.handle("GET", f"/v2/library/nginx/blobs/{fake.layer_digest}", {})
             assert blob.status == 404, status
         provider.state.set_status(fake.cache_id, CacheStatus.READY)
         assert mirror.handle("GET", path, {}).status == 200
-        assert seen == [("web", "hit")] * 3 + [(None, "miss")] * 3 + [("web", "hit")]
+        assert seen == [("web", "hit")] * 4 + [(None, "miss")] * 3 + [("web", "hit")]
     finally:
         provider.close()
 

@@ -113,6 +113,8 @@ CONTRACT_METRICS = frozenset(
         "gitsync_suggestions",
         "gitsync_automation_pushes_total",
         "gitsync_automation_pending_bumps",
+        "gitsync_image_digest_checks_total",
+        "gitsync_image_digest_changes_total",
     }
 )
 

@@ -13,7 +13,11 @@ meanwhile; this module does the build itself, the same way every time:
    stopping at the cache's `imageCacheSize`;
 4. the snapshot (resolved digests, expanded size, the blobs with their sizes)
    commits in one SQLite transaction that also ends the lease, and refuses to
-   if a blob went missing meanwhile (only a lease that lapsed allows that).
+   if a blob went missing meanwhile (only a lease that lapsed allows that);
+5. a tag that now resolves to another digest than in the snapshot it replaces
+   is a Normal `DigestChanged` event naming the image, the old and the new
+   digest (a tag moved upstream: the rebuild a refresh asked for, or any other
+   rebuild that found it). Tags are always resolved anew, never from the store.
 
 A failure is recorded by `failures` (Failed or UpdateFailed, a Warning event,
 the lease's end) and raised again. A full or failing data disk is a
@@ -24,10 +28,11 @@ kept, and the next pass tries again.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from gitsync import imageref
+from gitsync.digests import tag_key
 from gitsync.errors import GitSyncError, PermanentError, TemporaryError
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
 from gitsync.providers.credentials import (
@@ -43,6 +48,7 @@ from gitsync.providers.local.oci import Platform
 from gitsync.providers.local.pull import PulledImage, PullProgress, PullResult, pull_images
 from gitsync.providers.local.registry import RegistryClient
 from gitsync.providers.local.state import DataDiskError, DiskFullError, StateStore
+from gitsync.providers.local.statereads import image_digests
 
 
 class SnapshotBuilder:
@@ -92,18 +98,20 @@ class SnapshotBuilder:
         """Pull `spec` and commit its snapshot; on a failure record `failed` and raise."""
         lease: Lease | None = None
         committed = False
+        before = self._state.cache(cache_id)
         try:
             try:
                 lease = self._leases.acquire(purpose=f"pull {cache_id} ({spec.name})")
                 result = self._pull(cache_id, spec, lease)
                 pulled = {str(image.reference): image for image in result.images}
+                records = [
+                    _image_record(written, pulled[imageref.normalize(written)])
+                    for written in _unique(spec.images)
+                ]
                 self._state.commit_snapshot(
                     cache_id,
                     content_bytes=result.content_bytes,
-                    images=[
-                        _image_record(written, pulled[imageref.normalize(written)])
-                        for written in _unique(spec.images)
-                    ],
+                    images=records,
                     blob_digests=result.blob_digests,
                     retention_days=spec.retention_days,
                     lease_id=lease.lease_id,
@@ -124,6 +132,8 @@ class SnapshotBuilder:
                 # Idempotent. The commit or the failure record ended the row; only a bug
                 # (any other exception) leaves it for this to end.
                 lease.release(end_row=not committed)
+        for message in _digest_changes(before, image_digests(records)):
+            self._state.add_event(cache_id, type_="Normal", reason="DigestChanged", message=message)
         self._state.add_event(
             cache_id,
             type_="Normal",
@@ -210,6 +220,22 @@ class SnapshotBuilder:
 def pulling(spec: CacheSpec) -> str:
     """The message of the event that starts a build."""
     return f"pulling {len(spec.images)} images into a {spec.image_cache_size_gib} GiB cache"
+
+
+def _digest_changes(before: ObservedCache | None, now: Sequence[Sequence[str]]) -> list[str]:
+    """A message per tag whose digest differs from the one in the snapshot it replaces."""
+    if before is None:
+        return []
+    held = {key: digest for image, digest in before.image_digests if (key := tag_key(image))}
+    messages = []
+    for image, digest in now:
+        key = tag_key(image)
+        old = held.get(key) if key is not None else None
+        if old is not None and old != digest:
+            messages.append(
+                f"{image} moved upstream from {old} to {digest}; the new snapshot holds {digest}"
+            )
+    return messages
 
 
 def _mib(n: int) -> str:

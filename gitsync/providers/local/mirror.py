@@ -32,8 +32,11 @@ images (`ns=docker.io` for Docker Hub). Without `ns`, a path held by several
 registries prefers docker.io (what a bare name means to docker), then the
 cache `matching` would choose.
 
-Safety: only Ready caches' current snapshots are served (the match policy's
-rule), and a blob only under a repository whose cached image references it.
+Safety: only the current snapshots of Ready caches are served, and of
+Updating ones, whose snapshot is still the previous one: a rebuild keeps
+serving the old content until the new snapshot is Ready (why that is safe:
+`mirrorview`). A blob is served only under a repository whose cached image
+references it.
 The mirror never serves arbitrary store contents, so a digest learnt from one
 repository cannot read another's layers through it.
 
@@ -59,7 +62,7 @@ seen to send (containerd 1.6 with hosts.toml, skopeo):
   containerd resolves upstream after that `HEAD`, then still tries the mirror
   first for every manifest and blob it fetches.
 
-* A partial is such a 404 where a Ready cache holds the repository under
+* A partial is such a 404 where a serving cache holds the repository under
   another tag (or digest): the cloud's name-only match. It is reported with
   the cache `matching`'s rank would pick (entries are sorted best first).
 
@@ -158,7 +161,7 @@ class _NotFoundError(Exception):
 
 
 class Mirror:
-    """The `/v2/` API over `provider`'s Ready caches; `handle` is the server's registry hook.
+    """The `/v2/` API over `provider`'s serving caches; `handle` is the server's registry hook.
 
     Thread-safe: the server calls `handle` from one thread per connection.
     One class, longer than the house's ~250 lines, because routing and the
@@ -389,7 +392,7 @@ class Mirror:
             entries = [e for e in entries if e.registry.lower() == wanted]
         if not entries:
             where = f" from {ns}" if ns else ""
-            raise _NotFoundError("NAME_UNKNOWN", f"no Ready cache holds {name}{where}")
+            raise _NotFoundError("NAME_UNKNOWN", f"no Ready or Updating cache holds {name}{where}")
         entries.sort(key=lambda e: (e.registry != _DOCKER_HUB, e.registry, *rank_key(e.cache)))
         return entries
 

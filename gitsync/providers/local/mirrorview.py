@@ -1,9 +1,21 @@
-"""What the `/v2/` mirror may serve now: the images of Ready caches' snapshots, by path.
+"""What the `/v2/` mirror may serve now: the images of serving caches' snapshots, by path.
 
 Why apart from the routing in `mirror`: the view is state of its own, read
-from the state store and kept until a Ready cache or its snapshot changes
-(its key), while routing answers one request at a time from it. Each entry
-is one image of one Ready cache's current snapshot, reachable under the paths
+from the state store and kept until a serving cache or its snapshot changes
+(its key), while routing answers one request at a time from it.
+
+Serving caches are the Ready ones and the Updating ones, whose current
+snapshot is still the previous one: a rebuild (a moved tag, a changed spec)
+keeps serving the old content until the new snapshot commits, as the
+provider promises. That is safe because a snapshot never changes once
+committed (the new one is another row, swapped in by one transaction that
+also makes the cache Ready, which changes this view's key), its blobs stay
+referenced, so `gc` keeps them, until that swap, and the mirror still hashes
+everything it serves: the old content is exactly what the cache held while it
+was Ready. A cache Pending (nothing built), Failed or UpdateFailed, or one
+whose snapshot was found damaged, serves nothing.
+
+Each entry is one image of one serving cache's current snapshot, reachable under the paths
 a client may use (`repository`, `registry/repository`, and the short name of
 a Docker Hub official image), with what the mirror answers from (digests and
 media types, the blobs a pull may fetch) and what observations record (the
@@ -26,7 +38,7 @@ from gitsync.model import CacheStatus, ObservedCache
 from gitsync.providers.local.blobs import BlobNotFoundError
 from gitsync.providers.local.provider import LocalProvider
 
-__all__ = ["Entry", "MirrorView", "View"]
+__all__ = ["Entry", "MirrorView", "View", "serving"]
 
 log = logging.getLogger("gitsync.providers.local.mirror")  # the mirror's: one name to grep
 
@@ -38,7 +50,7 @@ ViewKey = tuple[tuple[str, str | None, str, int, str], ...]
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One image of a Ready cache's snapshot, as the mirror serves it."""
+    """One image of a serving cache's snapshot, as the mirror serves it."""
 
     cache: ObservedCache
     registry: str
@@ -57,14 +69,14 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class View:
-    """What is servable now, rebuilt when a Ready cache or its snapshot changes."""
+    """What is servable now, rebuilt when a serving cache or its snapshot changes."""
 
     key: ViewKey
     by_path: Mapping[str, tuple[Entry, ...]]
 
 
 class MirrorView:
-    """The current `View` over `provider`'s Ready caches; thread-safe."""
+    """The current `View` over `provider`'s serving caches; thread-safe."""
 
     def __init__(self, provider: LocalProvider) -> None:
         self._provider = provider
@@ -72,8 +84,8 @@ class MirrorView:
         self._view: View | None = None
 
     def current(self) -> View:
-        """What is servable now: the view of the Ready caches, rebuilt if they changed."""
-        caches = [c for c in self._provider.state.caches() if c.status is CacheStatus.READY]
+        """What is servable now: the view of the serving caches, rebuilt if they changed."""
+        caches = [c for c in self._provider.state.caches() if serving(c)]
         key = tuple(
             (
                 c.cache_id,
@@ -175,6 +187,17 @@ class MirrorView:
             return frozenset(str(m["digest"]) for m in document["manifests"])
         except (BlobNotFoundError, ValueError, KeyError, TypeError):
             return frozenset()
+
+
+def serving(cache: ObservedCache) -> bool:
+    """Ready, or Updating with its previous snapshot intact (see the module docstring)."""
+    if cache.status is CacheStatus.READY:
+        return True
+    return (
+        cache.status is CacheStatus.UPDATING
+        and cache.snapshot_id is not None
+        and cache.snapshot_problem is None
+    )
 
 
 def paths(registry: str, repository: str) -> list[str]:

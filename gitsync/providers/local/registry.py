@@ -39,6 +39,7 @@ from gitsync.providers.credentials import CredentialStore
 from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import (
     DigestMismatchError,
+    InvalidDigestError,
     SizeMismatchError,
     compute_digest,
     parse_digest,
@@ -48,6 +49,7 @@ from gitsync.providers.local.oci import (
     DEFAULT_PLATFORM,
     Descriptor,
     Manifest,
+    ManifestError,
     Platform,
     RegistryError,
     ResolvedImage,
@@ -267,3 +269,33 @@ class RegistryClient:
             broken=broken,
             cancel=cancel,
         )
+
+    def manifest_digest(self, ref: ImageRef, *, cancel: threading.Event | None = None) -> str:
+        """The digest `ref`'s tag points to now: one manifest HEAD, with the pull's Accept.
+
+        The answer's `Docker-Content-Digest` is the digest of what a GET would
+        serve (the index of a multi-platform image, else the manifest), which is
+        what a snapshot records. A registry that leaves the header out is asked
+        with a GET, whose bytes are hashed instead.
+        """
+        where = f"manifest {ref.name}:{ref.reference}"
+        headers = self.session.head(
+            ref,
+            f"/v2/{ref.repository}/manifests/{ref.reference}",
+            headers={"Accept": ACCEPT_MANIFESTS},
+            what=where,
+            cancel=cancel,
+        )
+        announced: str | None = headers.get("Docker-Content-Digest")
+        if announced is None:
+            return self.get_manifest(ref, cancel=cancel).digest
+        try:
+            parse_digest(announced)
+        except InvalidDigestError as exc:
+            raise ManifestError(
+                f"{where}: {ref.registry} answered Docker-Content-Digest {announced[:80]!r},"
+                " which is not a digest",
+                registry=ref.registry,
+                repository=ref.repository,
+            ) from exc
+        return announced

@@ -201,6 +201,29 @@ class RegistrySession:
             finally:
                 response.close()
 
+    def head(
+        self,
+        ref: ImageRef,
+        path: str,
+        *,
+        headers: Mapping[str, str],
+        what: str,
+        cancel: threading.Event | None = None,
+    ) -> httpx.Headers:
+        """HEAD `path`: the headers of a 2xx answer, retried and translated as a GET is."""
+        response = self._request(
+            "HEAD",
+            ref.registry,
+            ref.repository,
+            path,
+            headers=headers,
+            what=what,
+            attempts=self.retry.attempts(),
+            cancel=cancel,
+        )
+        response.close()
+        return response.headers
+
     def _send_token_request(self, request: httpx.Request) -> httpx.Response:
         """Send a token request with retries on 429/5xx/connection errors."""
         attempts = self.retry.attempts()

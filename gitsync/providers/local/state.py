@@ -55,7 +55,7 @@ from gitsync.providers.local.statedb import (
     _ts,
 )
 from gitsync.providers.local.stateleases import LeaseRecord, LeaseStore, SweepOutcome
-from gitsync.providers.local.statereads import SnapshotRecord, StateReads
+from gitsync.providers.local.statereads import SnapshotRecord, StateReads, image_digests
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -167,9 +167,16 @@ class StateStore(StateReads):
             if check is not None:
                 check()
             db.execute(
-                "INSERT INTO snapshots(id, cache_id, created_at, content_bytes, images)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (snapshot_id, cache_id, _ts(now), content_bytes, json.dumps(list(images))),
+                "INSERT INTO snapshots(id, cache_id, created_at, content_bytes, images,"
+                " image_digests) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    snapshot_id,
+                    cache_id,
+                    _ts(now),
+                    content_bytes,
+                    json.dumps(list(images)),
+                    json.dumps(image_digests(images)),
+                ),
             )
             db.executemany(
                 "INSERT OR IGNORE INTO snapshot_blobs(snapshot_id, digest, size) VALUES (?, ?, ?)",

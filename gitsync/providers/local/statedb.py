@@ -3,7 +3,11 @@
 Schema versions: 1 had no leases; 2 adds them; 3 adds each snapshot blob's
 size (what the per-pass check compares with the file), a cache's
 `snapshot_problem` (why a Ready snapshot was found damaged, until a new
-snapshot replaces it) and the scrub's position (meta keys). Opening a data dir upgrades it
+snapshot replaces it) and the scrub's position (meta keys); 4 adds each
+snapshot's `image_digests` (per image as written, the digest its reference
+resolved to), read with every cache, so that a moved tag is seen without
+parsing whole snapshot records (a snapshot committed before version 4 has
+NULL there, and its record is parsed instead). Opening a data dir upgrades it
 in one transaction; a data dir written by a newer gitsync is refused rather
 than misread.
 
@@ -36,7 +40,7 @@ from typing import TypeGuard
 from gitsync.errors import PermanentError, TemporaryError
 from gitsync.model import ObservedCache
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # Checkpoint the WAL once it holds this many pages (SQLite's default is 1000, ~4 MiB).
 # A small WAL is copied into the database often and then written again from its
 # start, so the state takes little disk and a transaction mostly lands in space the
@@ -118,6 +122,8 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE snapshot_blobs ADD COLUMN size INTEGER",
         "ALTER TABLE caches ADD COLUMN snapshot_problem TEXT",
     ),
+    # JSON [[image as written, digest], ...]; NULL for snapshots committed before.
+    4: ("ALTER TABLE snapshots ADD COLUMN image_digests TEXT",),
 }
 SCRUB_STARTED_KEY = "scrub_pass_started_at"  # Unix seconds, the pass in progress (or last)
 SCRUB_AFTER_KEY = "scrub_after_digest"  # the last digest hashed in that pass; "" once done

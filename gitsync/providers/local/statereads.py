@@ -7,7 +7,7 @@ them when another process has committed (SQLite's `data_version` changed).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,6 +32,35 @@ class SnapshotRecord:
     created_at: datetime
     content_bytes: int
     images: tuple[dict[str, object], ...]
+
+
+def image_digests(images: Sequence[Mapping[str, object]]) -> list[list[str]]:
+    """[image as written, digest its reference resolved to] of a snapshot's image records.
+
+    The digest is the index's for a multi-platform image, else the manifest's:
+    what a registry answers for the tag, so a later answer can be compared.
+    """
+    pairs: list[list[str]] = []
+    for record in images:
+        image = record.get("image")
+        digest = record.get("indexDigest") or record.get("manifestDigest")
+        if isinstance(image, str) and isinstance(digest, str):
+            pairs.append([image, digest])
+    return pairs
+
+
+def _held(stored: str | None, legacy: str | None) -> tuple[tuple[str, str], ...]:
+    """A cache's `image_digests` from its snapshot's column, else (before schema 4) its record."""
+    try:
+        if stored is not None:
+            pairs = json.loads(stored)
+        elif legacy is not None:
+            pairs = image_digests(json.loads(legacy))
+        else:
+            return ()
+        return tuple((str(image), str(digest)) for image, digest in pairs)
+    except (ValueError, TypeError, AttributeError):
+        return ()  # an unreadable record holds nothing known: no move is ever seen in it
 
 
 class StateReads(LeaseStore):
@@ -89,9 +118,12 @@ class StateReads(LeaseStore):
         if ids is not None:
             where = f" WHERE {{}} IN ({', '.join('?' * len(ids))})"
         # Only "?" placeholders are formatted into the SQL; the ids travel as parameters.
+        # A snapshot's whole record only where it predates `image_digests` (schema 4).
         cache_sql = (
-            "SELECT c.*, s.content_bytes FROM caches c"  # noqa: S608  # placeholders only
-            " LEFT JOIN snapshots s ON s.id = c.snapshot_id" + where.format("c.id")
+            "SELECT c.*, s.content_bytes, s.created_at AS snapshot_at,"  # noqa: S608  # placeholders only
+            " s.image_digests AS snapshot_digests,"
+            " CASE WHEN s.image_digests IS NULL THEN s.images END AS legacy_images"
+            " FROM caches c LEFT JOIN snapshots s ON s.id = c.snapshot_id" + where.format("c.id")
         )
         event_sql = (
             "SELECT * FROM events"  # noqa: S608  # placeholders only
@@ -131,6 +163,8 @@ class StateReads(LeaseStore):
                 events=tuple(by_cache.get(r["id"], ())),
                 prune=bool(r["prune"]),
                 snapshot_problem=r["snapshot_problem"],
+                image_digests=_held(r["snapshot_digests"], r["legacy_images"]),
+                image_digests_at=_parse_ts(r["snapshot_at"]),
             )
             for r in rows
         }

@@ -101,11 +101,13 @@ _KNOWN_STATUSES = {status.value: status for status in CacheStatus}
 _EIP_TAG_VALUE = re.compile(r"[\w+\-.:/@]+")  # one attribute value in the eip tag: no space, no =
 
 # What the API can hold of a spec: the classic fields, SecurityGroupIds (also on
-# update) and the EIP (on create only). No labels, no other annotations.
+# update) and the EIP (on create only). No labels, no other annotations. DescribeImageCaches
+# reports no digests: a moved tag is followed by pinning it (UpdateImageCache's Images).
 TENCENTCLOUD_FIELDS = ProviderFields(
     kept=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD, EIP_FIELD},
     updatable=CLASSIC_FIELDS | {SECURITY_GROUPS_FIELD},
     why_not=((EIP_FIELD, "UpdateImageCache cannot change the EIP settings"),),
+    pins_digests=True,
 )
 
 
