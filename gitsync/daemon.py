@@ -64,6 +64,16 @@ class Observer(Protocol):
     def stop(self, timeout: float = 5.0) -> None: ...
 
 
+class Helper(Protocol):
+    """A thread beside the loop: started, stopped, and poked when specs arrive."""
+
+    def start(self) -> None: ...
+
+    def poke(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
 class StoreWriter(Recorder, Protocol):
     """The observation store's writer thread (gitsync.observations.recorder.BatchRecorder)."""
 
@@ -123,6 +133,7 @@ class Daemon:
         self._watch_asked = False  # once, after the first good fetch: the folder exists then
         self.observer: Observer | None = None
         self.recorder = recorder
+        self._helpers: list[Helper] = []
         self.usage = UsageMetrics(registry=registry)
         self.lookups = (
             LookupSink(recorder=recorder, savings=savings, saved=self.usage)
@@ -201,6 +212,12 @@ class Daemon:
     def attach_suggestions(self, suggestions: SuggestionSource) -> None:
         """Work out /api/v1/suggestions beside the loop; started and stopped with it."""
         self.http.suggestions = suggestions
+        self.attach_helper(suggestions)
+
+    def attach_helper(self, helper: Helper) -> None:
+        """A thread that lives as long as the loop (suggestions, tag refresh, automation
+        branch), poked after every pass that loaded a valid revision."""
+        self._helpers.append(helper)
 
     def attach_leader(self, leader: Leadership) -> None:
         """Reconcile only while `leader.is_leader`; build the elector with this daemon's
@@ -266,12 +283,12 @@ class Daemon:
     def _start_helpers(self) -> None:
         if self.recorder is not None:
             self.recorder.start()
-        if self.http.suggestions is not None:
-            self.http.suggestions.start()
+        for helper in self._helpers:
+            helper.start()
 
     def _stop_helpers(self) -> None:
-        if self.http.suggestions is not None:
-            self.http.suggestions.stop()
+        for helper in reversed(self._helpers):
+            helper.stop()
         if self.recorder is not None:
             self.recorder.stop()  # writes what is queued
 
@@ -309,9 +326,9 @@ class Daemon:
             if result.observed_after is not None:
                 self._latest.observed = result.observed_after.caches
             self._latest.passes += 1
-            first = self._latest.passes == 1
-        if first and self.http.suggestions is not None:
-            self.http.suggestions.poke()  # the first suggestions as soon as there are specs
+        if result.valid:  # new specs: what the helpers derive from them is due again
+            for helper in self._helpers:
+                helper.poke()
         log.info(
             "pass done in %.2f s: %s",
             self._clock() - started,

@@ -19,6 +19,7 @@ from typing import Protocol
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gitsync import matching, reports
+from gitsync.digests import ResolvedDigest
 from gitsync.liveness import Heartbeat
 from gitsync.metrics import ExpositionRegistry, StateView, UsageMetrics
 from gitsync.model import CacheSpec, ObservedCache
@@ -89,6 +90,8 @@ class DaemonHttp:
         self._reported_stuck = False
         self.leader: Leadership | None = None
         self.suggestions: SuggestionSource | None = None
+        # What the tag refresher last resolved (gitsync.refresh), for the status' digests.
+        self.resolved: Callable[[], Mapping[str, ResolvedDigest]] | None = None
 
     def match(self, body: Mapping[str, object]) -> tuple[int, Mapping[str, object]]:
         try:
@@ -154,6 +157,7 @@ class DaemonHttp:
                 last_error=record.last_error,
                 diagnostics=record.diagnostics,
                 caches=self.caches(),
+                resolved=self.resolved() if self.resolved is not None else None,
             )
         )
 

@@ -31,7 +31,7 @@ DEFAULT_MAX_REASONS = 32
 
 # Label values of gitsync_triggers_total{source}: the daemon's first pass, the poll timer
 # (a `wait` that timed out), webhooks, the folder watch, winning the lease, anything else.
-TRIGGER_SOURCES = ("start", "interval", "webhook", "watch", "leader", "other")
+TRIGGER_SOURCES = ("start", "interval", "webhook", "watch", "leader", "refresh", "other")
 
 
 def trigger_source(reason: str) -> str:

@@ -29,7 +29,7 @@ from gitsync.providers.base import HoldsImages, innermost
 if TYPE_CHECKING:
     from datetime import timedelta
 
-    from gitsync.daemon import Daemon, MirrorFactory
+    from gitsync.daemon import Daemon, Helper, MirrorFactory
     from gitsync.liveness import Heartbeat
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry
     from gitsync.observations.model import Evidence
@@ -453,9 +453,62 @@ def daemon(
     suggestions = _suggestion_loop(settings, daemon=built)
     if suggestions is not None:
         built.attach_suggestions(suggestions)
+    _attach_refresh(settings, daemon=built, registry=registry)
     if common.provider == "kubernetes":
         _attach_kubernetes(built, settings)
     return built
+
+
+def _attach_refresh(
+    settings: CommandSettings, *, daemon: Daemon, registry: ExpositionRegistry
+) -> None:
+    """The tag refresher: caches annotated gitsync.io/refresh, or all under --refresh-interval,
+    resolve their tags to digests and are rebuilt when one moves (gitsync.refresh)."""
+    from gitsync.metrics import RefreshMetrics
+    from gitsync.providers.local.tagdigests import TagDigestResolver
+    from gitsync.refresh import DigestRefresher
+
+    common, interval = settings.common, settings.automation.refresh_interval
+    resolver = TagDigestResolver(
+        docker_config=common.docker_config,
+        secrets_dir=common.secrets_dir,
+        insecure_registries=(
+            *common.insecure_registries,
+            *settings.tencent.registry_http_endpoints,
+        ),
+    )
+    refresher = DigestRefresher(
+        resolve=resolver,
+        desired=daemon.desired_caches,
+        default_interval_seconds=interval.total_seconds() if interval is not None else None,
+        observed=daemon.current_caches,
+        owner=common.controller_id,
+        metrics=RefreshMetrics(registry=registry),
+        on_change=lambda: daemon.queue.put("refresh"),
+    )
+    daemon.reconciler.follow_tags(refresher.tag_digests)
+    daemon.http.resolved = refresher.resolved
+    daemon.attach_helper(_ClosedAfter(refresher, close=resolver.close))
+
+
+class _ClosedAfter:
+    """A helper whose resources (a registry client's connections) close once it stopped."""
+
+    def __init__(self, helper: Helper, *, close: Callable[[], None]) -> None:
+        self._helper = helper
+        self._close = close
+
+    def start(self) -> None:
+        self._helper.start()
+
+    def poke(self) -> None:
+        self._helper.poke()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            self._helper.stop(timeout)
+        finally:
+            self._close()
 
 
 OBSERVATIONS_FILE = "observations.db"  # under --data-dir; `gitsync suggest` reads it too

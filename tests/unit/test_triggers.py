@@ -129,7 +129,8 @@ def test_distinct_reasons_are_capped_but_the_pass_stays_due() -> None:
 
 def test_triggers_are_counted_by_a_bounded_source() -> None:
     queue = TriggerQueue(max_reasons=2)
-    for reason in ("start", "webhook:github", "webhook:github", "leader", "poll", "x" * 1000):
+    reasons = ("start", "webhook:github", "webhook:github", "leader", "refresh", "poll", "x" * 1000)
+    for reason in reasons:
         queue.put(reason)  # past the cap of reasons kept, triggers are still counted
     assert queue.wait(SANITY_SECONDS) == ("start", "webhook:github")
     assert queue.wait(0) == ()
@@ -140,6 +141,7 @@ def test_triggers_are_counted_by_a_bounded_source() -> None:
         "webhook": 2,
         "watch": 0,
         "leader": 1,
+        "refresh": 1,
         "other": 2,
     }
     assert set(queue.counts_by_source()) == set(TRIGGER_SOURCES)
