@@ -76,7 +76,9 @@ class SuggestionLoop:
         window_seconds: float = DEFAULT_WINDOW_SECONDS,
         min_misses: int = DEFAULT_MIN_MISSES,
         clock: Callable[[], float] = time.time,
+        policy_bumps: Callable[[], Sequence[Suggestion] | None] | None = None,
     ) -> None:
+        """`policy_bumps`: the image policies' pending bumps (gitsync.policyloop), merged in."""
         self._store = store
         self._desired = desired
         self._observed = observed
@@ -87,6 +89,8 @@ class SuggestionLoop:
         self._window = window_seconds
         self._min_misses = min_misses
         self._clock = clock
+        self._policy_bumps = policy_bumps
+        self._found: tuple[Suggestion, ...] | None = None
         self._lock = threading.Lock()
         self._latest: dict[str, object] = {
             "computedAt": None,
@@ -102,6 +106,11 @@ class SuggestionLoop:
     def latest(self) -> dict[str, object]:
         with self._lock:
             return dict(self._latest)
+
+    def found(self) -> tuple[Suggestion, ...] | None:
+        """The last round's suggestions; None before the first round."""
+        with self._lock:
+            return self._found
 
     def poke(self) -> None:
         """Work them out soon (after a pass that changed the specs)."""
@@ -135,12 +144,14 @@ class SuggestionLoop:
         desired, observed = self._desired(), self._observed()
         evidence = self._store.evidence(since=since, until=now)
         options = SuggestOptions(now=now, window_seconds=self._window, min_misses=self._min_misses)
+        bumps = (self._policy_bumps() if self._policy_bumps is not None else None) or ()
         found = engine.suggest(
             evidence=evidence,
             desired=desired,
             observed=observed,
             prices=self._prices,
             options=options,
+            policy_bumps=bumps,
         )
         if self._sizes is not None and any(_needs_size(s) for s in found):
             images = sorted({image for s in found if _needs_size(s) for image in s.images})
@@ -156,6 +167,7 @@ class SuggestionLoop:
                     prices=self._prices,
                     options=options,
                     sizes=sizes,
+                    policy_bumps=bumps,
                 )
         answer = reports.suggestions_json(
             found,
@@ -168,6 +180,7 @@ class SuggestionLoop:
         answer["missed"] = missed_images(evidence)
         with self._lock:
             self._latest = answer
+            self._found = found
         self._on_counts(_counts(found))
         return answer
 
