@@ -159,10 +159,16 @@ def _image_policies(images: list[Any], ctx: _Context, source: _Source) -> Pairs:
             found.append((index, image, marker[0], end.line, marker[1]))
     if not found:
         return ()
+    # Which images each line holds: a marker names an image only on a line of its own.
+    holders: dict[int, set[int]] = {}
+    for index in range(len(images)):
+        for mark in (ctx.document.marks.get((*base, index)), ends.get((*base, index))):
+            if mark is not None:
+                holders.setdefault(mark.line, set()).add(index)
     kept: list[tuple[str, str]] = []
     for index, image, text, line, column in found:
         path: JsonPath = ("spec", "images", index)
-        problem = _marker_problem(images, index, text=text, line=line, ctx=ctx)
+        problem = _marker_problem(image, text, alone=holders.get(line, set()) <= {index})
         if problem is not None:
             offset, reason = problem
             location = SourceLocation(ctx.display, line + 1, column + offset)
@@ -177,21 +183,15 @@ def _image_policies(images: list[Any], ctx: _Context, source: _Source) -> Pairs:
     return tuple(kept)
 
 
-def _marker_problem(
-    images: list[Any], index: int, *, text: str, line: int, ctx: _Context
-) -> tuple[int, str] | None:
+def _marker_problem(image: str, text: str, *, alone: bool) -> tuple[int, str] | None:
     """What is wrong with one image's marker: 1-based column in `text`, and why; or None."""
-    base = (*ctx.prefix, "spec", "images")
-    for other in range(len(images)):
-        start = ctx.document.marks.get((*base, other))
-        end = ctx.document.item_ends.get((*base, other))
-        if other != index and line in {getattr(start, "line", -1), getattr(end, "line", -1)}:
-            return 1, (
-                "the line holds more than one image, so the marker names none of them;"
-                " write each image with a policy on a line of its own"
-            )
+    if not alone:
+        return 1, (
+            "the line holds more than one image, so the marker names none of them;"
+            " write each image with a policy on a line of its own"
+        )
     try:
-        ref = imageref.parse(images[index])
+        ref = imageref.parse(image)
     except ImageRefError:
         ref = None  # the image-ref rule reports it; the marker is still read
     if ref is not None and ref.digest is not None and not ref.explicit_tag:
