@@ -39,11 +39,14 @@ import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Final
-
-import semantic_version
+from typing import TYPE_CHECKING, Final
 
 from gitsync.errors import PermanentError
+
+if TYPE_CHECKING:
+    # Imported where a range is read or a version compared: it loads importlib.metadata,
+    # and `gitsync validate` of a repository without semver markers should not pay for it.
+    import semantic_version
 
 __all__ = [
     "ImagePolicy",
@@ -139,6 +142,8 @@ def parse_marker(text: str) -> ImagePolicy:
 
 def _semver(text: str, start: int) -> ImagePolicy:
     """`semver=` and the npm range that fills the rest of the marker, from `start`."""
+    import semantic_version  # noqa: PLC0415  # see TYPE_CHECKING above
+
     tokens = [(m.group(), m.start()) for m in _RANGE_PART.finditer(text, start)]
     if not tokens:
         raise PolicyError(
@@ -166,6 +171,8 @@ def _check_alternative(
     text: str, alternative: list[tuple[str, int]], tokens: list[tuple[str, int]], index: int
 ) -> None:
     """One alternative between `||`s: not empty, a well-formed hyphen range, known blocks."""
+    import semantic_version  # noqa: PLC0415  # see TYPE_CHECKING above
+
     if not alternative:
         bars = [column for part, column in tokens if part == "||"]
         column = bars[index] if index < len(bars) else bars[-1]
@@ -244,6 +251,8 @@ def _key(policy: ImagePolicy, tag: str) -> semantic_version.Version | int | str 
     if not _TAG.fullmatch(tag):
         return None
     if policy.kind is PolicyKind.SEMVER:
+        import semantic_version  # noqa: PLC0415  # see TYPE_CHECKING above
+
         try:
             return semantic_version.Version(tag[1:] if tag.startswith("v") else tag)
         except ValueError:
@@ -269,7 +278,7 @@ def _allowed(policy: ImagePolicy, tag: str) -> semantic_version.Version | int | 
     key = _key(policy, tag)
     if key is None or policy._spec is None:
         return key
-    return key if isinstance(key, semantic_version.Version) and policy._spec.match(key) else None
+    return key if not isinstance(key, int | str) and policy._spec.match(key) else None
 
 
 def newest(policy: ImagePolicy, tags: Iterable[str]) -> str | None:

@@ -358,9 +358,9 @@ def _semantic_checks(
                 f"(e.g. {short_name}:1.2.3) or a digest (@sha256:…)",
                 severity=_WARNING,
             )
-    if tagged and REFRESH_ANNOTATION not in annotations:
-        _tagged_warning(tagged, ctx)
     image_policies = _image_policies(images, ctx, source)
+    if tagged and REFRESH_ANNOTATION not in annotations:
+        _tagged_warning(tagged, ctx, policies=bool(image_policies))
 
     if ctx.errors or not isinstance(name, str):
         return

@@ -58,7 +58,7 @@ _AFTER_IMAGE: Final = re.compile(r"[ \t,\]}]*#[ \t]*gitsync:")
 _ANY_MARKER: Final = re.compile(r"(?:^|[ \t])#[ \t]*gitsync:")
 # YAML's line breaks (libyaml's and PyYAML's marks count lines by these), not str.splitlines'.
 _LINE_BREAK: Final = re.compile("\r\n|[\r\n\x85\u2028\u2029]")
-_SHOWN_TAGGED: Final = 3  # images named in the mutable-tag warning besides the first
+_SHOWN_TAGGED: Final = 2  # images named in the mutable-tag warning besides the first
 
 
 class _Source:
@@ -96,30 +96,43 @@ def _refresh_seconds(annotations: dict[str, Any], ctx: _Context) -> float | None
     value = annotations.get(REFRESH_ANNOTATION)
     if not isinstance(value, str):  # absent; non-strings are schema errors already
         return None
-    text = value.strip()
-    body = text[1:] if text[:1] in ("+", "-") else text  # signs as Go's ParseDuration reads them
-    nanoseconds = go_duration_ns(body, limit=_MAX_REFRESH_NS)
-    problem = None
-    if text.startswith("-") and nanoseconds:
-        problem = "is negative; write how often to refresh, e.g. 6h"
-    elif nanoseconds is None:
-        problem = f"is not a duration; {DURATION_HINT}"
-    elif nanoseconds < _MIN_REFRESH_NS:
-        problem = "is shorter than 1s; refresh at most once a second (e.g. 30s, 6h)"
-    elif nanoseconds > _MAX_REFRESH_NS:
-        problem = "is longer than 36500d (100 years); write e.g. 6h or 7d"
-    if problem is not None:
+    seconds = _REFRESH_VALUES.get(value)
+    if seconds is None:
+        seconds = _refresh_value(value)
+        if len(_REFRESH_VALUES) >= 1024:
+            _REFRESH_VALUES.clear()  # bounded; a repository writes a handful of intervals
+        _REFRESH_VALUES[value] = seconds
+    if isinstance(seconds, str):
         ctx.add(
             ("metadata", "annotations", REFRESH_ANNOTATION),
             "annotation",
-            f"annotation {REFRESH_ANNOTATION} {_short(value)} {problem}; leave it out to"
+            f"annotation {REFRESH_ANNOTATION} {_short(value)} {seconds}; leave it out to"
             " refresh on the daemon's --refresh-interval",
         )
         return None
-    return nanoseconds / _NS if nanoseconds is not None else None
+    return seconds
 
 
-def _tagged_warning(tagged: list[tuple[int, str]], ctx: _Context) -> None:
+_REFRESH_VALUES: dict[str, float | str] = {}  # every cache of a repository says "6h"
+
+
+def _refresh_value(value: str) -> float | str:
+    """An annotation's seconds, or what is wrong with it (a phrase after the value)."""
+    text = value.strip()
+    body = text[1:] if text[:1] in ("+", "-") else text  # signs as Go's ParseDuration reads them
+    nanoseconds = go_duration_ns(body, limit=_MAX_REFRESH_NS)
+    if text.startswith("-") and nanoseconds:
+        return "is negative; write how often to refresh, e.g. 6h"
+    if nanoseconds is None:
+        return f"is not a duration; {DURATION_HINT}"
+    if nanoseconds < _MIN_REFRESH_NS:
+        return "is shorter than 1s; refresh at most once a second (e.g. 30s, 6h)"
+    if nanoseconds > _MAX_REFRESH_NS:
+        return "is longer than 36500d (100 years); write e.g. 6h or 7d"
+    return nanoseconds / _NS
+
+
+def _tagged_warning(tagged: list[tuple[int, str]], ctx: _Context, *, policies: bool) -> None:
     """The mutable-tag warning for a cache holding `tagged` (index, image) without refresh."""
     index, first = tagged[0]
     path: JsonPath = ("spec", "images", index)
@@ -129,15 +142,15 @@ def _tagged_warning(tagged: list[tuple[int, str]], ctx: _Context) -> None:
         rest = ", …" if len(tagged) > 1 + _SHOWN_TAGGED else ""
         count = len(tagged) - 1
         more = f" and {count} more image{'s' if count > 1 else ''} ({shown}{rest})"
+    checked = " and check its image policies" if policies else ""
     ctx.add(
         path,
         "mutable-tag",
-        f"{ctx.name(path)} {_short(first)}{more} {'are' if more else 'is'} held by tag:"
-        " a tag can be re-pushed upstream,"
-        " and the cache keeps the content it was built with. Annotate the cache"
-        f" {REFRESH_ANNOTATION} (e.g. 6h) to resolve its tags to digests on that interval and"
-        " rebuild it when one moves (image policies are checked then too), or pin digests"
-        " (@sha256:…)",
+        f"{ctx.name(path)} {_short(first)}{more} {'are' if more else 'is'} held by tag, and a tag"
+        " can be re-pushed upstream while the cache keeps what it was built with: annotate the"
+        f" cache {REFRESH_ANNOTATION} (e.g. 6h) to"
+        f" resolve its tags to digests on that interval, rebuild it when one moves{checked},"
+        " or pin digests (@sha256:…)",
         severity=Severity.WARNING,
     )
 

@@ -215,7 +215,7 @@ def test_literal_json_of_the_valid_tree(runs: dict[tuple[str, str], Run]) -> Non
     }
     assert latest[2]["rule"] == "mutable-tag"
     assert latest[2]["message"].startswith(
-        "spec.images[2] 'quay.io/coreos/etcd:v3.5.12' is held by tag: a tag can be re-pushed"
+        "spec.images[2] 'quay.io/coreos/etcd:v3.5.12' is held by tag, and a tag can be"
     )
 
 

@@ -8,6 +8,8 @@ with both parsers, and every error must point at the exact file column.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -326,10 +328,11 @@ def test_images_by_tag_without_refresh_warn_once_per_cache(tmp_path: Path) -> No
         (9, 7, "warning", "mutable-tag"),
     ]
     by_tag, latest = result.diagnostics
-    assert by_tag.message.startswith(
-        "spec.images[1] 'redis:7.2.4' and 1 more image ('alpine:3.19') are held by tag: a tag"
-        " can be re-pushed upstream, and the cache keeps the content it was built with."
-        " Annotate the cache gitsync.io/refresh (e.g. 6h) to resolve its tags to digests"
+    assert by_tag.message == (
+        "spec.images[1] 'redis:7.2.4' and 1 more image ('alpine:3.19') are held by tag, and a"
+        " tag can be re-pushed upstream while the cache keeps what it was built with: annotate"
+        " the cache gitsync.io/refresh (e.g. 6h) to resolve its tags to digests on that"
+        " interval, rebuild it when one moves, or pin digests (@sha256:…)"
     )
     assert "uses tag 'latest'" in latest.message
     assert result.ok  # warnings do not fail validation
@@ -351,7 +354,50 @@ def test_a_long_list_of_tagged_images_is_named_in_part(tmp_path: Path) -> None:
     result = _load(tmp_path, _doc("c", images, refresh=None))
     (diagnostic,) = result.diagnostics
     assert "and 11 more images ('registry.example.com/t/a1:1.0.1'," in diagnostic.message
-    assert "'registry.example.com/t/a3:1.0.3', …) are held by tag" in diagnostic.message
+    assert "'registry.example.com/t/a2:1.0.2', …) are held by tag" in diagnostic.message
+
+
+def test_a_cache_with_image_policies_is_told_they_are_checked_on_the_interval(
+    tmp_path: Path,
+) -> None:
+    result = _load(tmp_path, _doc("c", "\n    - api:1.4.2   # gitsync: semver=~1.4", refresh=None))
+    (diagnostic,) = result.diagnostics
+    assert "rebuild it when one moves and check its image policies, or pin" in diagnostic.message
+    assert result.caches[0].image_policies == (("api:1.4.2", "semver=~1.4"),)
+
+
+def test_validate_without_semver_markers_does_not_load_the_semver_library(tmp_path: Path) -> None:
+    """`semantic_version` loads importlib.metadata: only a repository with a range pays for it."""
+    (tmp_path / "c.yaml").write_text(
+        _doc("c", "\n    - api:1.4.2   # gitsync: numerical filter=^(\\d+)$"), encoding="utf-8"
+    )
+    script = (
+        "import sys\n"
+        "from gitsync.cli import main\n"
+        "code = main(['validate', '.'])\n"
+        "print('loaded:', 'semantic_version' in sys.modules)\n"
+        "raise SystemExit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == "loaded: False"
+    (tmp_path / "c.yaml").write_text(_doc("c", "\n    - api:1.4.2   # gitsync: semver=~1.4"))
+    again = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert again.stdout.splitlines()[-1] == "loaded: True"  # the check can fail
 
 
 def test_image_policies_do_not_change_what_the_spec_compares(tmp_path: Path) -> None:
