@@ -48,6 +48,7 @@ from gitsync.providers.local.oci import RegistryError
 from gitsync.providers.local.registry import RegistryClient
 from gitsync.providers.local.registryhttp import NotFoundError
 from gitsync.providers.local.tags import PolicyResolver
+from gitsync.suggest.edits import apply_suggestions
 from gitsync.suggest.model import SuggestionKind
 
 pytestmark = pytest.mark.registry
@@ -294,6 +295,18 @@ def test_semver_policy_proposes_the_newest_patch_not_the_next_minor(
     assert suggestion.evidence.misses == 0
     assert "semver=~1.4" in suggestion.reason
     assert "1.4.3, newer than 1.4.0" in suggestion.reason
+
+    # What the automation branch will commit: the line moves to 1.4.3, the marker stays,
+    # and the edited tree still validates with the same policy on the new tag.
+    text = (tmp_path / "repo" / "cache.yaml").read_text(encoding="utf-8")
+    edited = apply_suggestions({"cache.yaml": text}, [suggestion]).changes["cache.yaml"]
+    assert edited is not None
+    assert f"    - {host}/{repo}:1.4.3   # gitsync: semver=~1.4\n" in edited
+    assert edited.replace(":1.4.3 ", ":1.4.0 ") == text
+    (after,) = _load(tmp_path, edited)
+    assert after.image_policies == ((f"{host}/{repo}:1.4.3", "semver=~1.4"),)
+    with PolicyResolver() as resolver:
+        assert resolver.suggestions([after]) == ()  # nothing newer now
 
 
 def test_up_to_date_lines_and_other_policies(pusher: Pusher, tmp_path: Path) -> None:

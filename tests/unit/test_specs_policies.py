@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gitsync import specs
 from gitsync.model import CacheSpec, Diagnostic
@@ -218,6 +221,23 @@ def test_markers_anywhere_else_are_warnings_that_they_are_ignored(
     assert all("is ignored" in d.message for d in result.diagnostics if d.rule == "image-policy")
     assert result.caches[0].image_policies == ()
     assert result.ok
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.text(alphabet="semvrnuical=~^<>|-. 0123x()[]\\*#:gitsync'\"\t,]}", max_size=60),
+    st.sampled_from(["api:1.4.2", "'api:1.4.2'", "api@" + DIGEST, "Bad:1", "[a:1, b:2]"]),
+)
+def test_any_marker_text_gives_diagnostics_never_an_exception(marker: str, image: str) -> None:
+    text = _doc("c", f"\n    - {image}   # gitsync: {marker}")
+    with tempfile.TemporaryDirectory() as scratch:
+        result = _load(Path(scratch), text)
+    lines = text.splitlines()
+    for diagnostic in result.diagnostics:
+        assert 1 <= diagnostic.location.line <= len(lines) + 1
+        if diagnostic.rule == "image-policy" and diagnostic.location.line <= len(lines):
+            assert diagnostic.location.column <= len(lines[diagnostic.location.line - 1]) + 1
+        assert len(diagnostic.message) < 1000
 
 
 def test_files_without_markers_are_never_split_into_lines(
