@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from gitsync.daemon_http import DaemonHttp, Latest, Leadership, SuggestionSource
+from gitsync.daemon_http import DaemonHttp, Latest, Leadership
 from gitsync.errors import GitSyncError
 from gitsync.liveness import Heartbeat, default_timeout
 from gitsync.lookups import LookupSink, Recorder, Savings
@@ -208,11 +208,6 @@ class Daemon:
     def attach_observer(self, observer: Observer) -> None:
         """Watch consumers (pods) while this daemon reconciles; started and stopped with it."""
         self.observer = observer
-
-    def attach_suggestions(self, suggestions: SuggestionSource) -> None:
-        """Work out /api/v1/suggestions beside the loop; started and stopped with it."""
-        self.http.suggestions = suggestions
-        self.attach_helper(suggestions)
 
     def attach_helper(self, helper: Helper) -> None:
         """A thread that lives as long as the loop (suggestions, tag refresh, automation

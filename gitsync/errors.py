@@ -23,6 +23,7 @@ reconciler decides backoff from the type alone and never parses messages::
           │    └── sources.gitwrite.errors.ProtectedBranchError
           │                                             a branch gitsync must not write
           ├── ImageRefError  an image reference breaks the distribution grammar
+          ├── policies.PolicyError  a `# gitsync:` marker, range or regex that cannot be read
           ├── SpecError      a spec repository cannot be loaded at all
           ├── sources.base.SourceError                  a revision or path that is wrong
           ├── sources.gitwrite.errors.PushRejectedError the remote refused a pushed branch

@@ -13,7 +13,10 @@ contract in pyproject.toml keeps it so):
 * `loading`: `load_repository` and `FileCache`; the cross-file name check.
 * `pool`: large trees shared with a forked worker.
 * `documents`: one file's documents, the ImageCache and semantic checks.
-* `schema`: the compiled JSON Schema check and jsonschema's explanations.
+* `schema`: the compiled JSON Schema check and jsonschema's explanations;
+  `drift`: how a cache follows its images (the `gitsync.io/refresh`
+  annotation, the tags it would refresh, `# gitsync:` image policy markers
+  read from the file's text).
 * `context`: JSON paths to file positions, findings to diagnostics.
 * `yaml_events`: YAML bytes to values with positions, without recursion or
   alias expansion; the depth and alias budgets.
@@ -48,7 +51,14 @@ image-ref           error    an image reference that breaks the grammar
 duplicate-image     error    the same image twice in one cache, after
                              normalisation (nginx == docker.io/library/nginx:latest)
 duplicate-name      error    two ImageCache documents with the same metadata.name
-mutable-tag         warning  an image with tag `latest` or no tag and no digest
+mutable-tag         warning  an image with tag `latest` or no tag and no digest;
+                             or, once per cache, images held by a tag (no
+                             digest) without a gitsync.io/refresh annotation
+image-policy        error    a `# gitsync:` marker at the end of an image line
+                             that cannot be read (policy, npm range, regex), on
+                             a line of several images, or on an image pinned by
+                             digest alone; a warning for a `# gitsync:` comment
+                             anywhere else (ignored)
 pull-secret         error    an imagePullSecrets entry that is not namespace/name
 prune-annotation    error    gitsync.io/prune with a value other than `disabled`
 reserved-key        error    a label or annotation gitsync writes for itself
@@ -57,7 +67,9 @@ reserved-key        error    a label or annotation gitsync writes for itself
 annotation          error    eks.tke.cloud.tencent.com/eip-attributes that is
                              not "" or a JSON object of DeletePolicy (string),
                              InternetServiceProvider (string) and
-                             InternetMaxBandwidthOut (integer >= 1)
+                             InternetMaxBandwidthOut (integer >= 1); or
+                             gitsync.io/refresh that is not a duration from 1s
+                             to 36500d (Go's forms: 90s, 1h30m, 6h, 2d)
 security-group      error    a securityGroupIds entry that is not a security
                              group id, sg- and lower-case letters or digits
 =================== ======== ===================================================
@@ -115,6 +127,7 @@ RULES: Final = (
     "duplicate-image",
     "duplicate-name",
     "mutable-tag",
+    "image-policy",
     "pull-secret",
     "prune-annotation",
     "annotation",

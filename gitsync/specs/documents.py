@@ -4,7 +4,9 @@ A file's bytes (`reading`) become documents (`yaml_events`); here each
 document, or each item of a `kind: List`, is recognised as an ImageCache or
 skipped as another kind, checked against the schema (`schema`), then by the
 semantic checks the schema cannot state: image reference grammar
-(`gitsync.imageref`), duplicate images after normalisation, mutable tags, the
+(`gitsync.imageref`), duplicate images after normalisation, mutable tags
+(`latest` here; tags without a refresh annotation, the refresh annotation
+itself and the `# gitsync:` image policies in `drift`), the
 prune annotation, the EIP annotation (`eks.tke.cloud.tencent.com/eip-attributes`:
 "" or a JSON object of the fields of CreateImageCache's `AutoCreateEipAttribute`,
 the SDK's `EipAttribute`), gitsync's reserved labels and annotations, and
@@ -45,6 +47,14 @@ from gitsync.model import (
     SourceLocation,
 )
 from gitsync.specs.context import _Context
+from gitsync.specs.drift import (
+    REFRESH_ANNOTATION,
+    _image_policies,
+    _refresh_seconds,
+    _Source,
+    _stray_markers,
+    _tagged_warning,
+)
 from gitsync.specs.reading import _read
 from gitsync.specs.schema import _schema_diagnostics, _validator
 from gitsync.specs.text import JsonPath, _clip, _describe, _did_you_mean, _field, _short
@@ -82,12 +92,21 @@ def _check_data(data: bytes, display: str) -> _FileResult:
     caches: list[CacheSpec] = []
     names: list[tuple[str, SourceLocation, str]] = []
     documents = 0
+    source = _Source(data)
     try:
         for document in _documents(data):
             if document.value is None:
                 continue  # empty document: `---` with nothing after it
             documents += 1
-            _check_document(document, display, diagnostics, caches, names)
+            _check_document(
+                document,
+                display=display,
+                source=source,
+                diagnostics=diagnostics,
+                caches=caches,
+                names=names,
+            )
+        diagnostics.extend(_stray_markers(source, display))  # only once the whole file was read
     except _YamlProblem as problem:
         diagnostics.append(
             Diagnostic(
@@ -131,7 +150,9 @@ def _is_image_cache(doc: Mapping[str, Any]) -> bool:
 
 def _check_document(
     document: _Document,
+    *,
     display: str,
+    source: _Source,
     diagnostics: list[Diagnostic],
     caches: list[CacheSpec],
     names: list[tuple[str, SourceLocation, str]],
@@ -146,6 +167,7 @@ def _check_document(
                     prefix=("items", index),
                     document=document,
                     display=display,
+                    source=source,
                     diagnostics=diagnostics,
                     caches=caches,
                     names=names,
@@ -156,6 +178,7 @@ def _check_document(
         prefix=(),
         document=document,
         display=display,
+        source=source,
         diagnostics=diagnostics,
         caches=caches,
         names=names,
@@ -168,6 +191,7 @@ def _check_object(
     prefix: JsonPath,
     document: _Document,
     display: str,
+    source: _Source,
     diagnostics: list[Diagnostic],
     caches: list[CacheSpec],
     names: list[tuple[str, SourceLocation, str]],
@@ -210,14 +234,14 @@ def _check_object(
             ctx.errors += 1
     if not _validator().fast(value):
         _schema_diagnostics(value, ctx)
-    _semantic_checks(value, ctx, caches, names)
+    _semantic_checks(value, ctx, source, caches, names)
 
 
-_IMAGE_FACTS: dict[str, tuple[str, bool, str] | str] = {}
+_IMAGE_FACTS: dict[str, tuple[str, bool, str, bool] | str] = {}
 
 
-def _image_facts(image: str) -> tuple[str, bool, str] | str:
-    """Normalised form, mutability and short name of an image, or why it is invalid.
+def _image_facts(image: str) -> tuple[str, bool, str, bool] | str:
+    """Normalised form, mutability, short name and being held by tag of an image, or why not valid.
 
     Repositories repeat a few images thousands of times: each is parsed once.
     """
@@ -228,7 +252,8 @@ def _image_facts(image: str) -> tuple[str, bool, str] | str:
         except ImageRefError as exc:
             facts = exc.reason
         else:
-            facts = (str(ref), ref.mutable, ref.name.rpartition("/")[2])
+            by_tag = ref.digest is None and not ref.mutable  # `latest` has its own warning
+            facts = (str(ref), ref.mutable, ref.name.rpartition("/")[2], by_tag)
         if len(_IMAGE_FACTS) >= 16384:
             _IMAGE_FACTS.clear()  # bounded; a repository rarely has that many distinct images
         _IMAGE_FACTS[image] = facts
@@ -261,6 +286,7 @@ def _shared_pairs(pairs: Pairs) -> Pairs:
 def _semantic_checks(
     doc: dict[str, Any],
     ctx: _Context,
+    source: _Source,
     caches: list[CacheSpec],
     names: list[tuple[str, SourceLocation, str]],
 ) -> None:
@@ -277,6 +303,7 @@ def _semantic_checks(
     annotations = metadata.get("annotations")
     annotations = annotations if isinstance(annotations, dict) else {}
     prune, eip = _annotation_checks(annotations, ctx)
+    refresh = _refresh_seconds(annotations, ctx)
     labels_written = metadata.get("labels")
     _reserved_key_checks(
         labels_written if isinstance(labels_written, dict) else {}, annotations, ctx
@@ -288,6 +315,7 @@ def _semantic_checks(
     images = spec.get("images")
     images = images if isinstance(images, list) else []
     seen: dict[str, tuple[int, str]] = {}
+    tagged: list[tuple[int, str]] = []  # (index, image) of images held by a tag but `latest`
     for index, image in enumerate(images):
         if not isinstance(image, str) or not image or len(image) > _MAX_IMAGE_LENGTH:
             continue  # the schema reports it
@@ -300,7 +328,7 @@ def _semantic_checks(
                 f"{ctx.name(path)} {_short(image)} is not a valid image reference: {facts}",
             )
             continue
-        normal, mutable, short_name = facts
+        normal, mutable, short_name, by_tag = facts
         if normal in seen:
             first_index, first = seen[normal]
             first_line = ctx.location(("spec", "images", first_index)).line
@@ -314,6 +342,8 @@ def _semantic_checks(
             )
             continue
         seen[normal] = (index, image)
+        if by_tag:
+            tagged.append((index, image))
         if mutable:
             written = (
                 "has no tag, so it means tag 'latest'"
@@ -328,6 +358,9 @@ def _semantic_checks(
                 f"(e.g. {short_name}:1.2.3) or a digest (@sha256:…)",
                 severity=_WARNING,
             )
+    image_policies = _image_policies(images, ctx, source)
+    if tagged and REFRESH_ANNOTATION not in annotations:
+        _tagged_warning(tagged, ctx, policies=bool(image_policies))
 
     if ctx.errors or not isinstance(name, str):
         return
@@ -350,6 +383,8 @@ def _semantic_checks(
                 tuple(sorted(i for i in annotations.items() if i[0] not in _NOT_KEPT))
             ),
             eip=eip,
+            refresh_seconds=refresh,
+            image_policies=image_policies,
         )
     )
 

@@ -73,6 +73,9 @@ class _Document:
     marks: dict[JsonPath, _Mark]  # where each value starts
     key_marks: dict[JsonPath, _Mark]  # where each mapping key is written
     problems: list[Problem]
+    # Where each scalar (or alias) in a sequence ends: what follows an image on its
+    # line, a `# gitsync:` marker, is read from the file text there (`markers`).
+    item_ends: dict[JsonPath, _Mark]
 
 
 _NO_KEY: Final[Any] = object()
@@ -261,6 +264,7 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
     marks: dict[JsonPath, _Mark] = {}
     key_marks: dict[JsonPath, _Mark] = {}
     problems: list[Problem] = []
+    item_ends: dict[JsonPath, _Mark] = {}
     aliases = 0
     nodes = 0  # events so far in this document, aliases counted as what they expand to
     expanded = 0  # nodes that aliases added
@@ -395,8 +399,8 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
                     top.key_mark = mark
                     continue
             elif cls is DocumentStartEvent:
-                marks, key_marks, problems = {}, {}, []
-                document = _Document(None, event.start_mark, marks, key_marks, problems)
+                marks, key_marks, problems, item_ends = {}, {}, [], {}
+                document = _Document(None, event.start_mark, marks, key_marks, problems, item_ends)
                 stack, top, anchors, aliases, nodes, expanded = [], None, {}, 0, 0, 0
                 continue
             elif cls is DocumentEndEvent:
@@ -423,7 +427,9 @@ def _documents(data: bytes) -> Iterator[_Document]:  # noqa: PLR0912, PLR0915  #
                 marks[path] = mark
                 key_marks[path] = top.key_mark
             else:
-                marks[(*top.path, len(top.value))] = mark
+                path = (*top.path, len(top.value))
+                marks[path] = mark
+                item_ends[path] = event.end_mark
                 top.value.append(value)
     finally:
         loader.dispose()

@@ -163,20 +163,31 @@ def test_literal_text_line(runs: dict[tuple[str, str], Run]) -> None:
         "imagePullSecrets, securityGroupIds [unknown-field]"
     )
     # The operator's limit, with file, line and column.
-    assert runs["retention-too-long", "text"].stdout.splitlines()[0] == (
+    assert runs["retention-too-long", "text"].stdout.splitlines()[1] == (
         "cache.yaml:7:18: error: spec.retentionDays must be an integer from 0 to 3650, got 3651"
         " [schema]"
     )
-    assert runs["bad-eip-annotation", "text"].stdout.splitlines()[1] == (
+    assert runs["bad-eip-annotation", "text"].stdout.splitlines()[2] == (
         "cache.yaml:15:49: error: annotation eks.tke.cloud.tencent.com/eip-attributes has field"
         " 'InternetChargeType', a key of the pod annotation (the EIP API's parameters) that the"
         " image cache API does not take; CreateImageCache's AutoCreateEipAttribute takes"
         " DeletePolicy, InternetServiceProvider, InternetMaxBandwidthOut [annotation]"
     )
-    assert runs["bad-security-group", "text"].stdout.splitlines()[0] == (
+    assert runs["bad-security-group", "text"].stdout.splitlines()[1] == (
         "cache.yaml:9:7: error: spec.securityGroupIds[1] 'default' is not a security group id:"
         " write it as the console and the API show it, sg- and lower-case letters or digits"
         " (e.g. sg-1cghhuuu) [security-group]"
+    )
+    # An image policy marker: the column is the offending character's, inside the comment.
+    assert runs["bad-image-policy", "text"].stdout.splitlines()[0] == (
+        "cache.yaml:9:68: error: marker '# gitsync: semver=~1.4 |' on spec.images[0]"
+        " 'registry.example.com/team/api:1.4.2': '|' is not part of an npm-style range; write"
+        " ranges such as ~1.4, ^1, >=1.2 <2, 1.x or ~1.4 || ^2 [image-policy]"
+    )
+    assert runs["bad-refresh-annotation", "text"].stdout.splitlines()[0] == (
+        "cache.yaml:6:25: error: annotation gitsync.io/refresh '6 hours' is not a duration; use"
+        " a number and a unit (ns, us, ms, s, m, h, d), e.g. 90s, 1h30m, 500ms, 2d; leave it out"
+        " to refresh on the daemon's --refresh-interval [annotation]"
     )
 
 
@@ -184,11 +195,12 @@ def test_literal_json_of_the_valid_tree(runs: dict[tuple[str, str], Run]) -> Non
     report = json.loads(runs["valid", "json"].stdout)
     assert (report["valid"], report["files"], report["documents"], report["caches"]) == (
         True,
-        18,
-        23,
-        22,
+        19,
+        25,
+        24,
     )
-    assert report["diagnostics"][2] == {
+    latest = [d for d in report["diagnostics"] if d["path"] == "warnings.yaml"]
+    assert latest[0] == {
         "path": "warnings.yaml",
         "line": 7,
         "column": 7,
@@ -201,14 +213,23 @@ def test_literal_json_of_the_valid_tree(runs: dict[tuple[str, str], Run]) -> Non
         ),
         "field": "spec.images[0]",
     }
+    assert latest[2]["rule"] == "mutable-tag"
+    assert latest[2]["message"].startswith(
+        "spec.images[2] 'quay.io/coreos/etcd:v3.5.12' is held by tag, and a tag can be"
+    )
 
 
 def test_literal_github_annotation(runs: dict[tuple[str, str], Run]) -> None:
-    assert runs["duplicate-name-across-files", "github"].stdout.splitlines() == [
+    lines = runs["duplicate-name-across-files", "github"].stdout.splitlines()
+    assert lines[1] == (
         "::error file=team/b.yaml,line=5,col=9,title=duplicate-name::metadata.name 'shared' "
         "is already used at a.yaml:4:9; names must be unique in the repository"
+    )
+    assert [line.split("::")[1] for line in (lines[0], lines[2])] == [
+        "warning file=a.yaml,line=6,col=12,title=mutable-tag",
+        "warning file=team/b.yaml,line=7,col=12,title=mutable-tag",
     ]
-    notices = runs["valid", "github"].stdout.splitlines()
+    notices = [n for n in runs["valid", "github"].stdout.splitlines() if n.startswith("::notice")]
     assert notices[0].startswith("::notice file=mixed-kinds.yaml,line=2,col=7,title=other-kind::")
 
 
@@ -266,10 +287,14 @@ def test_several_paths_and_the_default_path(env: dict[str, str]) -> None:
     assert "1 caches in 2 documents, 2 files" in both.stdout
 
     default = _gitsync([], cwd=DATA / "valid" / "nested", env=env)
-    assert default.code == 0
-    assert default.stdout.splitlines() == [
-        "valid: 2 caches in 2 documents, 2 files; 0 errors, 0 warnings"
+    assert default.code == 0  # warnings do not fail validate
+    lines = default.stdout.splitlines()
+    assert lines[-1] == "valid: 2 caches in 2 documents, 2 files; 0 errors, 2 warnings"
+    assert [line.split(": ")[0] for line in lines[:-1]] == [
+        "team-a/caches.yml:10:7",
+        "team-b/deep/more/cache.yaml:7:7",
     ]
+    assert all(line.endswith("[mutable-tag]") for line in lines[:-1])
 
 
 @pytest.mark.parametrize(

@@ -255,6 +255,7 @@ def test_webhook_and_trigger_counts_are_read_at_scrape_time() -> None:
         "webhook": 2,
         "watch": 1,
         "leader": 0,
+        "refresh": 0,
         "other": 1,
     }
     text = registry.exposition().decode()

@@ -37,30 +37,59 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     "alias-bomb": [("bomb.yaml", 9, 8, E, "yaml-alias", "alias bomb")],
     "bad-eip-annotation": [
         ("cache.yaml", 6, 47, E, "annotation", "is not JSON (Expecting ',' delimiter: line 1"),
+        ("cache.yaml", 8, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 15, 49, E, "annotation", "'InternetChargeType', a key of the pod"),
+        ("cache.yaml", 17, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 24, 47, E, "annotation", "(did you mean 'InternetMaxBandwidthOut'?)"),
+        ("cache.yaml", 26, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 33, 47, E, "annotation", "InternetMaxBandwidthOut must be an integer"),
+        ("cache.yaml", 35, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 42, 47, E, "annotation", "of at least 1 (Mbps), got 0"),
+        ("cache.yaml", 44, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 51, 47, E, "annotation", "must be a JSON object of DeletePolicy,"),
+        ("cache.yaml", 53, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 60, 47, E, "annotation", "names 'InternetMaxBandwidthOut' twice"),
+        ("cache.yaml", 63, 12, W, "mutable-tag", "is held by tag"),
+    ],
+    "bad-refresh-annotation": [
+        ("cache.yaml", 6, 25, E, "annotation", "refresh '6 hours' is not a duration; use a"),
+        ("cache.yaml", 15, 25, E, "annotation", "refresh '-1h' is negative"),
+        ("cache.yaml", 24, 25, E, "annotation", "refresh '500ms' is shorter than 1s"),
+        ("cache.yaml", 33, 25, E, "annotation", "refresh '36501d' is longer than 36500d"),
     ],
     "bad-security-group": [
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 9, 7, E, "security-group", "[1] 'default' is not a security group id"),
         ("cache.yaml", 10, 7, E, "security-group", "'SG-1CGHHUUU' is not"),
         ("cache.yaml", 11, 7, E, "security-group", "'' is not a security group id"),
         ("cache.yaml", 12, 7, E, "schema", "securityGroupIds[4] must be a string, got 42"),
+    ],
+    "bad-image-policy": [
+        ("cache.yaml", 9, 68, E, "image-policy", "'|' is not part of an npm-style range"),
+        ("cache.yaml", 10, 82, E, "image-policy", "missing ), unterminated subpattern"),
+        ("cache.yaml", 11, 58, E, "image-policy", "unknown policy 'semvar' (did you mean semver?)"),
+        ("cache.yaml", 12, 124, E, "image-policy", "pinned by digest alone"),
+        ("cache.yaml", 13, 56, E, "image-policy", "names no policy"),
+        ("cache.yaml", 14, 5, W, "image-policy", "this '# gitsync:' marker is ignored"),
+        ("cache.yaml", 23, 94, E, "image-policy", "the line holds more than one image"),
     ],
     "bad-image-ref": [
         ("cache.yaml", 7, 7, E, "image-ref", "'Nginx:1.27' is not a valid image reference"),
         ("cache.yaml", 8, 7, E, "image-ref", "tag after ':' is empty"),
         ("cache.yaml", 9, 7, E, "image-ref", "URL scheme"),
         ("cache.yaml", 10, 7, E, "image-ref", "64 lower-case hex"),
+        ("cache.yaml", 11, 7, W, "mutable-tag", "is held by tag"),
     ],
-    "bad-name": [("cache.yaml", 4, 9, E, "schema", "must be a DNS-1123 subdomain")],
+    "bad-name": [
+        ("cache.yaml", 4, 9, E, "schema", "must be a DNS-1123 subdomain"),
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+    ],
     "bad-prune-annotation": [
         ("cache.yaml", 6, 23, E, "prune-annotation", "must be 'disabled'"),
+        ("cache.yaml", 8, 12, W, "mutable-tag", "is held by tag"),
     ],
     "bad-pull-secret": [
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 8, 7, E, "pull-secret", "got 'qcloudregistrykey'"),
         ("cache.yaml", 9, 7, E, "pull-secret", "got 'Team/Key'"),
         ("cache.yaml", 11, 7, E, "pull-secret", "got 'a/b/c'"),
@@ -68,55 +97,89 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     "duplicate-image": [
         ("cache.yaml", 7, 7, W, "mutable-tag", "'nginx' has no tag"),
         ("cache.yaml", 8, 7, E, "duplicate-image", "both mean docker.io/library/nginx:latest"),
+        ("cache.yaml", 9, 7, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 10, 7, E, "duplicate-image", "(line 9)"),
     ],
     "duplicate-key": [
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 8, 3, E, "yaml-duplicate-key", "'imageCacheSize' (first at line 7)"),
     ],
     "duplicate-name-across-files": [
+        ("a.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
         ("team/b.yaml", 5, 9, E, "duplicate-name", "already used at a.yaml:4:9"),
+        ("team/b.yaml", 7, 12, W, "mutable-tag", "is held by tag"),
     ],
     "duplicate-name-same-file": [
+        ("cache.yaml", 4, 17, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 8, 18, E, "duplicate-name", "already used at cache.yaml:3:18"),
+        ("cache.yaml", 9, 17, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 13, 18, E, "duplicate-name", "already used at cache.yaml:3:18"),
+        ("cache.yaml", 14, 17, W, "mutable-tag", "is held by tag"),
     ],
     "empty-images": [("cache.yaml", 6, 11, E, "schema", "got an empty list")],
     "images-not-list": [("cache.yaml", 6, 11, E, "schema", "must be a list of 1 to 100")],
-    "kind-case": [("cache.yaml", 2, 7, E, "schema", "kind must be 'ImageCache'")],
+    "kind-case": [
+        ("cache.yaml", 2, 7, E, "schema", "kind must be 'ImageCache'"),
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+    ],
     "label-not-string": [
         ("cache.yaml", 6, 14, E, "schema", "got 2; quote it"),
         ("cache.yaml", 7, 14, E, "schema", "got true; quote it"),
         ("cache.yaml", 9, 15, E, "schema", "metadata.annotations.replicas must be a string"),
+        ("cache.yaml", 11, 12, W, "mutable-tag", "is held by tag"),
     ],
     "list-item-invalid": [
+        ("list.yaml", 9, 14, W, "mutable-tag", "is held by tag"),
+        ("list.yaml", 15, 14, W, "mutable-tag", "is held by tag"),
         ("list.yaml", 16, 21, E, "schema", "items[1].spec.imageCacheSize must be"),
         ("list.yaml", 17, 3, E, "not-a-mapping", "List item 2"),
     ],
     "missing-images": [("cache.yaml", 5, 1, E, "schema", "spec.images is required")],
-    "missing-kind": [("cache.yaml", 1, 1, E, "schema", "kind is required")],
-    "missing-name": [("cache.yaml", 3, 1, E, "schema", "metadata.name is required")],
+    "missing-kind": [
+        ("cache.yaml", 1, 1, E, "schema", "kind is required"),
+        ("cache.yaml", 5, 12, W, "mutable-tag", "is held by tag"),
+    ],
+    "missing-name": [
+        ("cache.yaml", 3, 1, E, "schema", "metadata.name is required"),
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+    ],
     "missing-spec": [("cache.yaml", 1, 1, E, "schema", "spec is required")],
-    "name-too-long": [("cache.yaml", 4, 9, E, "schema", "got 254 characters")],
-    "negative-retention": [("cache.yaml", 7, 18, E, "schema", "from 0 to 3650, got -1")],
+    "name-too-long": [
+        ("cache.yaml", 4, 9, E, "schema", "got 254 characters"),
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+    ],
+    "negative-retention": [
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+        ("cache.yaml", 7, 18, E, "schema", "from 0 to 3650, got -1"),
+    ],
     "reserved-keys": [
         ("cache.yaml", 7, 23, E, "reserved-key", "label gitsync.io/owner is gitsync's own"),
         ("cache.yaml", 9, 34, E, "reserved-key", "gitsync.io/applied-metadata is gitsync's"),
+        ("cache.yaml", 11, 12, W, "mutable-tag", "is held by tag"),
     ],
     "retention-too-long": [
-        ("cache.yaml", 7, 18, E, "schema", "spec.retentionDays must be an integer from 0 to 3650")
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+        ("cache.yaml", 7, 18, E, "schema", "spec.retentionDays must be an integer from 0 to 3650"),
     ],
     "not-a-mapping": [
         ("cache.yaml", 1, 1, E, "not-a-mapping", "document is a list"),
         ("cache.yaml", 4, 1, E, "not-a-mapping", "document is 'just a string'"),
     ],
     "not-utf8": [("cache.yaml", 4, 12, E, "file-encoding", "byte 0xe9 at line 4")],
-    "partly-valid": [("bad.yaml", 7, 18, E, "schema", "got 'forever'")],
+    "partly-valid": [
+        ("bad.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+        ("bad.yaml", 7, 18, E, "schema", "got 'forever'"),
+        ("good.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
+    ],
     "size-not-integer": [
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 7, 19, E, "schema", "got '30'; write the number without quotes"),
+        ("cache.yaml", 14, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 15, 19, E, "schema", "from 20 to 32000, got 20.5"),
         ("cache.yaml", 16, 18, E, "schema", "got true"),
     ],
     "size-out-of-range": [
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
         (
             "cache.yaml",
             7,
@@ -125,6 +188,7 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
             "schema",
             "spec.imageCacheSize must be an integer from 20 to 32000, got 10",
         ),
+        ("cache.yaml", 14, 12, W, "mutable-tag", "is held by tag"),
         ("cache.yaml", 15, 19, E, "schema", "got 32001"),
     ],
     "syntax-error": [("cache.yaml", 7, 17, E, "yaml-syntax", "flow sequence (line 6)")],
@@ -140,6 +204,7 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     "unknown-tag": [
         ("cache.yaml", 4, 9, E, "yaml-tag", "'!Sub'"),
         ("cache.yaml", 4, 9, E, "schema", "got '${Name}-cache'"),
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
     ],
     "unknown-top-level": [
         ("cache.yaml", 1, 1, E, "schema", "spec is required"),
@@ -148,6 +213,7 @@ INVALID_CASES: dict[str, list[tuple[str, int, int, str, str, str]]] = {
     ],
     "wrong-api-version": [
         ("cache.yaml", 1, 13, E, "schema", "got 'eks.cloud.tencent.com/v2'"),
+        ("cache.yaml", 6, 12, W, "mutable-tag", "is held by tag"),
     ],
 }
 
@@ -168,7 +234,11 @@ def _write(path: Path, text: str | bytes) -> Path:
     return path
 
 
-def _cache(name: str, *extra: str, images: str = "[nginx:1.27.2]") -> str:
+# Pinned by digest: the helper's caches draw no mutable-tag warning unless a test asks for one.
+PINNED = "nginx:1.27.2@sha256:" + "0" * 64
+
+
+def _cache(name: str, *extra: str, images: str = f"[{PINNED}]") -> str:
     lines = [
         "apiVersion: eks.cloud.tencent.com/v1",
         "kind: ImageCache",
@@ -229,27 +299,67 @@ def test_duplicate_names_keep_only_the_first_cache() -> None:
 def test_list_items_are_validated_one_by_one() -> None:
     result = specs.load_repository([INVALID / "list-item-invalid"], root=INVALID)
     assert [c.name for c in result.caches] == ["good-item"]
-    assert [d.field for d in result.diagnostics] == ["items[1].spec.imageCacheSize", "items[2]"]
+    assert [d.field for d in result.errors] == ["items[1].spec.imageCacheSize", "items[2]"]
 
 
 def test_valid_tree_counts_and_diagnostics() -> None:
     result = specs.load_repository([VALID], root=VALID)
 
     assert result.ok
-    assert result.files == 18  # README.md, notes.json and .hidden/ are not read
-    assert result.documents == 23  # empty.yaml and comments-only.yaml hold none
-    assert _rows(result.diagnostics) == [
-        ("mixed-kinds.yaml", 2, 7, I, "other-kind"),
-        ("mixed-kinds.yaml", 14, 7, I, "other-kind"),
-        ("warnings.yaml", 7, 7, W, "mutable-tag"),
-        ("warnings.yaml", 8, 7, W, "mutable-tag"),
+    assert result.files == 19  # README.md, notes.json and .hidden/ are not read
+    assert result.documents == 25  # empty.yaml and comments-only.yaml hold none
+    # Each cache holding images by tag without gitsync.io/refresh: one warning, at the first.
+    held_by_tag = [
+        ("anchors.yaml", 14, 7),
+        ("defaults.yml", 5, 17),
+        ("eip-and-groups.yaml", 13, 7),
+        ("eip-and-groups.yaml", 29, 12),
+        ("eip-and-groups.yaml", 41, 12),
+        ("flow.yaml", 2, 22),
+        ("kubectl/get-output.yaml", 25, 5),
+        ("kubectl/list.yaml", 12, 7),
+        ("kubectl/list.yaml", 19, 7),
+        ("mixed-kinds.yaml", 11, 12),
+        ("multi-doc.yaml", 8, 12),
+        ("multi-doc.yaml", 15, 12),
+        ("multi-doc.yaml", 24, 5),
+        ("nested/team-a/caches.yml", 10, 7),
+        ("nested/team-b/deep/more/cache.yaml", 7, 7),
+        ("prune-disabled.yaml", 9, 12),
+        ("registry-ports.yaml", 7, 7),
+        ("single.yaml", 7, 7),
+        ("sizes.yaml", 6, 12),
+        ("sizes.yaml", 15, 12),
+        ("warnings.yaml", 9, 7),
     ]
-    assert "skipped Namespace (v1)" in result.diagnostics[0].message
-    assert "two caches of it built at different times" in result.diagnostics[2].message
-    assert "uses tag 'latest'" in result.diagnostics[3].message
+    assert _rows(result.diagnostics) == sorted(
+        [
+            *((path, line, column, W, "mutable-tag") for path, line, column in held_by_tag),
+            ("mixed-kinds.yaml", 2, 7, I, "other-kind"),
+            ("mixed-kinds.yaml", 14, 7, I, "other-kind"),
+            ("warnings.yaml", 7, 7, W, "mutable-tag"),
+            ("warnings.yaml", 8, 7, W, "mutable-tag"),
+        ]
+    )
+    by_place = {(d.location.path, d.location.line): d.message for d in result.diagnostics}
+    assert "skipped Namespace (v1)" in by_place["mixed-kinds.yaml", 2]
+    assert "two caches of it built at different times" in by_place["warnings.yaml", 7]
+    assert "uses tag 'latest'" in by_place["warnings.yaml", 8]
+    # `latest` keeps its own warning; the version tag beside it gets the refresh one.
+    assert by_place["warnings.yaml", 9] == (
+        "spec.images[2] 'quay.io/coreos/etcd:v3.5.12' is held by tag, and a tag can be"
+        " re-pushed upstream while the cache keeps what it was built with: annotate the cache"
+        " gitsync.io/refresh (e.g. 6h) to resolve its tags to digests on that interval, rebuild"
+        " it when one moves, or pin digests (@sha256:…)"
+    )
+    assert by_place["registry-ports.yaml", 7].startswith(
+        "spec.images[0] 'localhost:5000/tools/curl:8.5.0' and 3 more images"
+        " ('registry.example.com:5000/team/api:v1.2.3', '10.0.0.12:8443/mirror/alpine:3.19', …)"
+        " are held by tag,"
+    )
     names = [c.name for c in result.caches]
     assert names == sorted(names)
-    assert len(names) == 22
+    assert len(names) == 24
 
 
 def test_valid_tree_values() -> None:
@@ -334,7 +444,7 @@ def test_a_malformed_eip_annotation_names_the_file_line_and_field(
         tmp_path / "cache.yaml",
         "apiVersion: eks.cloud.tencent.com/v1\nkind: ImageCache\nmetadata:\n  name: eip\n"
         f"  annotations:\n    eks.tke.cloud.tencent.com/eip-attributes: {value}\n"
-        "spec:\n  images: [nginx:1.27.2]\n",
+        f"spec:\n  images: [{PINNED}]\n",
     )
     result = specs.load_repository([path], root=tmp_path)
     (diagnostic,) = result.diagnostics

@@ -17,12 +17,19 @@ registry's rules, each one concern:
 * `registryretry`: when it is sent again (429, 5xx and connection errors,
   with backoff and Retry-After, within one budget per operation).
 
+Tags are listed page by page (`/v2/<name>/tags/list?n=…`, then each
+`Link: <…?n=…&last=…>; rel="next"` until there is none, as the distribution
+spec paginates), each page capped in size and the pages in number; a next
+link to another origin is refused, since the client's credentials are for
+the registry the image names.
+
 What remains failing is a TemporaryError; 401/403/404 and bad content are
 PermanentError subclasses naming registry, repository and reference or digest.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import ssl
 import threading
@@ -63,6 +70,96 @@ T = TypeVar("T")
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # distribution refuses larger manifests too
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
+TAGS_PAGE_SIZE = 100  # `n`: every registry takes 100 (some refuse more); Link says the rest
+MAX_TAGS_PAGE_BYTES = 4 * 1024 * 1024
+MAX_TAG_PAGES = 1000
+
+
+def _list_tags(
+    session: RegistrySession,
+    ref: ImageRef,
+    *,
+    base: httpx.URL,
+    first: str,
+    max_pages: int,
+    cancel: threading.Event | None,
+) -> tuple[str, ...]:
+    """`RegistryClient.list_tags`: page after page from `first`, while a next link says so."""
+    where = f"tags of {ref.name}"
+    path = first
+    tags: list[str] = []
+    seen: set[str] = set()
+
+    def read(response: httpx.Response) -> tuple[bytes, str | None, httpx.URL]:
+        data = read_capped(response, MAX_TAGS_PAGE_BYTES, where=where, registry=ref.registry)
+        return data, response.links.get("next", {}).get("url"), response.url
+
+    def broken(attempts: Attempts, exc: httpx.TransportError) -> None:
+        session.retry.give_up_or_wait(
+            attempts, f"{where} from {ref.registry}", exc=exc, response=None, cancel=cancel
+        )
+
+    while True:
+        if len(seen) >= max_pages:
+            raise RegistryError(
+                f"{where}: more than {max_pages} pages of tags; gave up",
+                registry=ref.registry,
+                repository=ref.repository,
+            )
+        seen.add(path)
+        data, link, url = session.get_and_read(
+            ref,
+            path,
+            headers={"Accept": "application/json"},
+            what=where,
+            read=read,
+            broken=broken,
+            cancel=cancel,
+        )
+        tags.extend(_tag_page(data, ref=ref, where=where))
+        if link is None:
+            return tuple(tags)
+        path = _next_page(url.join(link), base=base, ref=ref, where=where)
+        if path in seen:
+            raise RegistryError(
+                f"{where}: the next page's link ({path}) points back to a page already read",
+                registry=ref.registry,
+                repository=ref.repository,
+            )
+
+
+_NOT_A_LIST = object()
+
+
+def _tag_page(data: bytes, *, ref: ImageRef, where: str) -> list[str]:
+    """The tags of one `tags/list` answer: `{"name": …, "tags": [...]}`; null means none."""
+    try:
+        body = json.loads(data)
+    except ValueError:
+        body = None
+    tags = body.get("tags", _NOT_A_LIST) if isinstance(body, dict) else _NOT_A_LIST
+    if tags is None:
+        return []  # a repository whose tags were all deleted
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise RegistryError(
+            f"{where}: the registry answered something other than a tag list"
+            ' ({"name": …, "tags": [...]})',
+            registry=ref.registry,
+            repository=ref.repository,
+        )
+    return tags
+
+
+def _next_page(url: httpx.URL, *, base: httpx.URL, ref: ImageRef, where: str) -> str:
+    """The path and query of a `rel="next"` link, which must stay on the registry's origin."""
+    if (url.scheme, url.host, url.port) != (base.scheme, base.host, base.port):
+        raise RegistryError(
+            f"{where}: the next page's link leaves {base} (for {url.scheme}://{url.host}); refused,"
+            " since the credentials are for the registry the image names",
+            registry=ref.registry,
+            repository=ref.repository,
+        )
+    return url.raw_path.decode("ascii")
 
 
 class RegistryClient:
@@ -271,31 +368,63 @@ class RegistryClient:
         )
 
     def manifest_digest(self, ref: ImageRef, *, cancel: threading.Event | None = None) -> str:
-        """The digest `ref`'s tag points to now: one manifest HEAD, with the pull's Accept.
+        """The digest `ref`'s tag points to now: one manifest HEAD (see `_manifest_digest`)."""
+        return _manifest_digest(self, ref, cancel=cancel)
 
-        The answer's `Docker-Content-Digest` is the digest of what a GET would
-        serve (the index of a multi-platform image, else the manifest), which is
-        what a snapshot records. A registry that leaves the header out is asked
-        with a GET, whose bytes are hashed instead.
+    def list_tags(
+        self,
+        ref: ImageRef,
+        *,
+        page_size: int = TAGS_PAGE_SIZE,
+        max_pages: int = MAX_TAG_PAGES,
+        cancel: threading.Event | None = None,
+    ) -> tuple[str, ...]:
+        """Every tag of `ref`'s repository (its tag or digest is not looked at), as listed.
+
+        Follows the pagination of the distribution spec (see the module
+        docstring) with the client's auth and retries. A 404 (no such
+        repository) is `NotFoundError`; a body that is not a tag list, a next
+        link to another origin or back to a page already read, or more than
+        `max_pages` pages is a `RegistryError`.
         """
-        where = f"manifest {ref.name}:{ref.reference}"
-        headers = self.session.head(
+        return _list_tags(
+            self.session,
             ref,
-            f"/v2/{ref.repository}/manifests/{ref.reference}",
-            headers={"Accept": ACCEPT_MANIFESTS},
-            what=where,
+            base=httpx.URL(self.base_url(ref.registry)),
+            first=f"/v2/{ref.repository}/tags/list?n={page_size}",
+            max_pages=max_pages,
             cancel=cancel,
         )
-        announced: str | None = headers.get("Docker-Content-Digest")
-        if announced is None:
-            return self.get_manifest(ref, cancel=cancel).digest
-        try:
-            parse_digest(announced)
-        except InvalidDigestError as exc:
-            raise ManifestError(
-                f"{where}: {ref.registry} answered Docker-Content-Digest {announced[:80]!r},"
-                " which is not a digest",
-                registry=ref.registry,
-                repository=ref.repository,
-            ) from exc
-        return announced
+
+
+def _manifest_digest(
+    client: RegistryClient, ref: ImageRef, *, cancel: threading.Event | None
+) -> str:
+    """One manifest HEAD with the pull's Accept.
+
+    The answer's `Docker-Content-Digest` is the digest of what a GET would
+    serve (the index of a multi-platform image, else the manifest), which is
+    what a snapshot records. A registry that leaves the header out is asked
+    with a GET, whose bytes are hashed instead.
+    """
+    where = f"manifest {ref.name}:{ref.reference}"
+    headers = client.session.head(
+        ref,
+        f"/v2/{ref.repository}/manifests/{ref.reference}",
+        headers={"Accept": ACCEPT_MANIFESTS},
+        what=where,
+        cancel=cancel,
+    )
+    announced: str | None = headers.get("Docker-Content-Digest")
+    if announced is None:
+        return client.get_manifest(ref, cancel=cancel).digest
+    try:
+        parse_digest(announced)
+    except InvalidDigestError as exc:
+        raise ManifestError(
+            f"{where}: {ref.registry} answered Docker-Content-Digest {announced[:80]!r},"
+            " which is not a digest",
+            registry=ref.registry,
+            repository=ref.repository,
+        ) from exc
+    return announced
