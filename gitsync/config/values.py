@@ -7,16 +7,13 @@ resolver can add where the value was set.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from gitsync.errors import ConfigError
-
-if TYPE_CHECKING:
-    from fractions import Fraction  # imported where a duration is read: `validate` reads none
+from gitsync.timeparse import go_duration_ns
 
 PROVIDERS = ("local", "kubernetes", "tencentcloud")
 ENV_PREFIX = "GITSYNC_"
@@ -32,24 +29,6 @@ def default_data_dir(env: Mapping[str, str]) -> Path:
     return Path(base) / "gitsync"
 
 
-_NS_PER_UNIT = {
-    "ns": 1,
-    "us": 10**3,
-    "\N{MICRO SIGN}s": 10**3,
-    "\N{GREEK SMALL LETTER MU}s": 10**3,
-    "ms": 10**6,
-    "s": 10**9,
-    "m": 60 * 10**9,
-    "h": 3600 * 10**9,
-    "d": 86400 * 10**9,
-}
-# Longest units first, so `ms` is not read as `m` followed by a stray `s`.
-_DURATION_PART = re.compile(
-    r"(?P<whole>[0-9]*)(?:\.(?P<fraction>[0-9]*))?(?P<unit>"
-    + "|".join(sorted(_NS_PER_UNIT, key=len, reverse=True))
-    + ")"
-)
-_BARE_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
 # A century: far beyond any interval or timeout anyone means, and far inside what
 # timedelta, datetime arithmetic and threading waits (about 292 years) can hold,
 # jitter included.
@@ -76,7 +55,7 @@ def parse_duration(
     raw = text.strip()
     shown = repr(raw if len(raw) <= 40 else raw[:37] + "...")
     body = raw[1:] if raw[:1] in ("+", "-") else raw
-    nanoseconds = _duration_ns(body)
+    nanoseconds = go_duration_ns(body, limit=_MAX_NS)  # the one reader: gitsync.timeparse
     if nanoseconds is None:
         raise ConfigError(f"{what}: {shown} is not a duration; {_DURATION_HINT}")
     if raw.startswith("-") and nanoseconds > 0:
@@ -91,40 +70,6 @@ def parse_duration(
     value = timedelta(microseconds=math.ceil(nanoseconds / 1000))
     if minimum is not None and value < minimum and not (allow_zero and nanoseconds == 0):
         raise ConfigError(f"{what}: {shown} is too short; use at least {format_duration(minimum)}")
-    return value
-
-
-def _duration_ns(body: str) -> Fraction | None:
-    """Nanoseconds in an unsigned duration, or None when it is not one."""
-    from fractions import Fraction  # noqa: PLC0415  # fractions loads decimal: only here
-
-    if _BARE_SECONDS.fullmatch(body):
-        return _decimal(body) * _NS_PER_UNIT["s"]
-    total, position = Fraction(0), 0
-    while position < len(body):
-        part = _DURATION_PART.match(body, position)
-        if part is None or not (part["whole"] or part["fraction"]):
-            return None  # also refuses a lone "." and a unit without a number
-        number = _decimal(part.group(0)[: part.start("unit") - part.start()])
-        total += number * _NS_PER_UNIT[part["unit"]]
-        if total > _MAX_NS:
-            return total  # too long already; no need to read a pathological rest
-        position = part.end()
-    return total if position > 0 else None
-
-
-def _decimal(text: str) -> Fraction:
-    """`12.5` exactly; digits past the 18th of the fraction are below a nanosecond."""
-    from fractions import Fraction  # noqa: PLC0415  # see _duration_ns
-
-    whole, _, fraction = text.partition(".")
-    whole = whole.lstrip("0")
-    if len(whole) > 24:  # larger than any duration gitsync accepts, in any unit
-        return Fraction(10**24)
-    fraction = fraction[:18]
-    value = Fraction(int(whole or "0"))
-    if fraction:
-        value += Fraction(int(fraction), 10 ** len(fraction))
     return value
 
 
