@@ -159,12 +159,14 @@ def _suggestions(
         evidence = store.evidence(since=now - window, until=now)
     observed = wiring.observe(settings, credentials=TencentCredentials(settings, env)).caches
     options = SuggestOptions(now=now, window_seconds=window, min_misses=wanted.min_misses)
+    bumps = _policy_bumps(settings, desired)
     found = engine.suggest(
         evidence=evidence,
         desired=desired,
         observed=observed,
         prices=common.prices,
         options=options,
+        policy_bumps=bumps,
     )
     sized = (SuggestionKind.NEW_CACHE, SuggestionKind.ADD_IMAGE)
     images = sorted({i for s in found if s.kind in sized for i in s.images})
@@ -177,7 +179,30 @@ def _suggestions(
         prices=common.prices,
         options=options,
         sizes=wiring.image_sizes(settings, images),
+        policy_bumps=bumps,
     )
+
+
+def _policy_bumps(
+    settings: CommandSettings, desired: Sequence[CacheSpec]
+) -> tuple[Suggestion, ...]:
+    """Bump-tag suggestions of the `# gitsync:` policies, from the registries' tag lists."""
+    with_policies = [spec for spec in desired if spec.image_policies]
+    if not with_policies:
+        return ()
+    from gitsync.providers.local.tags import PolicyResolver
+
+    common = settings.common
+    with PolicyResolver(
+        docker_config=common.docker_config,
+        secrets_dir=common.secrets_dir,
+        insecure_registries=(
+            *common.insecure_registries,
+            *settings.tencent.registry_http_endpoints,
+        ),
+        prices=common.prices,
+    ) as resolver:
+        return resolver.suggestions(with_policies)
 
 
 # --------------------------------------------------------------------- editing

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gitsync.liveness import Heartbeat
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry
     from gitsync.observations.model import Evidence
+    from gitsync.policyloop import PolicyLoop
     from gitsync.providers.base import Provider
     from gitsync.providers.local.scrub import Scrubber
     from gitsync.suggester import SuggestionLoop
@@ -126,11 +127,16 @@ def daemon(
         mirror=mirror_for(provider),
         **_observation_parts(settings),
     )
-    suggestions = _suggestion_loop(settings, daemon=built)
+    policies = _policy_loop(settings, daemon=built)
+    suggestions = _suggestion_loop(settings, daemon=built, policies=policies)
     if suggestions is not None:
         built.http.suggestions = suggestions  # /api/v1/suggestions
         built.attach_helper(suggestions)
+        policies.listen(suggestions.poke)
     _attach_refresh(settings, daemon=built, registry=registry)
+    _attach_automation(
+        settings, daemon=built, registry=registry, policies=policies, suggestions=suggestions
+    )
     if common.provider == "kubernetes":
         _attach_kubernetes(built, settings)
     return built
@@ -218,7 +224,9 @@ def _observation_parts(settings: CommandSettings) -> dict[str, Any]:
     }
 
 
-def _suggestion_loop(settings: CommandSettings, *, daemon: Daemon) -> SuggestionLoop | None:
+def _suggestion_loop(
+    settings: CommandSettings, *, daemon: Daemon, policies: PolicyLoop
+) -> SuggestionLoop | None:
     """/api/v1/suggestions and gitsync_suggestions, worked out every --suggest-interval."""
     from gitsync.observations.store import ObservationStore
     from gitsync.suggester import SuggestionLoop
@@ -243,7 +251,76 @@ def _suggestion_loop(settings: CommandSettings, *, daemon: Daemon) -> Suggestion
         interval_seconds=interval,
         on_counts=daemon.metrics.set_suggestions,
         sizes=lambda images: image_sizes(settings, images),
+        policy_bumps=policies.latest,
     )
+
+
+def _policy_loop(settings: CommandSettings, *, daemon: Daemon) -> PolicyLoop:
+    """The image policies' bumps (`# gitsync:` markers), listed from the registries."""
+    from gitsync.policyloop import PolicyLoop
+    from gitsync.providers.local.tags import PolicyResolver
+
+    common, interval = settings.common, settings.automation.refresh_interval
+    resolver = PolicyResolver(
+        docker_config=common.docker_config,
+        secrets_dir=common.secrets_dir,
+        insecure_registries=(
+            *common.insecure_registries,
+            *settings.tencent.registry_http_endpoints,
+        ),
+        prices=common.prices,
+    )
+    policies = PolicyLoop(
+        resolve=resolver.suggestions,
+        desired=daemon.desired_caches,
+        default_interval_seconds=interval.total_seconds() if interval is not None else None,
+    )
+    daemon.attach_helper(_ClosedAfter(policies, close=resolver.close))
+    return policies
+
+
+def _attach_automation(
+    settings: CommandSettings,
+    *,
+    daemon: Daemon,
+    registry: ExpositionRegistry,
+    policies: PolicyLoop,
+    suggestions: SuggestionLoop | None,
+) -> None:
+    """--automation-branch: the pending bumps (and suggestions) as one commit on a branch."""
+    from gitsync.automation import AUTOMATION_GIT_DIR, AutomationBranch
+    from gitsync.metrics.automation import AutomationMetrics
+    from gitsync.policyloop import policy_interval
+    from gitsync.sources.git import GitCredentials
+
+    automation, source, git = settings.automation, settings.source(default_repo=""), settings.git
+    if not automation.branch:
+        return
+    default = automation.refresh_interval
+    branch = AutomationBranch(
+        repo=source.repo,
+        tracked_branch=source.branch,
+        branch=automation.branch,
+        path=source.path,
+        work_dir=settings.common.data_dir / AUTOMATION_GIT_DIR,
+        bumps=policies.latest,
+        suggestions=(
+            suggestions.found if suggestions is not None and automation.with_suggestions else None
+        ),
+        credentials=GitCredentials(
+            https_token=git.https_token,
+            ssh_key_path=git.ssh_key_path,
+            known_hosts_path=git.known_hosts_path,
+        ),
+        allow_push_to_tracked=automation.allow_push_to_tracked,
+        # As often as the policies are listed; a poke (new bumps, a new revision) comes sooner.
+        interval_seconds=policy_interval(
+            (), default_seconds=default.total_seconds() if default is not None else None
+        ),
+        metrics=AutomationMetrics(registry=registry),
+    )
+    policies.listen(branch.poke)
+    daemon.attach_helper(branch)
 
 
 def _attach_kubernetes(daemon: Daemon, settings: CommandSettings) -> None:
