@@ -200,6 +200,19 @@ def test_a_semver_policy_puts_the_newest_allowed_tag_on_the_automation_branch(
     assert "1.4.0" in message
     assert "1.4.3" in message
 
+    # The same bump is a suggestion of the daemon, with the policy that made it.
+    def suggested() -> list[dict[str, object]]:
+        body = httpx.get(running.base + "/api/v1/suggestions", timeout=5).json()
+        return [s for s in body["suggestions"] if s.get("policy")]
+
+    wait_until(lambda: bool(suggested()), timeout=30, what="the policy's suggestion")
+    (bump,) = suggested()
+    assert (bump["kind"], bump["policy"], bump["to"]) == (
+        "bump-tag",
+        "semver=~1.4",
+        [f"{image}:1.4.3"],
+    )
+
     # The branch is merged (a fast-forward, as a reviewer's merge would be).
     git("update-ref", "refs/heads/main", "refs/heads/auto", cwd=running.bare)
     wait_until(
