@@ -326,6 +326,27 @@ def load_pull_secrets(secrets_dir: Path, names: Iterable[str]) -> CredentialStor
     return CredentialStore().merged(*(load_pull_secret(secrets_dir, n) for n in names))
 
 
+def plan_credentials(
+    *, docker_config: Path | None, secrets_dir: Path | None, secret_names: Iterable[str]
+) -> CredentialStore:
+    """What a read of a cache's images uses: the docker config's logins, then each of the
+    cache's pull secrets that exists (a missing one is skipped: the build pulls without it
+    too). For reads that must not fail on a secret (sizes, tag digests, tag lists)."""
+    credentials = (
+        CredentialStore.from_docker_config(docker_config)
+        if docker_config is not None
+        else CredentialStore()
+    )
+    if secrets_dir is None:
+        return credentials
+    for name in secret_names:
+        try:
+            credentials = credentials.merged(load_pull_secret(secrets_dir, name))
+        except PullSecretNotFoundError:
+            continue
+    return credentials
+
+
 def _secret_value(document: Mapping[str, Any], key: str, *, where: str) -> str:
     string_data = document.get("stringData") or {}
     if isinstance(string_data, Mapping) and isinstance(string_data.get(key), str):

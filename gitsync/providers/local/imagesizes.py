@@ -47,11 +47,7 @@ from gitsync import imageref
 from gitsync.errors import ConfigError, GitSyncError
 from gitsync.imageref import ImageRef
 from gitsync.model import CacheSpec
-from gitsync.providers.credentials import (
-    CredentialStore,
-    PullSecretNotFoundError,
-    load_pull_secret,
-)
+from gitsync.providers.credentials import CredentialStore, plan_credentials
 from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.blobs import BlobStore
 from gitsync.providers.local.oci import Manifest, Platform, load_manifest, resolve_manifest
@@ -272,19 +268,9 @@ class ImageSizeResolver(AbstractContextManager["ImageSizeResolver"]):
 
     def _credentials(self, key: SecretsKey) -> CredentialStore:
         """The docker config's logins, then the cache's pull secrets, as the local backend."""
-        credentials = (
-            CredentialStore.from_docker_config(self._docker_config)
-            if self._docker_config is not None
-            else CredentialStore()
+        return plan_credentials(
+            docker_config=self._docker_config, secrets_dir=self._secrets_dir, secret_names=key
         )
-        for name in key:
-            if self._secrets_dir is None:
-                continue
-            try:
-                credentials = credentials.merged(load_pull_secret(self._secrets_dir, name))
-            except PullSecretNotFoundError:
-                continue  # the build pulls without it too
-        return credentials
 
 
 def _one_line(exc: BaseException) -> str:

@@ -31,11 +31,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from gitsync.imageref import ImageRef
-from gitsync.providers.credentials import (
-    CredentialStore,
-    PullSecretNotFoundError,
-    load_pull_secret,
-)
+from gitsync.providers.credentials import CredentialStore, plan_credentials
 from gitsync.providers.local.auth import TokenCache
 from gitsync.providers.local.registry import RegistryClient
 from gitsync.providers.local.registryhttp import (
@@ -122,16 +118,6 @@ class TagDigestResolver(AbstractContextManager["TagDigestResolver"]):
 
     def _credentials(self, key: SecretsKey) -> CredentialStore:
         """The docker config's logins, then the cache's pull secrets, as the local backend."""
-        credentials = (
-            CredentialStore.from_docker_config(self._docker_config)
-            if self._docker_config is not None
-            else CredentialStore()
+        return plan_credentials(
+            docker_config=self._docker_config, secrets_dir=self._secrets_dir, secret_names=key
         )
-        for name in key:
-            if self._secrets_dir is None:
-                continue
-            try:
-                credentials = credentials.merged(load_pull_secret(self._secrets_dir, name))
-            except PullSecretNotFoundError:
-                continue  # the build pulls without it too
-        return credentials
