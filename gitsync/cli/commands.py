@@ -103,6 +103,7 @@ def cmd_plan(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from gitsync import reports, wiring
     from gitsync.controller_record import RecordFile
+    from gitsync.digestrecord import ResolvedFile
 
     settings = command_settings(args, env)
     common = settings.common
@@ -117,6 +118,8 @@ def cmd_status(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         last_error=record.last_error,
         diagnostics=record.diagnostics,
         caches=wiring.observe(settings, credentials=TencentCredentials(settings, env)).caches,
+        # What `gitsync run`'s tag refresher last resolved, as it saved it (none: held only).
+        resolved=ResolvedFile(common.data_dir).load() or None,
     )
     print(reports.format_status(view, output_format=output_format))
     return EXIT_OK

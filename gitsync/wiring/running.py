@@ -19,7 +19,11 @@ from gitsync.errors import ConfigError
 from gitsync.providers.base import innermost
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from gitsync.daemon import Daemon, Helper
+    from gitsync.digestrecord import ResolvedFile
+    from gitsync.digests import ResolvedDigest
     from gitsync.liveness import Heartbeat
     from gitsync.metrics import DaemonMetrics, ExpositionRegistry
     from gitsync.observations.model import Evidence
@@ -147,6 +151,7 @@ def _attach_refresh(
 ) -> None:
     """The tag refresher: caches annotated gitsync.io/refresh, or all under --refresh-interval,
     resolve their tags to digests and are rebuilt when one moves (gitsync.refresh)."""
+    from gitsync.digestrecord import ResolvedFile
     from gitsync.metrics import RefreshMetrics
     from gitsync.providers.local.tagdigests import TagDigestResolver
     from gitsync.refresh import DigestRefresher
@@ -172,6 +177,26 @@ def _attach_refresh(
     daemon.reconciler.follow_tags(refresher.tag_digests)
     daemon.http.resolved = refresher.resolved
     daemon.attach_helper(_ClosedAfter(refresher, close=resolver.close))
+    daemon.attach_helper(_SavedRecord(ResolvedFile(common.data_dir), refresher.resolved))
+
+
+class _SavedRecord:
+    """After each pass (a poke) and at the end, the refresher's record for `gitsync status`."""
+
+    def __init__(
+        self, file: ResolvedFile, resolved: Callable[[], Mapping[str, ResolvedDigest]]
+    ) -> None:
+        self._file = file
+        self._resolved = resolved
+
+    def start(self) -> None:
+        return None  # nothing to write before the first pass
+
+    def poke(self) -> None:
+        self._file.save(self._resolved())
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._file.save(self._resolved())
 
 
 class _ClosedAfter:

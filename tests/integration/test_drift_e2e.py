@@ -14,6 +14,7 @@ bare git repository:
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -157,6 +158,25 @@ def test_a_re_pushed_tag_is_served_with_its_new_digest_within_a_minute(
     assert (row["held"], row["resolved"]) == (new.manifest_digest, new.manifest_digest)
     metrics = httpx.get(running.base + "/metrics", timeout=5).text
     assert 'gitsync_image_digest_changes_total{cache="web"} 1.0' in metrics
+
+    # `gitsync status`, a process of its own, shows what the daemon last resolved too.
+    def status_row() -> dict[str, object]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GITSYNC_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "gitsync", "status", "--format", "json",
+             "--data-dir", str(running.log.parent / "data")],
+            capture_output=True, text=True, check=True, env=env, timeout=60,
+        )  # fmt: skip
+        caches = json.loads(done.stdout)["caches"]
+        return dict(next(c for c in caches if c["name"] == "web")["imageDigests"][0])
+
+    wait_until(
+        lambda: status_row()["resolved"] == new.manifest_digest,
+        timeout=30,
+        what="gitsync status showing the resolved digest",
+    )
+    assert status_row()["held"] == new.manifest_digest
+    assert status_row()["resolvedAt"]
     assert git("rev-parse", "main", cwd=running.bare) == revision  # Git is never changed
 
 
