@@ -23,7 +23,8 @@ emulator's store with the smallest faithful subset the gitsync code uses:
 - watches from `resourceVersion` (replaying history after it), synthetic ADDED
   events for a watch without one, `timeoutSeconds`, and an ERROR event with
   410 Gone when the version was compacted away (`compact()`);
-- POST create (409 AlreadyExists), PUT replace with the optimistic
+- POST create (409 AlreadyExists; `generateName`; 422 without a name, 400
+  when the body names another namespace than the URL), PUT replace with the optimistic
   `metadata.resourceVersion` check (409 Conflict), DELETE with `preconditions`
   and finalizers;
 - PATCH as JSON merge patch (merge-patch and strategic-merge-patch, which for
@@ -50,7 +51,9 @@ emulator's store with the smallest faithful subset the gitsync code uses:
 - admission (`kube_validation`): every object is pruned, defaulted and
   validated before it is stored, ImageCaches against the CRD users install
   (`manifests/crd-imagecache.yaml`), which also gives their names, scope and
-  subresource here; invalid objects get the real server's 422 `Invalid`.
+  subresource here, core/v1 Events against the server's Event rules (decoding
+  400s, the namespace of their involvedObject, the fields an `eventTime`
+  Event needs); invalid objects get the real server's 422 `Invalid`.
 
 Everything runs on kmock's asyncio loop in one background thread
 (`KubeServer`), so the synchronous code under test sees an ordinary server on
@@ -64,6 +67,7 @@ import base64
 import contextlib
 import copy
 import json
+import random
 import re
 import threading
 import time
@@ -77,7 +81,7 @@ from typing import Any
 import kmock
 import kubernetes.client
 import yaml
-from kube_validation import Admission, load_crd
+from kube_validation import Admission, Cause, invalid, load_crd
 
 Resource = tuple[str, str]  # (group, plural); one version per resource here
 ObjKey = tuple[str, str, str | None, str]  # group, plural, namespace, name
@@ -637,8 +641,36 @@ class KubeAPI(kmock.KubernetesScaffold):
     async def _serve_create(self, request: kmock.Request) -> dict[str, Any]:
         resource = self._resource(request)
         body = self._body(request)
-        key = self._key(request, name=body.get("metadata", {}).get("name"))
         api_version, kind, namespaced, _ = KINDS[resource]
+        meta_in = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+        if namespaced and meta_in.get("namespace") not in (None, "", request.namespace):
+            raise _err(
+                400,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the"
+                " request",
+            )
+        name = meta_in.get("name") or ""
+        if not name and meta_in.get("generateName"):
+            # The server's name generator: the prefix and five random characters.
+            name = meta_in["generateName"] + "".join(
+                random.choice("bcdfghjklmnpqrstvwxz2456789") for _ in range(5)
+            )
+            body = {**body, "metadata": {**meta_in, "name": name}}
+        if not name:
+            raise invalid(
+                kind=kind,
+                group=resource[0],
+                name="",
+                causes=[
+                    Cause(
+                        "FieldValueRequired",
+                        "metadata.name",
+                        "Required value: name or generateName is required",
+                    )
+                ],
+            )
+        key = self._key(request, name=name)
         with self.lock:
             if key in self.objects:
                 raise _err(409, "AlreadyExists", f'{resource[1]} "{key[3]}" already exists')

@@ -27,7 +27,10 @@ capital) pass every test, and fail only on a real cluster. So the stand-in
    openAPIV3Schema (types, enums, minimum/maximum, lengths, item counts,
    patterns, required) with `jsonschema`, after converting the OpenAPI
    subset to JSON Schema draft 4 (whose `exclusiveMinimum` is the same
-   boolean).
+   boolean). core/v1 Events get the server's Event rules instead of a schema
+   (`event_causes`), after a decoding check of their typed fields that
+   answers 400 as the server's JSON decoding does (`event_decode_problem`),
+   and their names need only be valid path segments.
 
 Not modelled: validation ratcheting, CEL rules, `x-kubernetes-embedded-resource`,
 `x-kubernetes-int-or-string`, formats, and the deeper validation of built-in
@@ -365,14 +368,26 @@ def label_value_problems(value: str) -> list[str]:
     return problems
 
 
-def metadata_causes(metadata: Mapping[str, Any]) -> list[Cause]:
-    """ObjectMeta validation: the name, the labels and the annotations."""
+def path_segment_problems(name: str) -> list[str]:
+    """The only rule for the names of kinds without a stricter one (Events): a URL segment."""
+    if name in (".", ".."):
+        return [f"may not be '{name}'"]
+    return [f"may not contain '{c}'" for c in "/%" if c in name]
+
+
+def metadata_causes(metadata: Mapping[str, Any], *, name_rule: str = "subdomain") -> list[Cause]:
+    """ObjectMeta validation: the name, the labels and the annotations.
+
+    `name_rule` is the kind's: a DNS-1123 subdomain for most kinds, a valid
+    path segment for Events (`path.ValidatePathSegmentName`).
+    """
     causes: list[Cause] = []
     name = metadata.get("name")
     if isinstance(name, str):
+        problems = path_segment_problems(name) if name_rule == "segment" else _dns_subdomain(name)
         causes += [
             Cause("FieldValueInvalid", "metadata.name", f"Invalid value: {_quote(name)}: {p}")
-            for p in _dns_subdomain(name)
+            for p in problems
         ]
     labels = metadata.get("labels") or {}
     for key, value in labels.items():
@@ -408,6 +423,177 @@ def metadata_causes(metadata: Mapping[str, Any]) -> list[Cause]:
                 f"Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes",
             )
         )
+    return causes
+
+
+# ------------------------------------------------------------------ Events
+
+# pkg/apis/core/validation/events.go
+REPORTING_INSTANCE_LENGTH_LIMIT = 128
+ACTION_LENGTH_LIMIT = 128
+REASON_LENGTH_LIMIT = 128
+NOTE_LENGTH_LIMIT = 1024
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+_REFERENCE = dict.fromkeys(  # corev1.ObjectReference
+    ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath"), "string"
+)
+# The typed fields of a core/v1 Event, as the server's JSON decoding checks them.
+EVENT_FIELDS: dict[str, Any] = {
+    "involvedObject": _REFERENCE,
+    "related": _REFERENCE,
+    "reason": "string",
+    "message": "string",
+    "type": "string",
+    "action": "string",
+    "reportingComponent": "string",
+    "reportingInstance": "string",
+    "source": {"component": "string", "host": "string"},
+    "firstTimestamp": "Time",
+    "lastTimestamp": "Time",
+    "eventTime": "MicroTime",
+    "count": "int32",
+    "series": {"count": "int32", "lastObservedTime": "MicroTime"},
+}
+_STRUCTS = {
+    "involvedObject": "v1.ObjectReference",
+    "related": "v1.ObjectReference",
+    "source": "v1.EventSource",
+    "series": "v1.EventSeries",
+}
+
+
+def _json_kind(value: Any) -> str:
+    """A JSON value's kind as Go's decoder names it in an UnmarshalTypeError."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _decode_problem(value: Any, expected: Any, path: str) -> str | None:
+    """Why the server's JSON decoding of one Event field fails, or None (null always decodes)."""
+    if value is None:
+        return None
+    if isinstance(expected, dict):
+        return _struct_problem(value, expected, path)
+    if expected == "int32":
+        return _int32_problem(value, path)
+    if expected == "string":
+        return None if isinstance(value, str) else _mismatch(value, path, "string")
+    return _time_problem(value)
+
+
+def _time_problem(value: Any) -> str | None:
+    """metav1.Time and MicroTime decode a JSON string, then parse it as RFC 3339."""
+    if not isinstance(value, str):
+        return f"json: cannot unmarshal {_json_kind(value)} into Go value of type string"
+    if not _RFC3339.fullmatch(value):
+        # Go's wording ends with the layout element it failed on; the stand-in stops here.
+        return f'parsing time "{value}" as "2006-01-02T15:04:05Z07:00"'
+    return None
+
+
+def _mismatch(value: Any, path: str, go_type: str, *, shown: str | None = None) -> str:
+    kind = shown or _json_kind(value)
+    return f"json: cannot unmarshal {kind} into Go struct field {path} of type {go_type}"
+
+
+def _struct_problem(value: Any, fields: Mapping[str, Any], path: str) -> str | None:
+    if not isinstance(value, Mapping):
+        return _mismatch(value, path, _STRUCTS[path.rpartition(".")[2]])
+    for key, sub in fields.items():
+        problem = _decode_problem(value.get(key), sub, f"{path}.{key}")
+        if problem:
+            return problem
+    return None
+
+
+def _int32_problem(value: Any, path: str) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return _mismatch(value, path, "int32")
+    if isinstance(value, int) and -(2**31) <= value < 2**31:
+        return None
+    return _mismatch(value, path, "int32", shown=f"number {value}")  # a fraction or an overflow
+
+
+def event_decode_problem(event: Mapping[str, Any]) -> str | None:
+    """The 400 the server answers to an Event it cannot decode into its struct, or None."""
+    for key, expected in EVENT_FIELDS.items():
+        problem = _decode_problem(event.get(key), expected, f"Event.{key}")
+        if problem:
+            return f'Event in version "v1" cannot be handled as a Event: {problem}'
+    return None
+
+
+def event_causes(event: Mapping[str, Any]) -> list[Cause]:
+    """core/v1 Event validation as the API server applies it to a create through /api/v1.
+
+    `legacyValidateEvent`: an Event without `eventTime` (the kind client-go's
+    recorder writes) must be in its involvedObject's namespace, or, for a
+    cluster-scoped object (no namespace), in `default` (or none); one with
+    `eventTime` must name its reportingComponent, reportingInstance, action
+    and reason, within their lengths. The stricter rules (type Normal or
+    Warning, series) apply only through events.k8s.io, which gitsync does not use.
+    """
+    causes: list[Cause] = []
+    namespace = str((event.get("metadata") or {}).get("namespace") or "")
+    involved = event.get("involvedObject") or {}
+    involved_ns = str(involved.get("namespace") or "")
+    mismatch = Cause(
+        "FieldValueInvalid",
+        "involvedObject.namespace",
+        f"Invalid value: {_quote(involved_ns)}: does not match event.namespace",
+    )
+    if not event.get("eventTime"):
+        # Without a namespace (cluster-scoped): none or "default", for old clients.
+        allowed = (involved_ns,) if involved_ns else ("", "default")
+        if namespace not in allowed:
+            causes.append(mismatch)
+    else:
+        if involved_ns == "" and namespace not in ("default", "kube-system"):
+            causes.append(mismatch)
+        component = str(event.get("reportingComponent") or "")
+        if not component:
+            causes.append(Cause("FieldValueRequired", "reportingComponent", "Required value"))
+        causes += [
+            Cause(
+                "FieldValueInvalid",
+                "reportingComponent",
+                f"Invalid value: {_quote(component)}: {problem}",
+            )
+            for problem in qualified_name_problems(component)
+        ]
+        for name, limit in (
+            ("reportingInstance", REPORTING_INSTANCE_LENGTH_LIMIT),
+            ("action", ACTION_LENGTH_LIMIT),
+            ("reason", REASON_LENGTH_LIMIT),
+        ):
+            value = str(event.get(name) or "")
+            if not value:
+                causes.append(Cause("FieldValueRequired", name, "Required value"))
+            if len(value) > limit:
+                causes.append(
+                    Cause(
+                        "FieldValueInvalid",
+                        name,
+                        f'Invalid value: "": can have at most {limit} characters',
+                    )
+                )
+        if len(str(event.get("message") or "")) > NOTE_LENGTH_LIMIT:
+            causes.append(
+                Cause(
+                    "FieldValueInvalid",
+                    "message",
+                    f'Invalid value: "": can have at most {NOTE_LENGTH_LIMIT} characters',
+                )
+            )
+    causes += [
+        Cause("FieldValueInvalid", "namespace", f"Invalid value: {_quote(namespace)}: {problem}")
+        for problem in _dns_subdomain(namespace)
+    ]
     return causes
 
 
@@ -462,11 +648,17 @@ class Admission:
 
     def admit(self, obj: Mapping[str, Any], *, strict: bool) -> dict[str, Any]:
         """The object as it would be stored, or raise the API server's 400/422."""
+        event = self.kind == "Event" and self.group == ""
+        if event and (problem := event_decode_problem(obj)):
+            raise kmock.KubernetesError(
+                status=400, reason="BadRequest", message=problem, details={}
+            )
         admitted = self.prune(obj, strict=strict)
         if self.schema is not None:
             self.schema.default(admitted)
         metadata = admitted.get("metadata") or {}
-        causes = metadata_causes(metadata)
+        causes = event_causes(admitted) if event else []
+        causes += metadata_causes(metadata, name_rule="segment" if event else "subdomain")
         if self.schema is not None:
             causes += self.schema.causes(admitted)
         if causes:

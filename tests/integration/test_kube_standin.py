@@ -9,7 +9,11 @@ install it. Server-side apply follows the field manager's rules, which the
 kubernetes provider relies on to tell its labels and annotations from
 others': what an applier stops sending goes unless someone else owns it,
 fields set alike are shared, another manager's field is a 409 conflict
-unless forced, and every other write owns what it changed.
+unless forced, and every other write owns what it changed. core/v1 Events
+are checked by the server's Event rules: the kind client-go's recorder
+writes is accepted, one in the wrong namespace for its object, without a
+name or without what an `eventTime` needs is 422, and one whose fields do
+not decode is 400.
 """
 
 from __future__ import annotations
@@ -558,3 +562,158 @@ def test_apply_needs_a_field_manager(http: httpx.Client) -> None:
     answer = http.patch(f"{CACHES}/web", json=cache(), headers=APPLY)
     assert answer.status_code == 400
     assert "fieldManager" in answer.json()["message"]
+
+
+# ------------------------------------------------------------------ Events
+
+EVENTS = "/api/v1/namespaces/{namespace}/events"
+
+
+def recorded(**changes: Any) -> dict[str, Any]:
+    """An Event as client-go's recorder writes one for a cluster-scoped ImageCache."""
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": "web.17f0a1b2c3d4e5f6", "namespace": "default"},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/v1",
+            "kind": "ImageCache",
+            "name": "web",
+            "uid": "2c5ea4c0-4067-11e9-8bad-9b1deb4d3b7d",
+            "resourceVersion": "101",
+        },
+        "type": "Normal",
+        "reason": "DigestChanged",
+        "message": "app:1 moved upstream from sha256:1 to sha256:2; the cache is rebuilt",
+        "source": {"component": "gitsync"},
+        "firstTimestamp": "2026-11-22T03:00:00Z",
+        "lastTimestamp": "2026-11-22T03:00:00Z",
+        "count": 1,
+    }
+    body.update(changes)
+    return body
+
+
+def stored_events(kube: KubeServer) -> set[tuple[str | None, str]]:
+    return {(k[2], k[3]) for k in kube.api.objects if k[:2] == ("", "events")}
+
+
+def test_a_recorded_event_of_a_cluster_scoped_object_is_stored_in_default(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    answer = http.post(EVENTS.format(namespace="default"), json=recorded())
+    assert answer.status_code < 300, answer.text
+    listed = http.get("/api/v1/events", params={"fieldSelector": "involvedObject.kind=ImageCache"})
+    (item,) = listed.json()["items"]
+    assert item["reason"] == "DigestChanged"
+    assert item["metadata"]["namespace"] == "default"
+    assert item["metadata"]["uid"]
+
+    # An Event's name need only be a path segment (client-go's `<name>.<hex>` of any object).
+    upper = recorded(metadata={"name": "Web_Cache.17f0"})
+    assert http.post(EVENTS.format(namespace="default"), json=upper).status_code < 300
+    generated = recorded(metadata={"generateName": "web."})
+    answer = http.post(EVENTS.format(namespace="default"), json=generated)
+    assert answer.status_code < 300, answer.text
+    assert answer.json()["metadata"]["name"].startswith("web.")
+    assert len(stored_events(kube)) == 3
+
+
+INVALID_EVENTS: dict[str, tuple[str, dict[str, Any], list[tuple[str, str]]]] = {
+    # case: (namespace posted to, body, [(field, reason)] of the 422's causes)
+    "cluster-scoped object's event outside default": (
+        "apps",
+        recorded(metadata={"name": "web.1", "namespace": "apps"}),
+        [("involvedObject.namespace", "FieldValueInvalid")],
+    ),
+    "namespaced object's event in another namespace": (
+        "default",
+        recorded(
+            involvedObject={"apiVersion": "v1", "kind": "Pod", "name": "p", "namespace": "apps"}
+        ),
+        [("involvedObject.namespace", "FieldValueInvalid")],
+    ),
+    "no name": (
+        "default",
+        recorded(metadata={"namespace": "default"}),
+        [("metadata.name", "FieldValueRequired")],
+    ),
+    "a name that is no path segment": (
+        "default",
+        recorded(metadata={"name": "web%2"}),
+        [("metadata.name", "FieldValueInvalid")],
+    ),
+    "an eventTime event without its reporting fields": (
+        "default",
+        recorded(eventTime="2026-11-22T03:00:00.000000Z", reason=""),
+        [
+            ("reportingComponent", "FieldValueRequired"),
+            ("reportingComponent", "FieldValueInvalid"),  # "" is no qualified name either
+            ("reportingInstance", "FieldValueRequired"),
+            ("action", "FieldValueRequired"),
+            ("reason", "FieldValueRequired"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(INVALID_EVENTS))
+def test_an_invalid_event_is_422_and_not_stored(
+    kube: KubeServer, http: httpx.Client, case: str
+) -> None:
+    namespace, body, expected = INVALID_EVENTS[case]
+    answer = http.post(EVENTS.format(namespace=namespace), json=body)
+
+    assert answer.status_code == 422, answer.text
+    status = answer.json()
+    assert (status["reason"], status["details"]["kind"]) == ("Invalid", "Event")
+    assert status["message"].startswith("Event ")
+    causes = [(c["field"], c["reason"]) for c in status["details"]["causes"]]
+    assert causes == expected, status
+    assert stored_events(kube) == set()
+
+
+def test_an_event_with_every_field_an_eventtime_needs_is_accepted(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    body = recorded(
+        eventTime="2026-11-22T03:00:00.000000Z",
+        reportingComponent="gitsync",
+        reportingInstance="gitsync-0",
+        action="Rebuild",
+    )
+    assert http.post(EVENTS.format(namespace="default"), json=body).status_code < 300
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"count": "1"}, "cannot unmarshal string into Go struct field Event.count of type int32"),
+        ({"count": 2**31}, f"cannot unmarshal number {2**31} into Go struct field Event.count"),
+        ({"firstTimestamp": "yesterday"}, 'parsing time "yesterday"'),
+        ({"lastTimestamp": 1700000000}, "cannot unmarshal number into Go value of type string"),
+        (
+            {"involvedObject": "web"},
+            "Go struct field Event.involvedObject of type v1.ObjectReference",
+        ),
+        ({"source": {"component": 7}}, "Event.source.component of type string"),
+    ],
+)
+def test_an_event_the_server_cannot_decode_is_400(
+    kube: KubeServer, http: httpx.Client, changes: dict[str, Any], words: str
+) -> None:
+    answer = http.post(EVENTS.format(namespace="default"), json=recorded(**changes))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith('Event in version "v1" cannot be handled as a Event')
+    assert words in answer.json()["message"]
+    assert stored_events(kube) == set()
+
+
+def test_a_body_naming_another_namespace_than_the_url_is_400(
+    kube: KubeServer, http: httpx.Client
+) -> None:
+    body = recorded(metadata={"name": "web.1", "namespace": "apps"})
+    answer = http.post(EVENTS.format(namespace="default"), json=body)
+    assert answer.status_code == 400
+    assert "does not match the namespace sent on the request" in answer.json()["message"]
+    assert stored_events(kube) == set()
