@@ -23,6 +23,8 @@ One concern per module, each with its part of the rules in its docstring:
                 the manifest and the merge-patch body (pure)
 `mapping`       an object and its Events as the model's `ObservedCache`, the
                 status table (pure)
+`events`        the Events gitsync records itself: `DigestChanged` when an
+                update moves a pinned digest (pure)
 `client`        the API client, error translation, raw JSON calls, paged
                 lists, the RBAC rules the calls need
 `secrets`       `ClusterPullSecrets`: pull secrets from the cluster for the
@@ -30,7 +32,7 @@ One concern per module, each with its part of the rules in its docstring:
 ==============  ===============================================================
 
 Only `client`, `writes`, `secrets` and `provider` import the `kubernetes`
-package; `ownership` and `mapping` are data in, data out. This package
+package; `ownership`, `mapping` and `events` are data in, data out. This package
 re-exports the names callers use, so `gitsync.providers.kubernetes.X` keeps
 working wherever X now lives.
 """
@@ -49,6 +51,13 @@ from gitsync.providers.kubernetes.client import (
     load_api_client,
     retry_after_seconds,
     translate,
+)
+from gitsync.providers.kubernetes.events import (
+    DIGEST_CHANGED,
+    EVENT_NAMESPACE,
+    DigestChange,
+    digest_changed_event,
+    digest_changes,
 )
 from gitsync.providers.kubernetes.mapping import (
     MAX_EVENTS_PER_CACHE,
@@ -83,6 +92,8 @@ __all__ = [
     "APPLY_PATCH",
     "DEFAULT_PAGE_SIZE",
     "DEFAULT_REQUEST_TIMEOUT",
+    "DIGEST_CHANGED",
+    "EVENT_NAMESPACE",
     "FIELD_MANAGER",
     "GROUP",
     "LAST_APPLIED_ANNOTATION",
@@ -99,6 +110,7 @@ __all__ = [
     "RBAC_RULES",
     "VERSION",
     "ClusterPullSecrets",
+    "DigestChange",
     "FieldPath",
     "ImageCacheApi",
     "ImageCacheWriter",
@@ -107,6 +119,8 @@ __all__ = [
     "Written",
     "api_error_message",
     "check_owner_id",
+    "digest_changed_event",
+    "digest_changes",
     "event_from",
     "fields_v1_paths",
     "load_api_client",

@@ -41,7 +41,7 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 30.0)  # connect, read: a stuck API server must 
 # manifests/clusterrole.yaml (tests/unit/test_manifests.py checks the manifests cover it).
 RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     (GROUP, PLURAL, ("get", "list", "create", "patch", "delete")),
-    ("", "events", ("list",)),
+    ("", "events", ("list", "create")),
 )
 PULL_SECRET_RBAC_RULES: tuple[tuple[str, str, tuple[str, ...]], ...] = (("", "secrets", ("get",)),)
 
@@ -173,6 +173,14 @@ class ImageCacheApi:
                 log.info("ImageCache %s was replaced since it was observed; left alone", name)
                 return
             raise translate(exc, what=f"delete ImageCache {name!r}") from exc
+
+    def create_event(self, namespace: str, body: Json) -> Json:
+        """POST one core/v1 Event into `namespace`."""
+        name = (body.get("metadata") or {}).get("name", "")
+        try:
+            return self.call(self.core.create_namespaced_event, namespace, body)
+        except ApiException as exc:
+            raise translate(exc, what=f"record Event {namespace}/{name}") from exc
 
     def list_all(
         self, method: Callable[..., Any], *args: Any, what: str, **kwargs: Any

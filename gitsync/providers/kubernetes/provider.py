@@ -22,12 +22,21 @@ the object already holds is a rebuild. While the operator's finalizer keeps
 the old object, `update` raises `TemporaryError`; `observe` reports the
 terminating object as Pending, the planner waits, and creates it once it is
 gone.
+
+An update that moves an image's pin (the object held `repo:tag@sha256:<old>`
+or the bare tag, and the spec now pins `repo:tag@sha256:<new>`: a followed
+tag moved upstream) records a Normal Event `DigestChanged` on the object as
+written (`events`), in the namespace `default`, as Kubernetes does for the
+Events of cluster-scoped objects. `observe` lists Events of ImageCaches in
+every namespace, so these are among the cache's events. A failure to record
+one is logged, never raised: the update has happened.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +64,13 @@ from gitsync.providers.kubernetes.client import (
     VERSION,
     ImageCacheApi,
     load_api_client,
+)
+from gitsync.providers.kubernetes.events import (
+    DIGEST_CHANGED,
+    EVENT_NAMESPACE,
+    DigestChange,
+    digest_changed_event,
+    digest_changes,
 )
 from gitsync.providers.kubernetes.mapping import event_from, observed_from
 from gitsync.providers.kubernetes.ownership import (
@@ -107,6 +123,7 @@ class KubernetesProvider:
         self._seen: dict[str, _Seen] = {}
         self._lock = threading.Lock()  # actions run in the reconciler's thread pool
         self._warned: set[str] = set()
+        self._last_event_nanos = 0
 
     @classmethod
     def from_config(
@@ -164,14 +181,16 @@ class KubernetesProvider:
                 " the objects it created"
             )
         check_owner_id(owner)
+        moved = digest_changes(current.images, spec.images)
         if current.status in _BROKEN or not planning.spec_changes(
             spec, current, fields=self.fields
         ):
             # Nothing to change means the planner wants a rebuild (failed, expired, renewal).
-            return self._rebuild(spec, current, owner=owner)
-        return observed_from(
-            self._writer.write(spec, owner=owner, current=self._current(current.name))
-        )
+            written = self._rebuild(spec, current, owner=owner)
+        else:
+            written = self._writer.write(spec, owner=owner, current=self._current(current.name))
+        self._record_moves(written, moved)
+        return observed_from(written)
 
     def delete(self, current: ObservedCache) -> None:
         if current.owner is None:
@@ -187,7 +206,7 @@ class KubernetesProvider:
 
     # ---------------------------------------------------------------- helpers
 
-    def _rebuild(self, spec: CacheSpec, current: ObservedCache, *, owner: str) -> ObservedCache:
+    def _rebuild(self, spec: CacheSpec, current: ObservedCache, *, owner: str) -> Json:
         uid = self._uid(current.name)
         self._api.delete(current.name, uid=uid)
         again = self._api.get(current.name)
@@ -205,7 +224,37 @@ class KubernetesProvider:
             current.status,
             extra={"cache": spec.name},
         )
-        return observed_from(self._writer.write(spec, owner=owner, current=again))
+        return self._writer.write(spec, owner=owner, current=again)
+
+    def _record_moves(self, written: Json, moved: tuple[DigestChange, ...]) -> None:
+        """A `DigestChanged` Event per moved pin on the object as written; failures only logged.
+
+        The update itself has happened: an Event that cannot be written (RBAC
+        without `create` on events, the API server busy) must not undo or fail it.
+        """
+        if not moved:
+            return
+        with self._lock:
+            # Event names carry the time in nanoseconds; never the same twice in this process.
+            nanos = max(time.time_ns(), self._last_event_nanos + 1)
+            self._last_event_nanos = nanos + len(moved) - 1
+        name = str((written.get("metadata") or {}).get("name", ""))
+        for index, change in enumerate(moved):
+            try:
+                self._api.create_event(
+                    EVENT_NAMESPACE, digest_changed_event(written, change, nanos=nanos + index)
+                )
+            except GitSyncError as exc:
+                log.warning(
+                    "ImageCache %s: cannot record the %s event (%s): %s",
+                    name,
+                    DIGEST_CHANGED,
+                    change.message,
+                    exc,
+                    extra={"cache": name},
+                )
+            else:
+                log.info("ImageCache %s: %s", name, change.message, extra={"cache": name})
 
     def _current(self, name: str) -> Written | Json | None:
         """What gitsync wrote to `name`, as the last observe saw it (else read now)."""
