@@ -3,13 +3,17 @@
 Every integration test that builds a repository of specs needs the same call;
 this is it, once. `check=True`: a git command that fails fails the test.
 `isolate_git` keeps the user's and the system's git configuration out of a
-test that runs gitsync's own git calls.
+test that runs gitsync's own git calls, and `watch_git_calls` records each git
+process a gitsync module starts (to check that no secret reaches an argv).
 """
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +51,35 @@ def isolate_git(monkeypatch: pytest.MonkeyPatch, home: Path) -> Path:
         monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     return global_config
+
+
+@dataclass
+class Call:
+    """One git process a module started: its argv and environment."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+    @property
+    def command(self) -> str:
+        """The git subcommand: the first word after `git` and its `-c` pairs."""
+        words = iter(self.argv[1:])
+        for word in words:
+            if word == "-c":
+                next(words)
+                continue
+            return word
+        return ""
+
+
+def watch_git_calls(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[Call]:
+    """Every process `module._run` starts from now on, in order (it still runs)."""
+    recorded: list[Call] = []
+    real_run = module._run
+
+    def spy(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        recorded.append(Call(argv=list(argv), env=dict(kwargs["env"])))
+        return real_run(argv, **kwargs)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(module, "_run", spy)
+    return recorded

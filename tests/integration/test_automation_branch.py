@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import base64
 import logging
-import subprocess
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from githttp import GitHttpServer, serve_git_http
-from gitrepo import git, isolate_git
+from gitrepo import Call, git, isolate_git, watch_git_calls
 from prometheus_client import CollectorRegistry
 from waiting import wait_until
 
@@ -76,34 +75,10 @@ def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return isolate_git(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
-@dataclass
-class Call:
-    argv: list[str]
-    env: dict[str, str]
-
-    @property
-    def command(self) -> str:
-        words = iter(self.argv[1:])
-        for word in words:
-            if word == "-c":
-                next(words)
-                continue
-            return word
-        return ""
-
-
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     """Every git process the automation branch starts, in order."""
-    recorded: list[Call] = []
-    real_run = gitwrite._run
-
-    def spy(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        recorded.append(Call(argv=list(argv), env=dict(kwargs["env"])))
-        return real_run(argv, **kwargs)
-
-    monkeypatch.setattr(gitwrite, "_run", spy)
-    return recorded
+    return watch_git_calls(monkeypatch, gitwrite)
 
 
 @dataclass

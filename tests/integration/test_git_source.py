@@ -19,14 +19,13 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 from githttp import GitHttpServer, serve_git_http
-from gitrepo import isolate_git
+from gitrepo import Call, isolate_git, watch_git_calls
 
 import gitsync.sources.git as gitmod
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
@@ -90,35 +89,10 @@ class Remote:
         return git(*args, cwd=self.work)
 
 
-@dataclass
-class Call:
-    argv: list[str]
-    env: dict[str, str]
-
-    @property
-    def command(self) -> str:
-        """The git subcommand: the first word after `git` and its `-c` pairs."""
-        words = iter(self.argv[1:])
-        for word in words:
-            if word == "-c":
-                next(words)
-                continue
-            return word
-        return ""
-
-
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     """Every process GitSource starts, in order."""
-    recorded: list[Call] = []
-    real_run = gitmod._run
-
-    def spy(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        recorded.append(Call(argv=list(argv), env=dict(kwargs["env"])))
-        return real_run(argv, **kwargs)
-
-    monkeypatch.setattr(gitmod, "_run", spy)
-    return recorded
+    return watch_git_calls(monkeypatch, gitmod)
 
 
 @pytest.fixture

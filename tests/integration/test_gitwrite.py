@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from githttp import GitHttpServer, serve_git_http
-from gitrepo import git, isolate_git
+from gitrepo import Call, git, isolate_git, watch_git_calls
 
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
 from gitsync.sources import gitwrite
@@ -55,34 +55,10 @@ def isolated_git(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     return isolate_git(monkeypatch, tmp_path_factory.mktemp("home"))
 
 
-@dataclass
-class Call:
-    argv: list[str]
-    env: dict[str, str]
-
-    @property
-    def command(self) -> str:
-        words = iter(self.argv[1:])
-        for word in words:
-            if word == "-c":
-                next(words)
-                continue
-            return word
-        return ""
-
-
 @pytest.fixture
 def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
     """Every process `publish` starts, in order."""
-    recorded: list[Call] = []
-    real_run = gitwrite._run
-
-    def spy(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
-        recorded.append(Call(argv=list(argv), env=dict(kwargs["env"])))
-        return real_run(argv, **kwargs)
-
-    monkeypatch.setattr(gitwrite, "_run", spy)
-    return recorded
+    return watch_git_calls(monkeypatch, gitwrite)
 
 
 @dataclass
