@@ -58,6 +58,7 @@ from gitsync.specs import YAML_SUFFIXES
 from gitsync.suggest.edits import EditOutcome, EditResult, apply_suggestions
 from gitsync.suggest.model import Suggestion, SuggestionKind
 from gitsync.suggest.validation import validate_edited
+from gitsync.wakeable import WakeableThread
 
 __all__ = [
     "AUTOMATION_GIT_DIR",
@@ -105,7 +106,7 @@ class AutomationStatus:
     next_round_seconds: float  # until the next round is due (0: due now)
 
 
-class AutomationBranch:
+class AutomationBranch(WakeableThread):
     """Keeps branch `branch` of `repo` equal to `tracked_branch` plus the pending bumps.
 
     `bumps` gives the image-policy bump-tag suggestions pending now, and
@@ -180,27 +181,15 @@ class AutomationBranch:
         self._done: _Key = None  # (tip, inputs) of the last good round
         self._pending = 0
         self._last: RoundResult | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(name="gitsync-automation")
 
     # ------------------------------------------------------------------ the thread
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gitsync-automation", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
 
     def poke(self) -> None:
         """Run a round soon (after a pass, or when the bumps changed); a backoff still holds."""
         with self._lock:
             self._schedule.poked = True
-        self._wake.set()
+        super().poke()
 
     def due_in(self) -> float:
         """Seconds until the next round is due; 0 when it is due now."""
@@ -220,11 +209,7 @@ class AutomationBranch:
             )
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.due_in())
-            self._wake.clear()
-            if self._stop.is_set():
-                return
+        while self.sleep(self.due_in()):
             if self.due_in() == 0.0:
                 self.run_round()
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from gitsync.model import CacheSpec
 from gitsync.suggest.model import Suggestion
+from gitsync.wakeable import WakeableThread
 
 __all__ = ["DEFAULT_POLICY_INTERVAL_SECONDS", "PolicyLoop", "policy_interval"]
 
@@ -44,7 +45,7 @@ def policy_interval(specs: Sequence[CacheSpec], *, default_seconds: float | None
     return default_seconds or DEFAULT_POLICY_INTERVAL_SECONDS
 
 
-class PolicyLoop:
+class PolicyLoop(WakeableThread):
     """Lists policy images' tags every interval; `latest()` holds the pending bumps."""
 
     def __init__(
@@ -61,9 +62,7 @@ class PolicyLoop:
         self._on_change = tuple(on_change)
         self._lock = threading.Lock()
         self._latest: tuple[Suggestion, ...] | None = None
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(name="gitsync-policies")
 
     def latest(self) -> tuple[Suggestion, ...] | None:
         with self._lock:
@@ -85,26 +84,11 @@ class PolicyLoop:
                 callback()
         return found
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gitsync-policies", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping:
             if self._desired():
                 try:
                     self.check()
                 except Exception:  # a bug here must not stop the daemon; the next round retries
                     log.exception("listing the policy images' tags failed")
-            interval = policy_interval(self._desired(), default_seconds=self._default)
-            self._wake.wait(interval)
-            self._wake.clear()
+            self.sleep(policy_interval(self._desired(), default_seconds=self._default))

@@ -52,6 +52,7 @@ from gitsync.errors import GitSyncError, ImageRefError, TemporaryError
 from gitsync.imageref import ImageRef
 from gitsync.metrics.refresh import RefreshMetrics
 from gitsync.model import CacheSpec, CacheStatus, ObservedCache
+from gitsync.wakeable import WakeableThread
 
 __all__ = ["DigestRefresher", "RefreshRound", "Resolve"]
 
@@ -224,7 +225,7 @@ class _Ledger:
         self.tags = TagDigests(resolved=self.view, every_cache=self._every_cache)
 
 
-class DigestRefresher:
+class DigestRefresher(WakeableThread):
     """Resolves the followed tags on their interval; see the module docstring."""
 
     def __init__(
@@ -265,9 +266,7 @@ class DigestRefresher:
         self._ledger = _Ledger(registries=self._registries, every_cache=self._default is not None)
         self._round = threading.Lock()  # one round at a time, whoever calls
         self._counted: set[tuple[str, str, str]] = set()  # moves counted: (cache, image, digest)
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(name="gitsync-refresh")
 
     # ------------------------------------------------------------ what others read
 
@@ -342,22 +341,8 @@ class DigestRefresher:
 
     # ------------------------------------------------------------------ thread
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gitsync-refresh", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """Look again soon (after a pass that changed the specs)."""
-        self._wake.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self.stopping:
             try:
                 self.check()
             except Exception:  # a bug here must not stop the daemon serving
@@ -369,8 +354,7 @@ class DigestRefresher:
                 log.exception("scheduling the next refresh failed")
                 upcoming = None
             wait = self._idle if upcoming is None else min(self._idle, upcoming - now)
-            self._wake.wait(max(wait, _MIN_WAIT_SECONDS))
-            self._wake.clear()
+            self.sleep(max(wait, _MIN_WAIT_SECONDS))
 
     # ----------------------------------------------------------------- helpers
 

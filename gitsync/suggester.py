@@ -32,6 +32,7 @@ from gitsync.suggest.model import (
     SuggestionKind,
     SuggestOptions,
 )
+from gitsync.wakeable import WakeableThread
 
 __all__ = ["MISSED_LIMIT", "SuggestionLoop", "missed_images"]
 
@@ -60,7 +61,7 @@ def missed_images(evidence: Evidence, *, limit: int = MISSED_LIMIT) -> list[dict
     ]
 
 
-class SuggestionLoop:
+class SuggestionLoop(WakeableThread):
     """Works the suggestions out every `interval_seconds`; `latest()` is the API's answer."""
 
     def __init__(
@@ -99,9 +100,7 @@ class SuggestionLoop:
             "missed": [],
             "note": "not worked out yet: the first pass has not finished",
         }
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(name="gitsync-suggest")
 
     def latest(self) -> dict[str, object]:
         with self._lock:
@@ -112,26 +111,8 @@ class SuggestionLoop:
         with self._lock:
             return self._found
 
-    def poke(self) -> None:
-        """Work them out soon (after a pass that changed the specs)."""
-        self._wake.set()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="gitsync-suggest", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self._interval)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
+        while self.sleep(self._interval):
             try:
                 self.compute()
             except Exception:  # a bug here must not stop the daemon serving
