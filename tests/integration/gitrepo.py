@@ -83,3 +83,22 @@ def watch_git_calls(monkeypatch: pytest.MonkeyPatch, module: Any) -> list[Call]:
 
     monkeypatch.setattr(module, "_run", spy)
     return recorded
+
+
+@dataclass
+class BareRemote:
+    """A bare repository standing in for a git host: where branches are, and their tips."""
+
+    bare: Path
+
+    @property
+    def url(self) -> str:
+        return self.bare.as_uri()
+
+    def tip(self, branch: str) -> str:
+        return git("rev-parse", f"refs/heads/{branch}", cwd=self.bare)
+
+    def branches(self) -> set[str]:
+        return set(
+            git("for-each-ref", "--format=%(refname:short)", "refs/heads", cwd=self.bare).split()
+        )

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from githttp import GitHttpServer, serve_git_http
-from gitrepo import Call, git, isolate_git, watch_git_calls
+from gitrepo import BareRemote, Call, git, isolate_git, watch_git_calls
 from prometheus_client import CollectorRegistry
 from waiting import wait_until
 
@@ -82,21 +82,8 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
 
 
 @dataclass
-class Remote:
-    bare: Path
+class Remote(BareRemote):
     seed: Path
-
-    @property
-    def url(self) -> str:
-        return self.bare.as_uri()
-
-    def tip(self, branch: str) -> str:
-        return git("rev-parse", f"refs/heads/{branch}", cwd=self.bare)
-
-    def branches(self) -> set[str]:
-        return set(
-            git("for-each-ref", "--format=%(refname:short)", "refs/heads", cwd=self.bare).split()
-        )
 
     def show(self, branch: str, path: str) -> str:
         return git("show", f"{branch}:{path}", cwd=self.bare) + "\n"

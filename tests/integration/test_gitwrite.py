@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from githttp import GitHttpServer, serve_git_http
-from gitrepo import Call, git, isolate_git, watch_git_calls
+from gitrepo import BareRemote, Call, git, isolate_git, watch_git_calls
 
 from gitsync.errors import ConfigError, PermanentError, TemporaryError
 from gitsync.sources import gitwrite
@@ -62,21 +62,7 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[Call]:
 
 
 @dataclass
-class Remote:
-    bare: Path
-
-    @property
-    def url(self) -> str:
-        return self.bare.as_uri()
-
-    def tip(self, branch: str) -> str:
-        return git("rev-parse", f"refs/heads/{branch}", cwd=self.bare)
-
-    def branches(self) -> set[str]:
-        return set(
-            git("for-each-ref", "--format=%(refname:short)", "refs/heads", cwd=self.bare).split()
-        )
-
+class Remote(BareRemote):
     def show(self, branch: str, path: str) -> bytes:
         done = subprocess.run(
             ["git", "cat-file", "blob", f"{branch}:{path}"],
